@@ -1,0 +1,49 @@
+"""Elastic (weight-sharing) networks and the registry that builds them from config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from hwnas.elastic.base import ElasticModel
+from hwnas.elastic.cnn import ElasticCNN, StaticCNN
+
+ModelBuilder = Callable[..., ElasticModel]
+
+_MODELS: dict[str, ModelBuilder] = {}
+
+
+def register_model(name: str, builder: ModelBuilder) -> None:
+    _MODELS[name] = builder
+
+
+def _build_cnn(input_shape: tuple[int, int, int], num_classes: int, **kw: Any) -> ElasticModel:
+    c, h, w = input_shape
+    if h != w:
+        raise ValueError(f"elastic_cnn needs square images, got {h}x{w}")
+    return ElasticCNN(in_channels=c, image_size=h, num_classes=num_classes, **kw)
+
+
+register_model("elastic_cnn", _build_cnn)
+
+
+def build_model(
+    model_cfg: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int
+) -> ElasticModel:
+    """Build the elastic model named by ``model_cfg.name`` for the data's shape."""
+    cfg = dict(model_cfg)
+    name = cfg.pop("name", None)
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; choose model= one of {sorted(_MODELS)}")
+    # OmegaConf lists arrive as ListConfig; the constructors take tuples.
+    kwargs = {
+        k: v if isinstance(v, (str, int, float, bool)) or v is None else tuple(v)
+        for k, v in cfg.items()
+    }
+    try:
+        return _MODELS[name](tuple(input_shape), num_classes, **kwargs)
+    except TypeError as err:
+        raise ValueError(f"model {name!r}: {err}") from err
+
+
+__all__ = ["ElasticModel", "ElasticCNN", "StaticCNN", "build_model", "register_model"]

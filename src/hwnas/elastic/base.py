@@ -1,0 +1,72 @@
+"""The interface every elastic (weight-sharing) network implements."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from hwnas.spaces.base import Arch, SearchSpace
+
+
+class ElasticModel(nn.Module):
+    """A supernet: parameters allocated at the largest size, sliced per active arch.
+
+    Subclasses set ``self.space`` and ``self.input_shape`` (C, H, W without batch) and
+    implement the abstract methods. ``active_params``/``active_flops`` report the cost
+    of the active arch from per-op formulas, without building the subnet.
+    """
+
+    space: SearchSpace
+    input_shape: tuple[int, ...]
+
+    @abstractmethod
+    def set_active(self, arch: Mapping[str, Any]) -> None: ...
+
+    @abstractmethod
+    def get_active(self) -> Arch: ...
+
+    @abstractmethod
+    def export(self, arch: Mapping[str, Any]) -> nn.Module:
+        """A standalone module with copied weights and the same outputs as the
+        supernet with ``arch`` active."""
+
+    @abstractmethod
+    def reorganize_by_importance(self) -> None:
+        """Permute channels so the most important come first (before width shrinks)."""
+
+    @abstractmethod
+    def active_params(self) -> int: ...
+
+    @abstractmethod
+    def active_flops(self, batch_size: int = 1) -> int:
+        """Floating-point operations (2 per multiply-add) of one forward pass."""
+
+    @abstractmethod
+    def latency_units(self, arch: Mapping[str, Any]) -> list[tuple[str, nn.Module, tuple]]:
+        """The arch cut into independently measurable pieces: (key, module, input shape
+        without batch). Equal keys mean equal pieces; a latency table is keyed by them."""
+
+    @abstractmethod
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    @contextmanager
+    def active(self, arch: Mapping[str, Any]) -> Iterator[ElasticModel]:
+        """Activate ``arch`` for the block, then restore the previous one."""
+        prev = self.get_active()
+        self.set_active(arch)
+        try:
+            yield self
+        finally:
+            self.set_active(prev)
+
+    def cost_of(self, arch: Mapping[str, Any], batch_size: int = 1) -> dict[str, float]:
+        with self.active(arch):
+            return {
+                "params_m": self.active_params() / 1e6,
+                "flops_m": self.active_flops(batch_size) / 1e6,
+            }

@@ -1,0 +1,180 @@
+"""Analytic costs: parameters, FLOPs and peak activation memory, no timing needed.
+
+Parameters and FLOPs are exact, from the elastic model's per-op formulas
+(``ElasticModel.cost_of``; FLOPs count 2 per multiply-add of convolutions and linear
+layers, as ``torch.utils.flop_counter.FlopCounterMode`` does, per image).
+
+``memory_mb`` estimates the peak activation memory of one eager float32 inference
+pass at the configured batch size, in MB (10^6 bytes); weights are not included.
+While a layer runs, the tensors counted as alive are the network input (held by the
+caller), the input of the current block (held for its shortcut and by its
+``forward`` frame), and the layer's own input and output; the estimate is the
+largest such sum over all layers. For :class:`~hwnas.elastic.cnn.ElasticCNN` it is
+computed from the layer shapes without building the subnet; other elastic models
+are traced once per arch with forward hooks on their exported subnet.
+
+Also here, because they need the model's structure but no timing: the latency-unit
+keys of an arch (:func:`unit_keys`), a fingerprint of the supernet's layer sizes
+(:func:`model_signature`) and archs that cover every unit (:func:`covering_archs`),
+used by :mod:`hwnas.hardware.table`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from hwnas.elastic.base import ElasticModel
+from hwnas.elastic.cnn import ElasticCNN
+from hwnas.hardware.base import CostModel
+from hwnas.spaces.base import Arch, Gene, SearchSpace
+
+BYTES_PER_ELEMENT = 4  # float32
+
+
+def conv_out_size(size: int, stride: int, kernel: int = 3) -> int:
+    """Output size of a 'same'-padded convolution."""
+    return (size + 2 * (kernel // 2) - kernel) // stride + 1
+
+
+def cnn_peak_elements(model: ElasticCNN, arch: Mapping[str, Any]) -> int:
+    """Peak live activation elements of one image through ``model``'s subnet ``arch``."""
+    arch = model.space.canonical(arch)
+    c_in, size = model.input_shape[0], model.input_shape[1]
+    image = c_in * size * size
+    conv = model.stem[0]
+    size = conv_out_size(size, conv.stride[0])
+    stem_out = conv.out_channels * size * size
+    # stem conv (image -> x), then BN (x -> x'), ReLU in place
+    peak = max(image + stem_out, image + 2 * stem_out)
+    x = stem_out
+    for s, stage in enumerate(model.stages):
+        for b in range(arch[f"d{s}"]):
+            block = stage[b]
+            mid = block.in_ch * arch[f"e{s}_{b}"]
+            out_size = conv_out_size(size, block.stride)
+            mid_in, mid_out = mid * size * size, mid * out_size * out_size
+            out = block.out_ch * out_size * out_size
+            layer = max(
+                2 * mid_in,  # expand output -> BN1 -> ReLU
+                mid_in + mid_out,  # depthwise conv
+                2 * mid_out,  # BN2 -> ReLU
+                mid_out + out,  # project conv
+                2 * out,  # BN3, shortcut add
+            )
+            peak = max(peak, image + x + layer)
+            x, size = out, out_size
+    pooled = model.head.in_features
+    return max(peak, image + x + pooled, image + pooled + model.head.out_features)
+
+
+def traced_peak_elements(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Largest ``input + input-of-layer + output-of-layer`` over the leaf modules of
+    ``module`` for one sample (generic fallback; block inputs are not tracked)."""
+    sizes: list[int] = []
+
+    def hook(_mod: nn.Module, args: tuple, output: Any) -> None:
+        n_in = sum(a.numel() for a in args if isinstance(a, torch.Tensor))
+        n_out = output.numel() if isinstance(output, torch.Tensor) else 0
+        sizes.append(n_in + n_out)
+
+    leaves = [m for m in module.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    was_training = module.training
+    try:
+        module.eval()
+        x = torch.zeros((1, *input_shape))
+        with torch.inference_mode():
+            module(x)
+    finally:
+        module.train(was_training)
+        for h in handles:
+            h.remove()
+    image = 1
+    for d in input_shape:
+        image *= d
+    return image + max(sizes, default=0)
+
+
+class AnalyticCost(CostModel):
+    """``params_m`` (millions), ``flops_m`` (MFLOPs per image) and ``memory_mb`` (peak
+    activation MB at ``batch_size``, float32) of each arch."""
+
+    name = "analytic"
+
+    def __init__(self, model: ElasticModel, batch_size: int = 1):
+        super().__init__()
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model, self.batch_size = model, int(batch_size)
+
+    def peak_elements(self, arch: Arch) -> int:
+        if isinstance(self.model, ElasticCNN):
+            return cnn_peak_elements(self.model, arch)
+        return traced_peak_elements(self.model.export(arch), tuple(self.model.input_shape))
+
+    def _compute(self, arch: Arch) -> dict[str, float]:
+        costs = dict(self.model.cost_of(arch, batch_size=1))
+        elements = self.peak_elements(arch) * self.batch_size
+        costs["memory_mb"] = elements * BYTES_PER_ELEMENT / 1e6
+        return costs
+
+    def describe(self) -> str:
+        return (
+            f"analytic: params, FLOPs per image, peak activation memory "
+            f"(batch {self.batch_size}, float32)"
+        )
+
+
+def unit_keys(model: ElasticModel, arch: Mapping[str, Any]) -> list[str]:
+    """The latency-unit keys of ``arch``; for :class:`ElasticCNN` computed from the
+    arch alone (the same keys as ``latency_units``, without exporting the subnet)."""
+    if not isinstance(model, ElasticCNN):
+        return [key for key, _, _ in model.latency_units(arch)]
+    arch = model.space.canonical(arch)
+    c, size = model.input_shape[0], model.input_shape[1]
+    keys = [f"stem:{c}x{size}"]
+    size = conv_out_size(size, model.stem[0].stride[0])
+    for s, stage in enumerate(model.stages):
+        for b in range(arch[f"d{s}"]):
+            keys.append(f"s{s}b{min(b, 1)}:k{arch[f'k{s}_{b}']}e{arch[f'e{s}_{b}']}")
+            size = conv_out_size(size, stage[b].stride)
+    return keys + [f"head:{model.head.in_features}x{size}"]
+
+
+def model_signature(model: ElasticModel) -> str:
+    """Short hash of the supernet's class, input shape and tensor shapes: models with
+    the same genes but other layer sizes get different signatures."""
+    shapes = [(k, list(v.shape)) for k, v in model.state_dict().items()]
+    blob = json.dumps([type(model).__name__, list(model.input_shape), shapes])
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def covering_archs(space: SearchSpace) -> list[Arch]:
+    """Archs that together contain every latency unit of ``space``: one per combination
+    of a value per gene group (each gene of the group set to it, or to its largest
+    choice when it has no such value); ungrouped genes vary as groups of their own."""
+
+    def group_of(gene: Gene) -> str:
+        return gene.group or f"gene:{gene.name}"
+
+    groups: dict[str, list] = {}
+    for g in space.genes:
+        values = groups.setdefault(group_of(g), [])
+        values += [c for c in g.choices if c not in values]
+    largest = space.max_arch()
+    archs: dict[Arch, None] = {}
+    for combo in itertools.product(*groups.values()):
+        pick = dict(zip(groups, combo, strict=True))
+        values = {}
+        for g in space.genes:
+            v = pick[group_of(g)]
+            values[g.name] = v if v in g.choices else largest[g.name]
+        archs[space.canonical(values)] = None
+    return list(archs)

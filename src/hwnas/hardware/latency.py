@@ -1,0 +1,320 @@
+"""Measured latency: warm-up, repeats, median, fixed threads, batch size and device.
+
+:func:`measure_latency` times one module on one input shape with PyTorch eager (CPU
+wall clock or CUDA events) or ONNX Runtime (the module exported to ONNX in a
+temporary folder). :class:`MeasuredLatency` is the cost model that measures each
+arch's exported subnet once and caches the median.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import logging
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hwnas.elastic.base import ElasticModel
+from hwnas.hardware.base import CostModel
+from hwnas.spaces.base import Arch
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("cpu", "cuda")
+BACKENDS = ("torch", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Summary of ``repeats`` timed forward passes (milliseconds per batch)."""
+
+    median_ms: float
+    mean_ms: float
+    p10_ms: float
+    p90_ms: float
+    iqr_ms: float
+    repeats: int
+    warmup: int
+    batch_size: int
+    device: str
+    device_name: str
+    threads: int
+    backend: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return (
+            f"{self.median_ms:.3f} ms median (p10 {self.p10_ms:.3f}, p90 {self.p90_ms:.3f}) "
+            f"on {setting_label(self.device, self.backend, self.threads, self.batch_size)}"
+        )
+
+
+def setting_label(device: str, backend: str, threads: int | None, batch_size: int) -> str:
+    """Human-readable measurement setting, e.g. ``cpu, torch eager, 2 threads, batch 1``."""
+    runtime = "torch eager" if backend == "torch" else backend
+    parts = [device, runtime]
+    if device == "cpu":
+        n = threads or torch.get_num_threads()
+        parts.append(f"{n} thread{'s' if n != 1 else ''}")
+    parts.append(f"batch {batch_size}")
+    return ", ".join(parts)
+
+
+def device_name(device: str) -> str:
+    """The hardware behind ``device`` (CPU model or GPU name), for table metadata."""
+    if device.startswith("cuda"):
+        return (
+            torch.cuda.get_device_name(torch.device(device)) if torch.cuda.is_available() else "?"
+        )
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} logical cores)"
+
+
+def check_setting(
+    device: str, backend: str, threads: int | None, batch_size: int, warmup: int, repeats: int
+) -> None:
+    """Raise a one-line ``ValueError`` for a bad measurement setting."""
+    if device not in DEVICES:
+        raise ValueError(f"latency device {device!r} is not supported; use one of {list(DEVICES)}")
+    if backend not in BACKENDS:
+        raise ValueError(
+            f"latency backend {backend!r} is not supported; use one of {list(BACKENDS)}"
+        )
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "latency device 'cuda' requested but CUDA is not available; use device=cpu"
+        )
+    if threads is not None and int(threads) < 1:
+        raise ValueError(f"threads must be >= 1 or null (library default), got {threads}")
+    if batch_size < 1 or warmup < 0 or repeats < 1:
+        raise ValueError(
+            f"need batch_size >= 1, warmup >= 0, repeats >= 1; "
+            f"got {batch_size}, {warmup}, {repeats}"
+        )
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Set PyTorch's intra-op thread count for the block, then restore it."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def measure_latency(
+    module: nn.Module,
+    input_shape: tuple[int, ...],
+    batch_size: int = 1,
+    device: str = "cpu",
+    threads: int | None = None,
+    warmup: int = 5,
+    repeats: int = 20,
+    backend: str = "torch",
+    seed: int = 0,
+) -> LatencyStats:
+    """Time ``module`` on a ``(batch_size, *input_shape)`` random batch.
+
+    ``threads`` fixes the CPU intra-op threads (PyTorch's setting is restored
+    afterwards; ``None`` keeps the current one). The module is run in eval mode under
+    ``torch.inference_mode`` (its train/eval mode is restored); CUDA is timed with
+    events after a synchronize; ``backend="onnxruntime"`` exports it to ONNX first.
+    """
+    check_setting(device, backend, threads, batch_size, warmup, repeats)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn((batch_size, *input_shape), generator=gen)
+    was_training = module.training
+    module.eval()
+    try:
+        with torch_threads(threads) as n_threads:
+            if backend == "torch":
+                times = _time_torch(module, x, device, warmup, repeats)
+            else:
+                times = _time_onnxruntime(module, x, device, n_threads, warmup, repeats)
+    finally:
+        module.train(was_training)
+    t = np.asarray(times, dtype=np.float64)
+    p10, p25, p50, p75, p90 = np.percentile(t, [10, 25, 50, 75, 90])
+    return LatencyStats(
+        median_ms=float(p50),
+        mean_ms=float(t.mean()),
+        p10_ms=float(p10),
+        p90_ms=float(p90),
+        iqr_ms=float(p75 - p25),
+        repeats=repeats,
+        warmup=warmup,
+        batch_size=batch_size,
+        device=device,
+        device_name=device_name(device),
+        threads=n_threads,
+        backend=backend,
+    )
+
+
+def _on_device(module: nn.Module, device: str) -> nn.Module:
+    """``module`` itself when it already lives on ``device``, else a moved copy."""
+    target = torch.device(device)
+    tensors = list(module.parameters()) + list(module.buffers())
+    if all(t.device.type == target.type for t in tensors):
+        return module
+    return copy.deepcopy(module).to(target)
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _time_torch(
+    module: nn.Module, x: torch.Tensor, device: str, warmup: int, repeats: int
+) -> list[float]:
+    net = _on_device(module, device)
+    x = x.to(device)
+    times: list[float] = []
+    with torch.inference_mode(), _no_gc():
+        for _ in range(warmup):
+            net(x)
+        if device == "cuda":
+            torch.cuda.synchronize()
+            for _ in range(repeats):
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                net(x)
+                end.record()
+                torch.cuda.synchronize()
+                times.append(float(start.elapsed_time(end)))
+        else:
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                net(x)
+                times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def onnx_session(module: nn.Module, x: torch.Tensor, device: str, threads: int) -> Any:
+    """Export ``module`` (eval mode, traced on ``x``) to ONNX and open a session."""
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ValueError(
+                "onnxruntime has no CUDAExecutionProvider here; install onnxruntime-gpu "
+                "or use hardware.backend=torch"
+            )
+        providers = ["CUDAExecutionProvider"]
+    net = _on_device(module, "cpu")
+    with tempfile.TemporaryDirectory(prefix="hwnas-onnx-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        with torch.no_grad():
+            torch.onnx.export(
+                net,
+                (x,),
+                str(path),
+                input_names=["x"],
+                output_names=["y"],
+                opset_version=17,
+                dynamo=False,
+            )
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        return ort.InferenceSession(str(path), opts, providers=providers)
+
+
+def _time_onnxruntime(
+    module: nn.Module, x: torch.Tensor, device: str, threads: int, warmup: int, repeats: int
+) -> list[float]:
+    session = onnx_session(module, x, device, threads)
+    feed = {"x": x.numpy()}
+    times: list[float] = []
+    with _no_gc():
+        for _ in range(warmup):
+            session.run(None, feed)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            session.run(None, feed)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+class MeasuredLatency(CostModel):
+    """``latency_ms``: median measured latency of each arch's exported subnet (cached)."""
+
+    name = "measured_latency"
+
+    def __init__(
+        self,
+        model: ElasticModel,
+        device: str = "cpu",
+        backend: str = "torch",
+        threads: int | None = None,
+        batch_size: int = 1,
+        warmup: int = 5,
+        repeats: int = 20,
+        progress: Callable[[Arch, LatencyStats], None] | None = None,
+    ):
+        super().__init__()
+        check_setting(device, backend, threads, batch_size, warmup, repeats)
+        self.model, self.device, self.backend, self.threads = model, device, backend, threads
+        self.batch_size, self.warmup, self.repeats = batch_size, warmup, repeats
+        self.stats: dict[Arch, LatencyStats] = {}
+        self._progress = progress
+
+    def settings(self) -> Mapping[str, Any]:
+        return {
+            "device": self.device,
+            "backend": self.backend,
+            "threads": self.threads,
+            "batch_size": self.batch_size,
+            "warmup": self.warmup,
+            "repeats": self.repeats,
+        }
+
+    def _compute(self, arch: Arch) -> dict[str, float]:
+        sub = self.model.export(arch)
+        stats = measure_latency(sub, tuple(self.model.input_shape), **self.settings())
+        self.stats[arch] = stats
+        if self._progress is not None:
+            self._progress(arch, stats)
+        return {"latency_ms": stats.median_ms}
+
+    def describe(self) -> str:
+        label = setting_label(self.device, self.backend, self.threads, self.batch_size)
+        return (
+            f"latency: measured ({label}; median of {self.repeats} runs after "
+            f"{self.warmup} warm-up)"
+        )

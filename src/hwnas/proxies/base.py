@@ -1,0 +1,178 @@
+"""Proxy registry: train-free scores of a network, each computed on a copy."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProxyInputs:
+    """What a proxy may look at: an input batch, optional labels, the class count.
+
+    ``x`` is a float batch shaped like the model's input (B, C, H, W) for CNNs or
+    (B, T, D) for sequence models. ``y`` holds integer labels (B,) or ``None`` for the
+    data-free case; proxies that need labels then draw them from their generator.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+    num_classes: int = 10
+
+
+ProxyFn = Callable[[nn.Module, ProxyInputs, torch.Generator], float]
+GroupFn = Callable[[nn.Module, ProxyInputs, torch.Generator, Sequence[str]], Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class Proxy:
+    name: str
+    fn: ProxyFn
+    higher_is_better: bool = True
+    doc: str = ""
+
+
+_REGISTRY: dict[str, Proxy] = {}
+_GROUPS: list[tuple[frozenset[str], GroupFn]] = []
+
+
+def register_proxy_group(names: Sequence[str]) -> Callable[[GroupFn], GroupFn]:
+    """Decorator: ``fn(model, inputs, generator, names) -> {name: value}`` computes the
+    proxies ``names`` (any subset of them) in one shared pass on one copy. It must give
+    each proxy exactly the value its own function gives for the same seed."""
+
+    def deco(fn: GroupFn) -> GroupFn:
+        _GROUPS.append((frozenset(names), fn))
+        return fn
+
+    return deco
+
+
+def register_proxy(name: str, higher_is_better: bool = True) -> Callable[[ProxyFn], ProxyFn]:
+    """Decorator: register ``fn(model, inputs, generator) -> float`` under ``name``."""
+
+    def deco(fn: ProxyFn) -> ProxyFn:
+        if name in _REGISTRY:
+            raise ValueError(f"proxy {name!r} registered twice")
+        _REGISTRY[name] = Proxy(name, fn, higher_is_better, (fn.__doc__ or "").strip())
+        return fn
+
+    return deco
+
+
+def get_proxy(name: str) -> Proxy:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown proxy {name!r}; registered proxies: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def list_proxies() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def score_proxy(name: str, model: nn.Module, inputs: ProxyInputs, seed: int = 0) -> float:
+    """Score ``model`` with proxy ``name`` on a deep copy; deterministic for ``seed``.
+
+    Raises ``FloatingPointError`` with the proxy's name when the result is not finite.
+    """
+    proxy = get_proxy(name)
+    work = copy.deepcopy(model)
+    gen = torch.Generator(device=inputs.x.device).manual_seed(int(seed))
+    return _finite(name, proxy.fn(work, inputs, gen))
+
+
+def _finite(name: str, value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise FloatingPointError(f"proxy {name!r} gave a non-finite value ({value})")
+    return value
+
+
+@dataclass
+class ScoreReport:
+    """Per-proxy outcome of :func:`score_proxies_report`: finite scores, one-line error
+    messages of the proxies that failed, and seconds spent (a shared pass is split
+    evenly among the proxies it served)."""
+
+    scores: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def score_proxies_report(
+    names: Sequence[str], model: nn.Module, inputs: ProxyInputs, seed: int = 0
+) -> ScoreReport:
+    """Score ``model`` with every proxy in ``names``, never raising for one proxy.
+
+    Proxies of a registered group (:func:`register_proxy_group`) that are asked for
+    together share one copy and one pass; each value equals what :func:`score_proxy`
+    gives for that proxy and seed. Unknown names still raise ``KeyError`` up front.
+    """
+    wanted = list(dict.fromkeys(names))
+    for name in wanted:
+        get_proxy(name)
+    report = ScoreReport()
+    left = list(wanted)
+    for members, fn in _GROUPS:
+        batch = [n for n in left if n in members]
+        if len(batch) < 2:
+            continue
+        left = [n for n in left if n not in batch]
+        t0 = time.perf_counter()
+        try:
+            gen = torch.Generator(device=inputs.x.device).manual_seed(int(seed))
+            values = fn(copy.deepcopy(model), inputs, gen, batch)
+            shared = {n: _finite(n, values[n]) for n in batch}
+        except Exception as exc:  # noqa: BLE001 - a shared pass failed: score one by one
+            log.debug("shared pass for %s failed (%s); scoring one by one", batch, exc)
+            left.extend(batch)
+            continue
+        report.scores.update(shared)
+        share = (time.perf_counter() - t0) / len(batch)
+        report.seconds.update(dict.fromkeys(batch, share))
+    for name in wanted:
+        if name not in left:
+            continue
+        t0 = time.perf_counter()
+        try:
+            report.scores[name] = score_proxy(name, model, inputs, seed)
+        except Exception as exc:  # noqa: BLE001 - reported per proxy
+            report.failures[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        report.seconds[name] = time.perf_counter() - t0
+    report.scores = {n: report.scores[n] for n in wanted if n in report.scores}
+    return report
+
+
+def score_proxies(
+    names: Sequence[str], model: nn.Module, inputs: ProxyInputs, seed: int = 0
+) -> dict[str, float]:
+    """``{name: score}`` for every proxy in ``names`` (shared passes where possible,
+    see :func:`score_proxies_report`); raises the first proxy's error if one fails."""
+    report = score_proxies_report(names, model, inputs, seed)
+    if report.failures:
+        name, msg = next(iter(report.failures.items()))
+        score_proxy(name, model, inputs, seed)  # alone again: raises the original error
+        raise RuntimeError(f"proxy {name!r} failed: {msg}")
+    return report.scores
+
+
+def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Pre-pooling features when the model exposes ``forward_features``, else the output."""
+    fwd = getattr(model, "forward_features", None)
+    return fwd(x) if callable(fwd) else model(x)
+
+
+def _load_builtin() -> None:
+    # Importing the package registers every built-in proxy.
+    import hwnas.proxies  # noqa: F401

@@ -1,0 +1,112 @@
+"""Classic data-light proxies: NASWOT, jacob_cov, parameter count and FLOPs.
+
+Conventions follow NASLib's zero-cost pruners (Abdelfattah et al., ICLR'21 and
+Mellor et al.), so scores rank architectures as NASLib's precomputed ones do.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from hwnas.proxies.base import ProxyInputs, register_proxy
+from hwnas.proxies.gradient import as_logits, prepare
+
+# Functions that gate at zero: their input's sign is the unit's binary code. Module
+# activations (nn.ReLU, nn.GELU, ...) call these, so one interception covers both.
+_GATES = {
+    F.relu, F.relu_, F.relu6, F.gelu, F.silu, F.hardswish, F.leaky_relu, F.elu,
+    F.hardtanh, F.mish, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_,
+}  # fmt: skip
+JACOB_K = 1e-5
+
+
+class _HammingKernel(TorchFunctionMode):
+    """Accumulates ``K = Σ_layers c cᵀ + (1-c)(1-c)ᵀ`` over every gating call."""
+
+    def __init__(self, batch: int, device: torch.device):
+        super().__init__()
+        self.batch = batch
+        self.kernel = torch.zeros(batch, batch, dtype=torch.float64, device=device)
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _GATES:
+            a = args[0] if args else kwargs.get("input")
+            if isinstance(a, torch.Tensor) and a.ndim >= 1 and a.shape[0] == self.batch:
+                c = (a.detach() > 0).reshape(self.batch, -1).double()  # (B, units)
+                self.kernel += c @ c.T + (1.0 - c) @ (1.0 - c).T
+                self.calls += 1
+        return func(*args, **kwargs)
+
+
+@register_proxy("naswot", higher_is_better=True)
+def naswot(model: nn.Module, inputs: ProxyInputs, gen: torch.Generator) -> float:
+    """NASWOT (Mellor et al., ICML'21): ``log|det K|`` of the Hamming-similarity kernel of
+    the samples' binary activation codes, concatenated over every ReLU-like activation
+    (ReLU/ReLU6/GELU/SiLU/Hardswish/...; code = pre-activation > 0), whether called as a
+    module or functionally. Train mode, no gradients; ``gen`` is unused."""
+    x = prepare(model, inputs)
+    mode = _HammingKernel(x.shape[0], x.device)
+    with torch.no_grad(), mode:
+        model(x)
+    if mode.calls == 0:
+        raise ValueError(
+            "naswot: no ReLU-like activation ran in the forward; the proxy needs ReLU/GELU-"
+            "style nonlinearities (use another proxy for this model)"
+        )
+    return float(torch.linalg.slogdet(mode.kernel).logabsdet)
+
+
+def input_jacobian(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(B, N): gradient of the sum of all outputs w.r.t. each sample's input, flattened."""
+    x = x.detach().clone().requires_grad_(True)
+    out = as_logits(model(x))
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    return grad.reshape(x.shape[0], -1)
+
+
+@register_proxy("jacob_cov", higher_is_better=True)
+def jacob_cov(model: nn.Module, inputs: ProxyInputs, gen: torch.Generator) -> float:
+    """jacob_cov (Mellor et al. 2020, v1): ``-Σ_v [log(v + k) + 1/(v + k)]``, ``k = 1e-5``,
+    over the eigenvalues v of the correlation matrix of the per-sample input Jacobians
+    (train mode). Eigenvalues come from ``eigvalsh`` in float64, clamped at 0 against
+    round-off. Needs a float input batch of at least 2 samples; ``gen`` is unused."""
+    x = prepare(model, inputs)
+    if x.shape[0] < 2 or not x.is_floating_point():
+        raise ValueError("jacob_cov needs a float input batch of at least 2 samples")
+    jac = input_jacobian(model, x).double()
+    corr = torch.corrcoef(jac)
+    if not torch.isfinite(corr).all():
+        raise FloatingPointError(
+            "jacob_cov: a sample's input Jacobian is constant, so its correlation is "
+            "undefined (the output ignores the input?)"
+        )
+    v = torch.linalg.eigvalsh(corr).clamp_min(0.0)
+    return float(-(torch.log(v + JACOB_K) + 1.0 / (v + JACOB_K)).sum())
+
+
+@register_proxy("params", higher_is_better=True)
+def params(model: nn.Module, inputs: ProxyInputs, gen: torch.Generator) -> float:
+    """Number of trainable parameters (shared tensors counted once)."""
+    return float(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def count_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """FLOPs (2 per multiply-add) of ``model(x)`` as counted by ``FlopCounterMode``."""
+    counter = FlopCounterMode(display=False)
+    with counter:  # grad mode on: keeps PyTorch's fused (uncounted) inference paths off
+        model(x)
+    return int(counter.get_total_flops())
+
+
+@register_proxy("flops", higher_is_better=True)
+def flops(model: nn.Module, inputs: ProxyInputs, gen: torch.Generator) -> float:
+    """FLOPs of one forward of a single sample (``inputs.x[:1]``), counted by
+    ``torch.utils.flop_counter.FlopCounterMode``, in eval mode (BN on running stats)."""
+    x = prepare(model, inputs, train=False)
+    return float(count_flops(model, x[:1]))

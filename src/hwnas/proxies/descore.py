@@ -1,0 +1,244 @@
+"""DE-Score: population-normalised weighted sum of train-free proxies and latency."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+from torch import nn
+
+from hwnas.proxies.base import ProxyInputs, get_proxy, score_proxies
+
+log = logging.getLogger(__name__)
+
+_CONFIG_KEYS = ("weights", "normalize", "extra", "latency_penalty", "latency_limit_ms")
+
+
+class DEScore:
+    """The DE-Score of a candidate population; higher is better.
+
+    Components, their proxies and the sign with which they enter the sum:
+
+    ============  =================================  ============================
+    component     raw value                          sign
+    ============  =================================  ============================
+    expressivity  ``zen`` (Zen-score, BN term)       + (higher is better)
+    complexity    ``ntk`` (NTK condition number)     - (lower is better)
+    diversity     ``dss`` (nuclear-norm DSS)         + (higher is better)
+    saliency      ``synflow`` (float64, BN off)      + (higher is better)
+    latency       ``latency_ms`` passed in           - (lower is better)
+    ============  =================================  ============================
+
+    The raw values differ by orders of magnitude, so :meth:`combine` normalises each
+    across the population before the weighted sum ``Σ_c w_c · norm_c(sign_c · raw_c)``:
+
+    - ``"rank"``: average ranks scaled to [0, 1] (best 1, worst 0; a population of one
+      gets 0.5), so every weighted term spans the same range;
+    - ``"zlog"``: z-score across the population of ``sign · sign(v) · log1p(|v|)``.
+
+    NaN or infinite raw values rank worst (below every finite value; in ``zlog`` one
+    unit under the lowest finite z-score). Weights must be ``>= 0``; a zero or missing
+    weight means the component is neither computed nor combined. ``extra`` maps further
+    registered proxies to weights (e.g. ``{"naswot": 1.0}``); each enters with the sign
+    of its ``higher_is_better``. Latency acts as a penalty when weighted and
+    ``latency_penalty`` is true, and as a hard constraint when ``latency_limit_ms`` is
+    set: candidates over the limit score ``-inf`` and the others are normalised among
+    themselves.
+
+    :meth:`denas` is the five-part score as DE-NAS defines it (equal weights, ranks).
+    :meth:`default` (shipped in ``conf/proxy/descore.yaml``) adds NASWOT and jacob_cov
+    as two further equal-weight terms; ``docs/proxies.md`` explains the choice.
+    """
+
+    COMPONENTS = ("expressivity", "complexity", "diversity", "saliency", "latency")
+    PROXY_OF = {"expressivity": "zen", "complexity": "ntk", "diversity": "dss",
+                "saliency": "synflow"}  # fmt: skip
+    SIGN = {"expressivity": 1.0, "complexity": -1.0, "diversity": 1.0, "saliency": 1.0,
+            "latency": -1.0}  # fmt: skip
+    NORMALIZE = ("rank", "zlog")
+    DEFAULT_EXTRA = {"naswot": 1.0, "jacob_cov": 1.0}
+
+    def __init__(
+        self,
+        weights: Mapping[str, float],
+        normalize: str = "rank",
+        extra: Mapping[str, float] | None = None,
+        latency_penalty: bool = True,
+        latency_limit_ms: float | None = None,
+    ) -> None:
+        unknown = sorted(set(weights) - set(self.COMPONENTS))
+        if unknown:
+            raise ValueError(
+                f"unknown DE-Score components {unknown}; use {list(self.COMPONENTS)} "
+                "(put other proxies under extra=)"
+            )
+        if normalize not in self.NORMALIZE:
+            raise ValueError(f"normalize={normalize!r}; choose one of {list(self.NORMALIZE)}")
+        self.normalize = normalize
+        self.latency_penalty = bool(latency_penalty)
+        self.weights = {c: _weight(c, w) for c, w in weights.items() if _weight(c, w) != 0.0}
+        if not self.latency_penalty:
+            self.weights.pop("latency", None)
+        if latency_limit_ms is not None and not float(latency_limit_ms) > 0.0:
+            raise ValueError(f"latency_limit_ms must be > 0 or null, got {latency_limit_ms}")
+        self.latency_limit_ms = None if latency_limit_ms is None else float(latency_limit_ms)
+        self.extra: dict[str, float] = {}
+        for name, w in (extra or {}).items():
+            if name in self.COMPONENTS:
+                raise ValueError(f"extra proxy {name!r} clashes with a component name")
+            get_proxy(name)  # KeyError listing the registered proxies
+            if _weight(name, w) != 0.0:
+                self.extra[name] = _weight(name, w)
+        if not self.weights and not self.extra:
+            raise ValueError("DE-Score has no non-zero weight; set at least one in weights=")
+
+    @classmethod
+    def denas(cls) -> DEScore:
+        """The five components exactly as DE-NAS combines them: weight 1.0 each, ranks."""
+        return cls(dict.fromkeys(cls.COMPONENTS, 1.0), normalize="rank")
+
+    @classmethod
+    def default(cls) -> DEScore:
+        """The shipped default (``conf/proxy/descore.yaml``): the five DE-NAS components
+        plus NASWOT and jacob_cov, every term weight 1.0, rank normalisation."""
+        return cls(dict.fromkeys(cls.COMPONENTS, 1.0), "rank", dict(cls.DEFAULT_EXTRA))
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> DEScore:
+        """Build from a mapping (e.g. a Hydra node) with keys ``weights`` (required),
+        ``normalize``, ``extra``, ``latency_penalty``, ``latency_limit_ms``."""
+        if "weights" not in cfg:
+            raise ValueError("DE-Score config needs a 'weights' mapping (component -> weight)")
+        ignored = sorted(str(k) for k in cfg if k not in _CONFIG_KEYS)
+        if ignored:
+            log.debug("DEScore.from_config ignores keys %s", ignored)
+        extra = cfg.get("extra")
+        limit = cfg.get("latency_limit_ms")
+        return cls(
+            weights={str(k): float(v) for k, v in dict(cfg["weights"]).items()},
+            normalize=str(cfg.get("normalize", "rank")),
+            extra={str(k): float(v) for k, v in dict(extra).items()} if extra else None,
+            latency_penalty=bool(cfg.get("latency_penalty", True)),
+            latency_limit_ms=None if limit is None else float(limit),
+        )
+
+    @property
+    def needs_latency(self) -> bool:
+        """Whether :meth:`components` needs ``latency_ms`` (penalty or constraint)."""
+        return "latency" in self.weights or self.latency_limit_ms is not None
+
+    @property
+    def terms(self) -> dict[str, tuple[float, float]]:
+        """Key in a raw dict -> (weight, sign) of every term that enters the score."""
+        out = {c: (w, self.SIGN[c]) for c, w in self.weights.items()}
+        for name, w in self.extra.items():
+            out[name] = (w, 1.0 if get_proxy(name).higher_is_better else -1.0)
+        return out
+
+    def proxies(self) -> list[str]:
+        """Registered proxies whose scores the weighted terms need."""
+        return [self.PROXY_OF.get(k, k) for k in self.terms if k != "latency"]
+
+    def components(
+        self,
+        model: nn.Module,
+        inputs: ProxyInputs,
+        seed: int = 0,
+        latency_ms: float | None = None,
+    ) -> dict[str, float]:
+        """Raw values of every weighted component and extra proxy, each scored on a copy
+        of ``model`` (:func:`~hwnas.proxies.base.score_proxies`). ``latency_ms`` is
+        required iff latency is weighted or limited (it is measured or predicted
+        elsewhere)."""
+        if self.needs_latency and latency_ms is None:
+            raise ValueError(
+                "this DE-Score uses latency: pass latency_ms= (measured or predicted), or "
+                "set its weight to 0 / latency_penalty=False and latency_limit_ms=null"
+            )
+        scores = score_proxies(self.proxies(), model, inputs, seed)
+        raw = {key: scores[self.PROXY_OF.get(key, key)] for key in self.terms if key != "latency"}
+        if latency_ms is not None and self.needs_latency:
+            raw["latency"] = float(latency_ms)
+        return raw
+
+    def combine(self, raws: Sequence[Mapping[str, float]]) -> np.ndarray:
+        """Scores (n,) of a population of raw dicts; higher is better."""
+        n = len(raws)
+        total = np.zeros(n, dtype=np.float64)
+        if n == 0:
+            return total
+        feasible = np.ones(n, dtype=bool)
+        if self.latency_limit_ms is not None:
+            lat = np.array([_as_float(_get(r, "latency", i)) for i, r in enumerate(raws)])
+            feasible = np.isfinite(lat) & (lat <= self.latency_limit_ms)
+        for key, (w, sign) in self.terms.items():
+            values = np.array([_as_float(_get(r, key, i)) for i, r in enumerate(raws)])
+            if feasible.any():
+                v = values[feasible]
+                norm = _rank(sign * v) if self.normalize == "rank" else _zlog(v, sign)
+                total[feasible] += w * norm
+        total[~feasible] = -np.inf
+        return total
+
+    def score_population(
+        self,
+        models: Sequence[nn.Module],
+        inputs: ProxyInputs,
+        seed: int = 0,
+        latencies_ms: Sequence[float] | None = None,
+    ) -> np.ndarray:
+        """DE-Scores (n,) of a population of models, normalised among themselves."""
+        if latencies_ms is not None and len(latencies_ms) != len(models):
+            raise ValueError(f"{len(latencies_ms)} latencies for {len(models)} models")
+        lats = list(latencies_ms) if latencies_ms is not None else [None] * len(models)
+        return self.combine([self.components(m, inputs, seed, t) for m, t in zip(models, lats)])
+
+    def __repr__(self) -> str:
+        return (
+            f"DEScore(weights={self.weights}, normalize={self.normalize!r}, extra={self.extra}, "
+            f"latency_penalty={self.latency_penalty}, latency_limit_ms={self.latency_limit_ms})"
+        )
+
+
+def _get(raw: Mapping[str, float], key: str, i: int) -> float:
+    if key not in raw:
+        raise ValueError(f"raw #{i} lacks {key!r}; compute raws with this DEScore's components()")
+    return raw[key]
+
+
+def _weight(name: str, w: float) -> float:
+    w = float(w)
+    if not math.isfinite(w) or w < 0.0:
+        raise ValueError(f"weight of {name!r} is {w}; weights must be finite and >= 0")
+    return w
+
+
+def _as_float(v: float | None) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _rank(oriented: np.ndarray) -> np.ndarray:
+    """Average ranks of oriented values (higher better) scaled to [0, 1]; non-finite worst."""
+    n = oriented.shape[0]
+    if n == 1:
+        return np.full(1, 0.5)
+    keyed = np.where(np.isfinite(oriented), oriented, -np.inf)
+    return (rankdata(keyed, method="average") - 1.0) / (n - 1.0)
+
+
+def _zlog(values: np.ndarray, sign: float) -> np.ndarray:
+    """z-score of ``sign · sign(v) · log1p(|v|)``; non-finite one below the lowest z."""
+    finite = np.isfinite(values)
+    out = np.zeros_like(values)
+    if finite.any():
+        t = sign * np.sign(values[finite]) * np.log1p(np.abs(values[finite]))
+        std = t.std()
+        out[finite] = (t - t.mean()) / std if std > 0 else 0.0
+        out[~finite] = out[finite].min() - 1.0
+    return out

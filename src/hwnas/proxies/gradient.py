@@ -1,0 +1,252 @@
+"""Shared plumbing for the proxies, and the gradient-saliency proxies.
+
+Plumbing (used by every proxy module): :func:`prepare` puts the working copy on the
+device of the batch in train mode with dropout off, :func:`weight_matrices` lists the
+weights of conv / linear / attention-projection layers, :func:`as_logits` turns a
+model output into (B, classes) logits and :func:`labels` draws labels when the inputs
+carry none.
+
+Proxies (conventions of Abdelfattah et al., ICLR'21, as in NASLib's pruners; model in
+train mode, cross-entropy on the batch, sums over the weights of conv and linear
+layers, attention in-projections included):
+
+- ``snip``: ``Σ |g ⊙ W|``;
+- ``grasp``: ``Σ -W ⊙ (H g)`` with ``H g`` a Hessian-vector product;
+- ``fisher``: per output channel of each conv/linear call, ``0.5 · mean_b (Σ_pos a·∂L/∂a)²``,
+  times the channel's fan-in, summed over channels and layers;
+- ``grad_norm``: ``Σ ‖∇W‖₂`` (one Frobenius norm per weight tensor).
+
+snip, grad_norm, fisher and dss (:mod:`~hwnas.proxies.diversity`) need the same loss
+gradient; :func:`~hwnas.proxies.base.score_proxies` computes them in one pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hwnas.proxies.base import ProxyInputs, register_proxy, register_proxy_group
+
+_CONV = nn.modules.conv._ConvNd
+_ATTN_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+
+
+def prepare(model: nn.Module, inputs: ProxyInputs, train: bool = True) -> torch.Tensor:
+    """Ready the working copy in place and return the batch in the model's float dtype.
+
+    Moves the model to ``inputs.x``'s device, sets train (or eval) mode, switches
+    dropout off (it would draw from the global RNG) and makes every parameter
+    trainable. Only ever call it on the copy a proxy receives.
+    """
+    x = inputs.x
+    params = list(model.parameters())
+    dtype = params[0].dtype if params and params[0].is_floating_point() else torch.float32
+    model.to(device=x.device)
+    model.train(train)
+    for m in model.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            m.p = 0.0
+            m.eval()
+        elif isinstance(m, nn.MultiheadAttention):
+            m.dropout = 0.0
+    for p in params:
+        p.requires_grad_(True)
+    model.zero_grad(set_to_none=True)
+    return x.to(dtype) if x.is_floating_point() else x
+
+
+def weight_matrices(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """(name, weight) of every conv, linear and attention projection, each weight once."""
+    out: list[tuple[str, nn.Parameter]] = []
+    seen: set[int] = set()
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Linear, _CONV)):
+            cands = [("weight", m.weight)]
+        elif isinstance(m, nn.MultiheadAttention):
+            cands = [(a, getattr(m, a, None)) for a in _ATTN_WEIGHTS]
+        else:
+            continue
+        for attr, w in cands:
+            if isinstance(w, nn.Parameter) and id(w) not in seen:
+                seen.add(id(w))
+                out.append((f"{name}.{attr}" if name else attr, w))
+    return out
+
+
+def as_logits(out: object) -> torch.Tensor:
+    """(B, classes) logits from a model output: tensors, tuples, ``.logits`` objects;
+    a (B, T, classes) sequence output is mean-pooled over T."""
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    elif isinstance(out, Mapping) and "logits" in out:
+        out = out["logits"]
+    elif not isinstance(out, torch.Tensor) and hasattr(out, "logits"):
+        out = out.logits
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"model output of type {type(out).__name__} is not a tensor of logits")
+    if out.ndim == 3:  # (B, T, C) -> (B, C)
+        out = out.mean(dim=1)
+    if out.ndim != 2:
+        raise ValueError(
+            f"expected logits shaped (B, classes) or (B, T, classes), got {tuple(out.shape)}; "
+            "make the model pool its output"
+        )
+    return out
+
+
+def labels(inputs: ProxyInputs, gen: torch.Generator, num_logits: int) -> torch.Tensor:
+    """``inputs.y`` on the batch's device, or labels drawn uniformly from ``gen``."""
+    b = inputs.x.shape[0]
+    if inputs.num_classes > num_logits:
+        raise ValueError(
+            f"ProxyInputs.num_classes={inputs.num_classes} but the model outputs {num_logits} "
+            "logits; set num_classes to the model's class count"
+        )
+    if inputs.y is not None:
+        y = inputs.y.to(inputs.x.device, torch.long)
+        if y.shape != (b,):
+            raise ValueError(f"labels must be shaped ({b},), got {tuple(y.shape)}")
+        return y
+    return torch.randint(0, inputs.num_classes, (b,), generator=gen, device=gen.device).to(
+        inputs.x.device
+    )
+
+
+def ce_loss(
+    model: nn.Module, x: torch.Tensor, inputs: ProxyInputs, gen: torch.Generator
+) -> torch.Tensor:
+    """Cross-entropy of the model on the batch (labels from ``inputs`` or ``gen``)."""
+    logits = as_logits(model(x))
+    return F.cross_entropy(logits, labels(inputs, gen, logits.shape[1]))
+
+
+def _grads(loss: torch.Tensor, weights: list[nn.Parameter], **kw) -> list[torch.Tensor | None]:
+    return list(torch.autograd.grad(loss, weights, allow_unused=True, **kw))
+
+
+def _total(parts: list[torch.Tensor]) -> float:
+    return float(torch.stack(parts).detach().sum()) if parts else 0.0
+
+
+@dataclass
+class LossGradients:
+    """One forward/backward of the cross-entropy: each weight matrix with its gradient
+    (``None`` where the loss does not reach it) and, when asked, the fisher terms."""
+
+    weights: list[nn.Parameter]
+    grads: list[torch.Tensor | None]
+    fisher: list[torch.Tensor]
+
+    def used(self) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        return [(w, g) for w, g in zip(self.weights, self.grads, strict=True) if g is not None]
+
+
+def loss_gradients(
+    model: nn.Module, inputs: ProxyInputs, gen: torch.Generator, fisher: bool = False
+) -> LossGradients:
+    """Prepare the copy, run the batch, and take the loss gradient w.r.t. every weight
+    matrix (:func:`weight_matrices`). With ``fisher`` the output of every conv / linear
+    call is also hooked to collect the per-channel fisher terms of :func:`fisher`."""
+    x = prepare(model, inputs)
+    weights = [w for _, w in weight_matrices(model)]
+    parts: list[torch.Tensor] = []
+    handles = []
+    if fisher:
+        handles = [
+            m.register_forward_hook(_fisher_hook(parts))
+            for m in model.modules()
+            if isinstance(m, (nn.Linear, _CONV))
+        ]
+    try:
+        loss = ce_loss(model, x, inputs, gen)
+    finally:
+        for h in handles:
+            h.remove()
+    if not weights:
+        raise ValueError("the model has no conv, linear or attention weights to take gradients of")
+    return LossGradients(weights, _grads(loss, weights), parts)
+
+
+def _fisher_hook(parts: list[torch.Tensor]):
+    def on_output(module: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
+        if not isinstance(out, torch.Tensor) or not out.requires_grad:
+            return
+        act = out.detach().clone()  # a later in-place op must not change it
+        chan = 1 if isinstance(module, _CONV) else act.ndim - 1
+        fan_in = module.weight[0].numel()
+
+        def on_grad(grad: torch.Tensor) -> None:
+            prod = act * grad
+            dims = [d for d in range(1, prod.ndim) if d != chan]
+            g_nk = prod.sum(dim=dims) if dims else prod  # (B, C)
+            parts.append(0.5 * fan_in * g_nk.pow(2).mean(dim=0).sum())
+
+        out.register_hook(on_grad)
+
+    return on_output
+
+
+def _snip(lg: LossGradients) -> float:
+    return _total([(g * w).abs().sum() for w, g in lg.used()])
+
+
+def _grad_norm(lg: LossGradients) -> float:
+    return _total([g.norm() for _, g in lg.used()])
+
+
+@register_proxy("snip", higher_is_better=True)
+def snip(model: nn.Module, inputs: ProxyInputs, gen: torch.Generator) -> float:
+    """SNIP connection sensitivity: ``Σ |∂L/∂W ⊙ W|`` over conv/linear weights."""
+    return _snip(loss_gradients(model, inputs, gen))
+
+
+@register_proxy("grad_norm", higher_is_better=True)
+def grad_norm(model: nn.Module, inputs: ProxyInputs, gen: torch.Generator) -> float:
+    """Sum over conv/linear weights of the Euclidean norm of the loss gradient."""
+    return _grad_norm(loss_gradients(model, inputs, gen))
+
+
+@register_proxy("fisher", higher_is_better=True)
+def fisher(model: nn.Module, inputs: ProxyInputs, gen: torch.Generator) -> float:
+    """Fisher information of the conv/linear output channels (Turner et al. / zero-cost-nas):
+    ``Σ_layers fan_in · Σ_channels 0.5 · mean_b (Σ_positions a · ∂L/∂a)²``. Convolutions
+    have channels on dim 1, linear layers on the last dim. Each channel's value counts
+    once per weight of that channel (``fan_in`` = in·k·k), as zero-cost-nas / NASLib
+    sum it after spreading it over the weights."""
+    return _total(loss_gradients(model, inputs, gen, fisher=True).fisher)
+
+
+@register_proxy_group(("snip", "grad_norm", "fisher", "dss"))
+def loss_gradient_family(
+    model: nn.Module, inputs: ProxyInputs, gen: torch.Generator, names: Sequence[str]
+) -> dict[str, float]:
+    """snip, grad_norm, fisher and dss from ONE forward/backward (they share the loss,
+    labels and gradients), each equal to its own proxy's value."""
+    from hwnas.proxies.diversity import dss_from
+
+    lg = loss_gradients(model, inputs, gen, fisher="fisher" in names)
+    reduce = {"snip": _snip, "grad_norm": _grad_norm, "dss": dss_from,
+              "fisher": lambda g: _total(g.fisher)}  # fmt: skip
+    return {n: reduce[n](lg) for n in names}
+
+
+@register_proxy("grasp", higher_is_better=True)
+def grasp(model: nn.Module, inputs: ProxyInputs, gen: torch.Generator) -> float:
+    """GraSP: ``Σ -W ⊙ (H g)`` over conv/linear weights, ``H g`` the Hessian of the loss
+    times its (detached) gradient; the sign follows zero-cost-nas (higher is better)."""
+    x = prepare(model, inputs)
+    weights = [w for _, w in weight_matrices(model)]
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+        grads = _grads(ce_loss(model, x, inputs, gen), weights, create_graph=True)
+        used = [(w, g) for w, g in zip(weights, grads) if g is not None]
+        if not used:
+            return 0.0
+        z = torch.stack([(g.detach() * g).sum() for _, g in used]).sum()
+        if not z.requires_grad:  # the loss is linear in every weight: H g = 0
+            return 0.0
+        hg = _grads(z, [w for w, _ in used])
+    return _total([-(w.detach() * h).sum() for (w, _), h in zip(used, hg) if h is not None])

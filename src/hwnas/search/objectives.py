@@ -1,0 +1,83 @@
+"""Objectives: train-free DE-Score on subnets, and accuracy with inherited weights."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from hwnas.elastic.base import ElasticModel
+from hwnas.hardware.base import CostModel
+from hwnas.proxies import DEScore, ProxyInputs
+from hwnas.search.base import Objective
+from hwnas.spaces.base import Arch
+
+log = logging.getLogger(__name__)
+
+
+class ZeroShotObjective(Objective):
+    """DE-Score of each arch's subnet (exported from the supernet, so the supernet is
+    never touched); components are raw per arch, normalised across the ranked set."""
+
+    name = "descore"
+
+    def __init__(
+        self,
+        model: ElasticModel,
+        descore: DEScore,
+        inputs: ProxyInputs,
+        cost_model: CostModel | None = None,
+        seed: int = 0,
+    ):
+        self.model, self.descore, self.inputs = model, descore, inputs
+        self.cost_model, self.seed = cost_model, seed
+        self._cache: dict[Arch, dict[str, float]] = {}
+
+    def measure(self, archs: Sequence[Arch]) -> list[dict[str, float]]:
+        out = []
+        for arch in archs:
+            if arch not in self._cache:
+                latency = self.cost_model(arch).get("latency_ms") if self.cost_model else None
+                sub = self.model.export(arch).to(self.inputs.x.device)
+                self._cache[arch] = self.descore.components(sub, self.inputs, self.seed, latency)
+            out.append(dict(self._cache[arch]))
+        return out
+
+    def fitness(self, metrics: Sequence[dict[str, float]]) -> np.ndarray:
+        return np.asarray(self.descore.combine(metrics), dtype=float)
+
+
+class AccuracyObjective(Objective):
+    """Validation accuracy of a subnet with inherited weights after exact BN
+    recalibration (``evaluate(arch) -> accuracy`` is injected by the caller)."""
+
+    name = "accuracy"
+
+    def __init__(self, evaluate: Callable[[Arch], float]):
+        self._evaluate = evaluate
+        self._cache: dict[Arch, float] = {}
+
+    def measure(self, archs: Sequence[Arch]) -> list[dict[str, float]]:
+        for arch in archs:
+            if arch not in self._cache:
+                self._cache[arch] = float(self._evaluate(arch))
+        return [{"accuracy": self._cache[a]} for a in archs]
+
+    def fitness(self, metrics: Sequence[dict[str, float]]) -> np.ndarray:
+        return np.asarray([m["accuracy"] for m in metrics], dtype=float)
+
+
+@torch.no_grad()
+def accuracy(module: torch.nn.Module, loader, device: str | torch.device = "cpu") -> float:
+    """Top-1 accuracy of ``module`` (eval mode) over ``loader``."""
+    module.eval().to(device)
+    correct = total = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        correct += (module(x).argmax(dim=1) == y).sum().item()
+        total += y.numel()
+    if total == 0:
+        raise ValueError("accuracy: the loader yielded no samples")
+    return correct / total

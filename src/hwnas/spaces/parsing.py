@@ -1,0 +1,88 @@
+"""Registry that turns architecture strings into networks, one entry per search space.
+
+Tools that read architectures from files (the correlation harness, benchmark
+importers) only talk to this registry, so a new space plugs in by registering a
+parser and a builder; nothing downstream branches on the space name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from hwnas.spaces.base import Arch
+
+ParseFn = Callable[[str], Arch]
+BuildFn = Callable[..., nn.Module]  # build(arch, num_classes, seed=None, **space_kwargs)
+
+# Modules whose import registers the built-in parsers (the package itself, then
+# the spaces known to live in it, in case the package does not import them).
+_BUILTIN_MODULES = ("hwnas.spaces", "hwnas.spaces.nb201")
+
+
+@dataclass(frozen=True)
+class ArchParser:
+    """How to read one space's arch strings and build the network they describe.
+
+    ``input_shape`` is the model's input without the batch dimension, e.g. (3, 32, 32).
+    ``build(arch, num_classes, seed=None, **kwargs)`` returns a fresh ``nn.Module``;
+    with an int ``seed`` it draws the initial weights from a ``torch.Generator`` seeded
+    with it (same seed, same network). Other keyword arguments are space-specific
+    (e.g. NAS-Bench-201's ``C`` and ``N``).
+    """
+
+    name: str
+    parse: ParseFn
+    build: BuildFn
+    input_shape: tuple[int, ...]
+
+    def build_from_str(self, text: str, num_classes: int, **kwargs: Any) -> nn.Module:
+        """Parse ``text`` and build its network (``kwargs`` go to the builder)."""
+        return self.build(self.parse(text), num_classes, **kwargs)
+
+
+_PARSERS: dict[str, ArchParser] = {}
+
+
+def register_arch_parser(
+    space_name: str,
+    parse: ParseFn,
+    build: BuildFn,
+    input_shape: tuple[int, ...],
+    *,
+    overwrite: bool = False,
+) -> ArchParser:
+    """Register how to parse and build archs of ``space_name``; returns the entry."""
+    if space_name in _PARSERS and not overwrite:
+        raise ValueError(
+            f"an arch parser for space {space_name!r} is already registered; "
+            "pass overwrite=True to replace it"
+        )
+    entry = ArchParser(space_name, parse, build, tuple(int(d) for d in input_shape))
+    _PARSERS[space_name] = entry
+    return entry
+
+
+def get_arch_parser(space_name: str) -> ArchParser:
+    """The registered parser for ``space_name``; a clear ``KeyError`` lists the known ones."""
+    _load_builtin()
+    if space_name not in _PARSERS:
+        raise KeyError(
+            f"no arch parser registered for space {space_name!r}; "
+            f"registered spaces: {sorted(_PARSERS)} (register one with register_arch_parser)"
+        )
+    return _PARSERS[space_name]
+
+
+def list_arch_parsers() -> list[str]:
+    _load_builtin()
+    return sorted(_PARSERS)
+
+
+def _load_builtin() -> None:
+    for mod in _BUILTIN_MODULES:
+        importlib.import_module(mod)

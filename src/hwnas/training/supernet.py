@@ -1,0 +1,226 @@
+"""Progressive-shrinking supernet training with the sandwich rule.
+
+Phases (from config) open elastic dimensions one at a time, e.g. largest net ->
++kernel -> +depth -> +width. Every step trains the largest subnet of the phase's space
+on the labels, then the smallest and ``num_random`` random subnets (drawn from the
+phase's zero-shot pool when the :class:`ZeroShotSearchCallback` provided one) on the
+largest's soft predictions (in-place distillation). Gradients of all subnets are
+summed and applied once, so DDP sees one backward per step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from hwnas.elastic.base import ElasticModel
+from hwnas.search.objectives import accuracy
+from hwnas.spaces.base import Arch, SearchSpace
+from hwnas.training.bn import recalibrate_bn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One progressive-shrinking phase: which elastic groups vary, for how long."""
+
+    name: str
+    elastic: tuple[str, ...]
+    epochs: int
+    lr: float
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) on temperature-softened logits, scaled by T²."""
+    t = temperature
+    return F.kl_div(
+        F.log_softmax(student / t, dim=1), F.softmax(teacher / t, dim=1), reduction="batchmean"
+    ) * (t * t)
+
+
+class SupernetModule(L.LightningModule):
+    def __init__(
+        self,
+        model: ElasticModel,
+        phases: Sequence[Phase],
+        num_random: int = 2,
+        kd_temperature: float = 1.0,
+        kd_alpha: float = 1.0,
+        label_smoothing: float = 0.0,
+        momentum: float = 0.9,
+        weight_decay: float = 3e-5,
+        seed: int = 0,
+        calibration: Callable[[], DataLoader] | None = None,
+        calib_samples: int = 1000,
+    ):
+        super().__init__()
+        if not phases:
+            raise ValueError("progressive shrinking needs at least one phase")
+        self.model = model
+        self.phases = list(phases)
+        for p in self.phases:
+            model.space.restrict(p.elastic)  # validates the group names early
+        self.num_random, self.kd_temperature, self.kd_alpha = num_random, kd_temperature, kd_alpha
+        self.label_smoothing, self.momentum, self.weight_decay = (
+            label_smoothing,
+            momentum,
+            weight_decay,
+        )
+        self.calibration, self.calib_samples = calibration, calib_samples
+        self.rng = random.Random(seed)  # same seed on every rank: same subnets per step
+        self.pools: dict[int, list[Arch]] = {}
+        self._entered = -1
+        self._val_nets: dict[str, torch.nn.Module] = {}
+
+    # ------------------------------------------------------------------- phases
+    @property
+    def total_epochs(self) -> int:
+        return sum(p.epochs for p in self.phases)
+
+    def phase_index(self, epoch: int) -> int:
+        start = 0
+        for i, p in enumerate(self.phases):
+            if epoch < start + p.epochs:
+                return i
+            start += p.epochs
+        return len(self.phases) - 1
+
+    def phase_start(self, i: int) -> int:
+        return sum(p.epochs for p in self.phases[:i])
+
+    def phase_space(self, i: int) -> SearchSpace:
+        return self.model.space.restrict(self.phases[i].elastic)
+
+    def enter_phase(self, i: int) -> None:
+        """Idempotent phase switch: sort channels by importance when width first becomes
+        elastic, and drop optimizer state (momentum no longer matches the order)."""
+        if i <= self._entered:
+            return
+        opened = set(self.phases[i].elastic) - set(self.phases[i - 1].elastic if i else ())
+        if "width" in opened:
+            self.model.reorganize_by_importance()
+            log.info("phase %s: channels re-ordered by importance", self.phases[i].name)
+        if self._trainer is not None:
+            for opt in self.trainer.optimizers:
+                opt.state.clear()
+        self._entered = i
+
+    def subnets_for_step(self, i: int) -> list[Arch]:
+        """Sandwich rule: largest, smallest, then ``num_random`` from the pool/space."""
+        space = self.phase_space(i)
+        pool = self.pools.get(i)
+        archs = [space.max_arch(), space.min_arch()]
+        archs += [
+            self.rng.choice(pool) if pool else space.sample(self.rng)
+            for _ in range(self.num_random)
+        ]
+        unique: list[Arch] = []
+        for a in archs:
+            if a not in unique:
+                unique.append(a)
+        return unique
+
+    # ----------------------------------------------------------------- training
+    def on_train_epoch_start(self) -> None:
+        self.enter_phase(self.phase_index(self.current_epoch))
+
+    def _set_lr(self, batch_idx: int) -> float:
+        i = self.phase_index(self.current_epoch)
+        phase = self.phases[i]
+        steps = max(1, self.trainer.num_training_batches)
+        done = (self.current_epoch - self.phase_start(i)) + batch_idx / steps
+        lr = phase.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, done / phase.epochs)))
+        for opt in self.trainer.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
+        return lr
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        lr = self._set_lr(batch_idx)
+        i = self.phase_index(self.current_epoch)
+        largest, *others = self.subnets_for_step(i)
+        self.model.set_active(largest)
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        teacher = logits.detach()
+        total = loss
+        for arch in others:
+            self.model.set_active(arch)
+            out = self.model(x)
+            kd = distill_loss(out, teacher, self.kd_temperature)
+            ce = F.cross_entropy(out, y, label_smoothing=self.label_smoothing)
+            total = total + self.kd_alpha * kd + (1.0 - self.kd_alpha) * ce
+        self.model.set_active(largest)
+        acc = (logits.argmax(1) == y).float().mean()
+        self.log_dict(
+            {"train/loss": loss, "train/acc_largest": acc, "lr": lr, "phase": float(i)},
+            prog_bar=True,
+            on_step=True,
+            on_epoch=False,
+            batch_size=len(y),
+        )
+        return total
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            # BN affine params and the identity-initialised kernel transforms are not decayed.
+            (no_decay if p.ndim <= 1 or "transforms" in name else decay).append(p)
+        return torch.optim.SGD(
+            [
+                {"params": decay, "weight_decay": self.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.phases[0].lr,
+            momentum=self.momentum,
+            nesterov=self.momentum > 0,
+        )
+
+    # --------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        """Export the phase's largest and smallest subnets and recalibrate their BN."""
+        i = self.phase_index(self.current_epoch)
+        space = self.phase_space(i)
+        self._val_nets = {}
+        for tag, arch in (("largest", space.max_arch()), ("smallest", space.min_arch())):
+            net = self.model.export(arch).to(self.device)
+            if self.calibration is not None:
+                recalibrate_bn(net, self.calibration(), self.calib_samples, self.device)
+            self._val_nets[tag] = net.eval()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        for tag, net in self._val_nets.items():
+            with torch.no_grad():
+                acc = (net(x).argmax(1) == y).float().mean()
+            self.log(f"val/acc_{tag}", acc, prog_bar=True, batch_size=len(y), sync_dist=True)
+
+    def evaluate_arch(self, arch: Arch, loader: DataLoader) -> float:
+        """Accuracy of ``arch`` with inherited weights after exact BN recalibration."""
+        net = self.model.export(arch).to(self.device)
+        if self.calibration is not None:
+            recalibrate_bn(net, self.calibration(), self.calib_samples, self.device)
+        return accuracy(net, loader, self.device)
+
+    # --------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["hwnas_pools"] = json.dumps(
+            {str(i): [a.to_str() for a in pool] for i, pool in self.pools.items()}
+        )
+        checkpoint["hwnas_entered"] = self._entered
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        pools = json.loads(checkpoint.get("hwnas_pools", "{}"))
+        self.pools = {int(i): [Arch.from_str(s) for s in p] for i, p in pools.items()}
+        self._entered = int(checkpoint.get("hwnas_entered", -1))

@@ -1,0 +1,83 @@
+"""Search-space operators always yield valid archs; Arch is immutable and serialisable."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from hwnas.spaces.base import Arch, Gene, SearchSpace
+from tests.conftest import tiny_cnn
+
+
+def _spaces() -> list[SearchSpace]:
+    spaces = [tiny_cnn().space, tiny_cnn(max_depth=(3, 3), depth_choices=(1, 2, 3)).space]
+    spaces.append(SearchSpace("toy", (Gene("a", (1, 2, 3), "g1"), Gene("b", ("x", "y"), "g2"))))
+    return spaces
+
+
+@pytest.mark.parametrize("space", _spaces(), ids=lambda s: s.name)
+def test_sample_mutate_crossover_stay_valid(space):
+    rng = random.Random(0)
+    pop = [space.sample(rng) for _ in range(30)]
+    for _ in range(300):
+        a, b = rng.sample(pop, 2)
+        child = space.crossover(a, b, rng) if rng.random() < 0.5 else space.mutate(a, rng, 0.5)
+        assert space.contains(child)
+        assert space.validate(dict(child)) == child
+        pop.append(child)
+
+
+@pytest.mark.parametrize("space", _spaces(), ids=lambda s: s.name)
+def test_encode_decode_and_string_round_trip(space):
+    rng = random.Random(1)
+    for _ in range(50):
+        arch = space.sample(rng)
+        assert space.decode(space.encode(arch)) == arch
+        assert Arch.from_str(arch.to_str()) == arch
+
+
+def test_inactive_genes_are_canonical():
+    space = tiny_cnn().space
+    arch = space.min_arch()
+    assert arch["d0"] == 1
+    # genes of blocks beyond the depth take their first choice, so equal nets compare equal
+    other = dict(arch)
+    other["k0_1"] = 7
+    assert space.canonical(other) == arch
+
+
+def test_arch_is_immutable_and_hashable():
+    arch = Arch({"a": 1})
+    with pytest.raises(AttributeError):
+        arch.x = 2  # type: ignore[attr-defined]
+    assert len({arch, Arch({"a": 1})}) == 1
+    assert arch.replace(a=2)["a"] == 2 and arch["a"] == 1
+
+
+def test_restrict_fixes_other_groups_at_their_maximum():
+    space = tiny_cnn().space
+    kernel_only = space.restrict(["kernel"])
+    rng = random.Random(0)
+    big = space.max_arch()
+    for _ in range(20):
+        arch = kernel_only.sample(rng)
+        assert all(arch[g.name] == big[g.name] for g in space.genes if g.group != "kernel")
+    assert space.restrict([]).size() == 1
+
+
+def test_validate_names_the_problem():
+    space = tiny_cnn().space
+    bad = dict(space.max_arch())
+    bad["e0_0"] = 99
+    with pytest.raises(ValueError, match="e0_0"):
+        space.validate(bad)
+    with pytest.raises(ValueError, match="missing|unknown"):
+        space.validate({"d0": 1})
+    with pytest.raises(ValueError):
+        space.restrict(["colour"])
+
+
+def test_space_id_changes_with_the_choices():
+    assert tiny_cnn().space.id == tiny_cnn().space.id
+    assert tiny_cnn().space.id != tiny_cnn(expand_choices=(2, 4)).space.id

@@ -1,0 +1,111 @@
+"""Supernet training pieces: sandwich rule, pools, phases, BN recalibration, subnet fit."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from hwnas.training.bn import recalibrate_bn
+from hwnas.training.subnet import SubnetModule
+from hwnas.training.supernet import Phase, SupernetModule, distill_loss
+from tests.conftest import tiny_cnn
+
+PHASES = [Phase("largest", (), 1, 0.1), Phase("kernel", ("kernel",), 1, 0.03),
+          Phase("all", ("kernel", "depth", "width"), 2, 0.03)]
+
+
+def test_sandwich_rule_and_pool_sampling():
+    module = SupernetModule(tiny_cnn(), PHASES, num_random=3, seed=0)
+    space = module.phase_space(2)
+    archs = module.subnets_for_step(2)
+    assert archs[0] == space.max_arch() and archs[1] == space.min_arch()
+    assert len(archs) == len(set(archs)) and len(archs) >= 3
+    pool = [space.sample(module.rng) for _ in range(2)]
+    module.pools[2] = pool
+    for _ in range(10):
+        assert all(a in pool for a in module.subnets_for_step(2)[2:])
+    # phase 0 has one arch: largest == smallest, deduplicated
+    assert module.subnets_for_step(0) == [module.phase_space(0).max_arch()]
+
+
+def test_phase_schedule():
+    module = SupernetModule(tiny_cnn(), PHASES)
+    assert [module.phase_index(e) for e in range(5)] == [0, 1, 2, 2, 2]
+    assert module.total_epochs == 4 and module.phase_start(2) == 2
+
+
+def test_unknown_elastic_group_is_rejected():
+    with pytest.raises(ValueError):
+        SupernetModule(tiny_cnn(), [Phase("x", ("colour",), 1, 0.1)])
+
+
+def test_width_phase_reorders_channels_once():
+    model = tiny_cnn()
+    module = SupernetModule(model, PHASES)
+    calls = []
+    model.reorganize_by_importance = lambda: calls.append(1)
+    module.enter_phase(1)
+    assert calls == []
+    module.enter_phase(2)
+    module.enter_phase(2)
+    assert calls == [1]
+
+
+def test_recalibrate_bn_is_exact():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    data = torch.randn(40, 1, 8, 8) * 3 + 1
+    batches = [(data[i:i + 8], torch.zeros(8)) for i in range(0, 40, 8)]
+    recalibrate_bn(net, batches, num_samples=40)
+    feats = net[0](data)
+    torch.testing.assert_close(net[1].running_mean, feats.mean(dim=(0, 2, 3)))
+    assert not net.training
+    assert net[1].momentum == 0.1  # restored
+
+
+def test_distill_loss_is_zero_for_identical_logits():
+    t = torch.randn(5, 10)
+    assert distill_loss(t, t, 2.0).abs().item() < 1e-6
+    assert distill_loss(torch.randn(5, 10), t, 2.0).item() > 0
+
+
+def _loaders(n=96):
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(n) % 2
+    x = torch.randn(n, 1, 16, 16, generator=g) + (2.0 * y - 1.0).view(n, 1, 1, 1)
+    ds = TensorDataset(x, y)
+    return DataLoader(ds, batch_size=32), DataLoader(ds, batch_size=48)
+
+
+def _trainer(epochs):
+    return L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False,
+                     num_sanity_val_steps=0, deterministic=True)
+
+
+def test_supernet_trains_through_phases_and_logs_both_ends():
+    L.seed_everything(0)
+    train, val = _loaders()
+    model = tiny_cnn()
+    module = SupernetModule(model, PHASES, num_random=1, calibration=lambda: train,
+                            calib_samples=64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = _trainer(module.total_epochs)
+    trainer.fit(module, train, val)
+    metrics = trainer.callback_metrics
+    assert "val/acc_largest" in metrics and "val/acc_smallest" in metrics
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert any("transforms" in k for k in changed)  # kernel phase trained the transforms
+
+
+def test_subnet_module_fits_and_tests():
+    L.seed_everything(0)
+    train, val = _loaders(512)
+    net = tiny_cnn().export(tiny_cnn().space.min_arch()).eval()
+    module = SubnetModule(net, epochs=3, lr=0.05)
+    trainer = _trainer(3)
+    trainer.fit(module, train, val)
+    (res,) = trainer.test(module, val, verbose=False)
+    assert res["test/acc"] > 0.9
