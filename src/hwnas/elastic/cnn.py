@@ -191,7 +191,12 @@ class ElasticCNN(ElasticModel):
         self.space = SearchSpace(
             "elastic_cnn",
             genes,
-            {"input_shape": list(self.input_shape), "num_classes": num_classes},
+            {  # everything that shapes the network, so the space id tells supernets apart
+                "input_shape": list(self.input_shape),
+                "num_classes": num_classes,
+                "stem": [stem_channels, stem_stride],
+                "stages": [list(stage_channels), list(stage_strides), list(max_depth)],
+            },
         )
         self._active = self.space.max_arch()
         self.set_active(self._active)

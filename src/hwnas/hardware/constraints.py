@@ -70,5 +70,7 @@ class Constraints:
     def describe(self) -> str:
         parts = []
         for key, (lo, hi) in self.windows.items():
-            parts.append(f"{'' if lo is None else f'{lo:g} <= '}{key}{'' if hi is None else f' <= {hi:g}'}")
+            low = "" if lo is None else f"{lo:g} <= "
+            high = "" if hi is None else f" <= {hi:g}"
+            parts.append(f"{low}{key}{high}")
         return ", ".join(parts) or "none"

@@ -14,6 +14,7 @@ Analytic metrics (``params_m``, ``flops_m``, ``memory_mb``) are always reported;
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -36,6 +37,7 @@ from hwnas.hardware.latency import (
     setting_label,
 )
 from hwnas.hardware.table import (
+    Correction,
     LatencyTable,
     TableLatency,
     correction_archs,
@@ -123,9 +125,21 @@ class FlopsLatency(CostModel):
 
     name = "flops_latency"
 
-    def __init__(self, model: ElasticModel, hw: HardwareConfig, seed: int = 0):
+    def __init__(
+        self,
+        model: ElasticModel,
+        hw: HardwareConfig,
+        seed: int = 0,
+        cache: str | Path | None = None,
+    ):
         super().__init__()
         self.model, self.hw = model, hw
+        cache = Path(cache) if cache is not None else None
+        if cache is not None and cache.is_file():  # same fit on a rerun: same search
+            saved = json.loads(cache.read_text())
+            self.fit = Correction(saved["kind"], saved["scale"], 0.0, saved["offset"])
+            log.info("FLOPs-latency line from cache %s", cache)
+            return
         archs = correction_archs(model.space, hw.correction_samples, random.Random(seed))
         flops = np.array([model.cost_of(a)["flops_m"] for a in archs], dtype=float)
         ms = np.array(
@@ -141,6 +155,10 @@ class FlopsLatency(CostModel):
             slope, offset = np.polyfit(flops, ms, 1) if len(set(flops)) > 1 else (0.0, ms.mean())
             fit.kind, fit.scale, fit.offset = "affine", float(slope), float(offset)
         self.fit = fit
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps({"kind": fit.kind, "scale": fit.scale,
+                                         "offset": fit.offset}))
 
     def _compute(self, arch: Arch) -> dict[str, float]:
         flops = self.model.cost_of(arch)["flops_m"]
@@ -247,7 +265,11 @@ def build_cost_model(
     elif hw.latency == "table":
         latency = TableLatency(model, _table_for(model, hw, cache_dir))
     elif hw.correction_samples:
-        latency = FlopsLatency(model, hw)
+        cache = None
+        if cache_dir is not None:
+            name = table_cache_name(model, hw).replace("latency_table", "flops_latency")
+            cache = Path(cache_dir) / name.replace(".json", f"-n{hw.correction_samples}.json")
+        latency = FlopsLatency(model, hw, cache=cache)
     else:
         latency = None
     cost = HardwareCost(hw, analytic, latency)

@@ -178,13 +178,18 @@ class Strategy(ABC):
     ) -> SearchResult:
         """Re-rank every evaluated arch together (fitness may be population-relative),
         and return the best feasible one."""
-        if not history:
+        # Infeasible suggestions some strategies record without measuring them have no
+        # metrics: they keep a NaN fitness and are never returned.
+        scored = [e for e in history if e.metrics]
+        if not scored:
             raise infeasible_error(problem)
-        fit = problem.objective.fitness([e.metrics for e in history])
-        for e, f in zip(history, fit):
+        fit = problem.objective.fitness([e.metrics for e in scored])
+        for e in history:
+            e.fitness = float("nan")
+        for e, f in zip(scored, fit):
             e.fitness = float(f)
         uniq: dict[Arch, Evaluated] = {}
-        for e in history:
+        for e in scored:
             if e.feasible:
                 uniq.setdefault(e.arch, e)
         if not uniq:
