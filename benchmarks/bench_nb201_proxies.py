@@ -16,6 +16,7 @@ Scores are journalled under ``--out``; rerunning resumes. Not a test.
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -73,6 +74,7 @@ def harness_config(args: argparse.Namespace, out: Path, *more: str):
 
 def main() -> None:
     args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if not Path(args.csv).is_file():
         raise SystemExit(f"--csv {args.csv} not found; pass the NASLib-style NB-201 table")
     out = Path(args.out)

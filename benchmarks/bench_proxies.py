@@ -32,7 +32,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--archs", type=int, default=4, help="random NB-201 archs to time")
     ap.add_argument("--repeats", type=int, default=2, help="timed passes per arch")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="arch sample, weights and batch")
     return ap.parse_args()
 
 
@@ -65,38 +65,31 @@ def main() -> None:
     print(f"device={device} threads={torch.get_num_threads()} batch={args.batch_size} "
           f"archs={len(archs)} repeats={args.repeats} (NB-201 C=16 N=5, 32x32)")  # fmt: skip
 
+    scorers = {"denas": P.DEScore.denas(), "default": P.DEScore.default()}
     P.score_proxies_report(names, models[0], inputs, args.seed)  # warm-up
     per_proxy: dict[str, list[float]] = {n: [] for n in names}
-    all_secs: list[float] = []
+    secs: dict[str, list[float]] = {"all": [], **{k: [] for k in scorers}}
+    # interleaved, so a burst of load from elsewhere hits every figure alike
     for model in models:
         for _ in range(args.repeats):
-            secs, report = timed(
-                lambda m=model: P.score_proxies_report(names, m, inputs, args.seed), device
-            )
-            all_secs.append(secs)
+            t, report = timed(lambda m=model: P.score_proxies_report(names, m, inputs, 0), device)
+            secs["all"].append(t)
             for n, s in report.seconds.items():
                 per_proxy[n].append(s)
             if report.failures:
                 print("  failures:", report.failures)
-    print("\nper proxy (median ms per candidate; shared passes split evenly):")
+            for key, sc in scorers.items():
+                secs[key].append(timed(lambda m=model, s=sc: s.components(m, inputs, 0, 1.0),
+                                       device)[0])  # fmt: skip
+    print("\nper proxy (median ms per candidate; a shared pass is split evenly):")
     for n in names:
         print(f"  {n:12s} {1e3 * statistics.median(per_proxy[n]):9.1f}")
-    all_med = statistics.median(all_secs)
-    print(f"\nall {len(names)} proxies: {all_med:.2f} s/candidate = {1 / all_med:.3f} candidates/s")
-
-    scorers = {
-        "DE-Score five-part (denas)": P.DEScore.denas(),
-        "DE-Score default (+naswot, jacob_cov)": P.DEScore.default(),
-    }
-    for label, scorer in scorers.items():
-        secs = [
-            timed(lambda m=m, s=scorer: s.components(m, inputs, args.seed, 1.0), device)[0]
-            for m in models
-            for _ in range(args.repeats)
-        ]
-        med = statistics.median(secs)
-        print(f"{label}: {med:.2f} s/candidate = {1 / med:.3f} candidates/s "
-              f"(terms {scorer.proxies()}; latency supplied, not measured)")  # fmt: skip
+    med = {k: statistics.median(v) for k, v in secs.items()}
+    print(f"\nall {len(names)} proxies: {med['all']:.2f} s/candidate = "
+          f"{1 / med['all']:.3f} candidates/s")  # fmt: skip
+    for key, sc in scorers.items():
+        print(f"DE-Score {key} ({', '.join(sc.proxies())}; latency given): {med[key]:.2f} "
+              f"s/candidate = {1 / med[key]:.3f} candidates/s")  # fmt: skip
 
 
 if __name__ == "__main__":

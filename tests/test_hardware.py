@@ -257,7 +257,8 @@ def test_profile_cli_writes_a_table(model, tmp_path: Path, capsys) -> None:
     overrides = [
         "data=synthetic", "data.shape=[1,16,16]", "model.stem_channels=8",
         "model.stage_channels=[8,16]", "model.stage_strides=[2,2]", "model.max_depth=[2,2]",
-        "model.depth_choices=[1,2]", "hardware.warmup=1", "hardware.repeats=3",
+        "model.depth_choices=[1,2]", "model.stem_stride=1",
+        "model.expand_choices=[2,4,6]", "hardware.warmup=1", "hardware.repeats=3",
         "hardware.correction_samples=4", "rounds=1", "progress=false",
         f"output={tmp_path / 'table.json'}", f"paths.cache_dir={tmp_path / 'cache'}",
     ]  # fmt: skip

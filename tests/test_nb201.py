@@ -165,3 +165,10 @@ def test_every_edge_op_pair_builds_and_computes_the_cell_dag():
     )
     expect = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
     assert torch.allclose(pool(x), expect)
+
+
+def test_registry_rejects_bad_entries():
+    with pytest.raises(ValueError, match="input_shape"):
+        register_arch_parser("tmp_space", str_to_arch, build_nb201, (3, 0, 32))
+    with pytest.raises(TypeError, match="callables"):
+        register_arch_parser("tmp_space", "not callable", build_nb201, (3, 32, 32))

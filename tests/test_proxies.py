@@ -23,6 +23,16 @@ from hwnas.spaces.nb201 import build_nb201
 CONF = Path(__file__).resolve().parents[1] / "conf" / "proxy"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy shared CPU OpenMP threads
+    can slow them down tenfold; the previous setting is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class TinyCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()

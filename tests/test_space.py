@@ -81,3 +81,12 @@ def test_validate_names_the_problem():
 def test_space_id_changes_with_the_choices():
     assert tiny_cnn().space.id == tiny_cnn().space.id
     assert tiny_cnn().space.id != tiny_cnn(expand_choices=(2, 4)).space.id
+
+
+@pytest.mark.parametrize("space", _spaces(), ids=lambda s: s.name)
+def test_size_counts_distinct_archs_without_enumerating(space):
+    assert space.size() == len(set(space.enumerate()))
+    for groups in (["kernel"], ["kernel", "depth"]):
+        if set(groups) <= set(space.groups):
+            sub = space.restrict(groups)
+            assert sub.size() == len(set(sub.enumerate()))

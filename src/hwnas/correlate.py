@@ -137,8 +137,7 @@ def score_arch(
     seed = int(cfg.seed)
     try:
         # Builders draw their initial weights from a generator seeded with ``seed``.
-        arch_obj = parser.parse(arch)
-        model = parser.build(arch_obj, int(cfg.num_classes), seed=seed, **build_kwargs)
+        model = parser.build_from_str(arch, int(cfg.num_classes), seed=seed, **build_kwargs)
         model = model.to(inputs.x.device)
     except Exception as exc:  # noqa: BLE001 - any build error is recorded per arch
         rec["failures"] = {n: f"build: {_err(exc)}" for n in names}
@@ -269,7 +268,8 @@ def _report(scores, table, cfg, names, scorers, proxy_lib, journal, out_dir) -> 
         metrics[f"spearman/{col}"] = stat["spearman"]
         if cfg.get("plots", True) and stat["n"] >= 3:
             path = out_dir / f"scatter_{col}.png"
-            scatter_plot(oriented, acc, col, stat["spearman"], path)
+            raw = scores[col].to_numpy(float)
+            scatter_plot(raw, acc, col, stat["spearman"], path, lower_is_better=not higher)
     corr = pd.DataFrame(rows)
     corr.to_csv(out_dir / "correlations.csv", index=False)
     cols = ["proxy", "sign", "n", "failures", "spearman", "kendall", "spearman_all", "ms_per_arch"]

@@ -212,9 +212,15 @@ def with_ci_columns(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def scatter_plot(
-    score: np.ndarray, accuracy: np.ndarray, name: str, rho: float, path: Path
+    score: np.ndarray,
+    accuracy: np.ndarray,
+    name: str,
+    rho: float,
+    path: Path,
+    lower_is_better: bool = False,
 ) -> None:
-    """Save a score-vs-accuracy scatter (Agg backend, no display needed)."""
+    """Save a raw-score-vs-accuracy scatter (Agg backend, no display needed); ``rho`` is
+    the oriented Spearman shown in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -222,13 +228,20 @@ def scatter_plot(
 
     keep = np.isfinite(score) & np.isfinite(accuracy)
     fig, ax = plt.subplots(figsize=(4.5, 3.5), dpi=100)
-    ax.scatter(score[keep], accuracy[keep], s=6, alpha=0.6)
-    x = score[keep]
-    if x.size and np.all(x > 0) and x.max() / max(x.min(), 1e-300) > 1e3:
-        ax.set_xscale("log")
-    ax.set_xlabel(name)
+    x, label = score[keep], name
+    mag, one_sign = np.abs(x), bool(np.all(x >= 0) or np.all(x <= 0))
+    nonzero = mag[mag > 0]
+    if one_sign and nonzero.size and nonzero.max() / nonzero.min() > 1e3:
+        # one-signed scores spanning orders of magnitude (synflow, ntk) on a log10 axis;
+        # exact zeros (no path from input to output) sit one decade below the smallest
+        sign = -1.0 if np.any(x < 0) else 1.0
+        x = sign * np.log10(np.where(mag > 0, mag, nonzero.min() / 10.0))
+        label = f"log10({name})" if sign > 0 else f"-log10(-{name})"
+    ax.scatter(x, accuracy[keep], s=6, alpha=0.6)
+    ax.set_xlabel(label)
     ax.set_ylabel("accuracy")
-    ax.set_title(f"{name}: Spearman {rho:.3f} (n={int(keep.sum())})")
+    note = ", lower is better" if lower_is_better else ""
+    ax.set_title(f"{name}{note}: Spearman {rho:.3f} (n={int(keep.sum())})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

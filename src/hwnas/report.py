@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from hwnas.hardware.constraints import Constraints  # noqa: E402
-from hwnas.hardware.latency import measure_latency  # noqa: E402
+from hwnas.hardware.latency import device_name, measure_latency  # noqa: E402
 from hwnas.search.base import Evaluated, SearchResult  # noqa: E402
 from hwnas.spaces.base import Arch  # noqa: E402
 
@@ -150,7 +150,7 @@ def final_report(
     hw = ctx.cfg.hardware
     env = {
         "machine": platform.machine(),
-        "processor": platform.processor() or "unknown",
+        "processor": device_name(str(hw.device)),
         "torch": torch.__version__,
         "threads": hw.threads,
         "device": hw.device,

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from hwnas.proxies import classic, diversity, gradient, ntk, synflow, zen  # noqa: F401  (register)
+from hwnas.proxies import classic, gradient, ntk, zen  # noqa: F401  (register)
 from hwnas.proxies.base import (
     ProxyInputs,
     ScoreReport,

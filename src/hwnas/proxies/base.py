@@ -167,12 +167,6 @@ def score_proxies(
     return report.scores
 
 
-def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Pre-pooling features when the model exposes ``forward_features``, else the output."""
-    fwd = getattr(model, "forward_features", None)
-    return fwd(x) if callable(fwd) else model(x)
-
-
 def _load_builtin() -> None:
     # Importing the package registers every built-in proxy.
     import hwnas.proxies  # noqa: F401

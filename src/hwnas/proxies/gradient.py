@@ -1,4 +1,4 @@
-"""Shared plumbing for the proxies, and the gradient-saliency proxies.
+"""Shared plumbing for the proxies, and the loss-gradient proxies (saliency, DSS).
 
 Plumbing (used by every proxy module): :func:`prepare` puts the working copy on the
 device of the batch in train mode with dropout off, :func:`weight_matrices` lists the
@@ -16,8 +16,11 @@ layers, attention in-projections included):
   times the channel's fan-in, summed over channels and layers;
 - ``grad_norm``: ``Σ ‖∇W‖₂`` (one Frobenius norm per weight tensor).
 
-snip, grad_norm, fisher and dss (:mod:`~hwnas.proxies.diversity`) need the same loss
-gradient; :func:`~hwnas.proxies.base.score_proxies` computes them in one pass.
+- ``dss``: the DE-Score diversity term, TF-TAS's synaptic diversity
+  ``Σ_W |‖∂L/∂W‖_nuc · ‖W‖_nuc|`` with NUCLEAR norms (Zhou et al., CVPR 2022).
+
+snip, grad_norm, fisher and dss need the same loss gradient;
+:func:`~hwnas.proxies.base.score_proxies` computes them in one shared pass.
 """
 
 from __future__ import annotations
@@ -220,14 +223,45 @@ def fisher(model: nn.Module, inputs: ProxyInputs, gen: torch.Generator) -> float
     return _total(loss_gradients(model, inputs, gen, fisher=True).fisher)
 
 
+def as_matrix(w: torch.Tensor) -> torch.Tensor:
+    """A weight as a 2-D matrix: (out, in) as is, a conv kernel as (out, in·k·k)."""
+    return w if w.ndim == 2 else w.reshape(w.shape[0], -1)
+
+
+def synaptic_diversity(w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``|‖∇W‖_nuc · ‖W‖_nuc|`` of one weight matrix (nuclear norms, not Frobenius)."""
+    nuc = torch.linalg.matrix_norm
+    return (nuc(as_matrix(g), ord="nuc") * nuc(as_matrix(w), ord="nuc")).abs()
+
+
+def dss_from(lg: LossGradients) -> float:
+    """DSS of precomputed loss gradients (see :func:`dss`)."""
+    with torch.no_grad():
+        parts = [synaptic_diversity(w, g) for w, g in lg.used()]
+    return float(torch.stack(parts).sum()) if parts else 0.0
+
+
+@register_proxy("dss", higher_is_better=True)
+def dss(model: nn.Module, inputs: ProxyInputs, gen: torch.Generator) -> float:
+    """DSS: ``Σ_W |‖∂L/∂W‖_nuc · ‖W‖_nuc|`` after one forward/backward of the batch.
+
+    L is the cross-entropy on the batch (labels from ``inputs.y`` or drawn from ``gen``),
+    the model is in train mode. The sum runs over the 2-D weights of every linear layer
+    (attention q/k/v -- ``nn.MultiheadAttention.in_proj_weight`` or separate Linear layers
+    -- output projections, MLPs, the head) and, for CNNs, every conv kernel reshaped to
+    (out, in·k·k). The norm is the NUCLEAR norm (sum of singular values). TF-TAS scores
+    the sampled slice of each supernet weight; the models scored here are exported
+    subnets, whose parameters ARE that slice, so each parameter is used as is.
+    """
+    return dss_from(loss_gradients(model, inputs, gen))
+
+
 @register_proxy_group(("snip", "grad_norm", "fisher", "dss"))
 def loss_gradient_family(
     model: nn.Module, inputs: ProxyInputs, gen: torch.Generator, names: Sequence[str]
 ) -> dict[str, float]:
     """snip, grad_norm, fisher and dss from ONE forward/backward (they share the loss,
     labels and gradients), each equal to its own proxy's value."""
-    from hwnas.proxies.diversity import dss_from
-
     lg = loss_gradients(model, inputs, gen, fisher="fisher" in names)
     reduce = {"snip": _snip, "grad_norm": _grad_norm, "dss": dss_from,
               "fisher": lambda g: _total(g.fisher)}  # fmt: skip

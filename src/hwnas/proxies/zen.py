@@ -7,11 +7,17 @@ import math
 import torch
 from torch import nn
 
-from hwnas.proxies.base import ProxyInputs, features, register_proxy
+from hwnas.proxies.base import ProxyInputs, register_proxy
 from hwnas.proxies.gradient import prepare, weight_matrices
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 MIXUP = 0.01
+
+
+def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Pre-pooling features when the model exposes ``forward_features``, else the output."""
+    fwd = getattr(model, "forward_features", None)
+    return fwd(x) if callable(fwd) else model(x)
 
 
 @torch.no_grad()

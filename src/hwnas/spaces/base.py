@@ -126,8 +126,25 @@ class SearchSpace:
         return self._by_name[name]
 
     def size(self) -> int:
-        """Number of distinct (canonical) architectures."""
-        return sum(1 for _ in self.enumerate())
+        """Number of distinct (canonical) architectures, counted without enumerating:
+        each gene's choices multiply in only where the gene is active."""
+        children: dict[str | None, list[Gene]] = {}
+        for g in self.genes:
+            children.setdefault(g.active_if[0] if g.active_if else None, []).append(g)
+
+        def count(gene: Gene) -> int:
+            total = 0
+            for value in gene.choices:
+                n = 1
+                for child in children.get(gene.name, []):
+                    n *= count(child) if value > child.active_if[1] else 1
+                total += n
+            return total
+
+        n = 1
+        for root in children.get(None, []):
+            n *= count(root)
+        return n
 
     # ------------------------------------------------------------------ arch ops
     def is_active(self, gene: Gene, values: Mapping[str, Any]) -> bool:

@@ -57,12 +57,20 @@ def register_arch_parser(
     overwrite: bool = False,
 ) -> ArchParser:
     """Register how to parse and build archs of ``space_name``; returns the entry."""
+    if not callable(parse) or not callable(build):
+        raise TypeError(f"register_arch_parser({space_name!r}): parse and build must be callables")
+    shape = tuple(input_shape)
+    if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ValueError(
+            f"register_arch_parser({space_name!r}): input_shape must be positive ints without "
+            f"the batch dimension, e.g. (3, 32, 32); got {input_shape!r}"
+        )
     if space_name in _PARSERS and not overwrite:
         raise ValueError(
             f"an arch parser for space {space_name!r} is already registered; "
             "pass overwrite=True to replace it"
         )
-    entry = ArchParser(space_name, parse, build, tuple(int(d) for d in input_shape))
+    entry = ArchParser(space_name, parse, build, shape)
     _PARSERS[space_name] = entry
     return entry
 
@@ -79,6 +87,7 @@ def get_arch_parser(space_name: str) -> ArchParser:
 
 
 def list_arch_parsers() -> list[str]:
+    """Names of the spaces whose arch strings can be parsed and built."""
     _load_builtin()
     return sorted(_PARSERS)
 
