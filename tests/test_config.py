@@ -58,6 +58,7 @@ def test_unknown_keys_are_rejected():
     ("selection.max_latency_ratio=1.5", "max_latency_ratio"),
     ("supernet.phases.0.elastic=[colour]", "elastic must be"),
     ("zero_shot.inputs=images", "gaussian or data"),
+    ("selection.budget=0", "selection.budget"),
 ])
 def test_invalid_values_get_one_line_errors(override, match):
     cfg = compose_config([override, "paths.output_dir=/tmp/x"])

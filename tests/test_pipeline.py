@@ -111,7 +111,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_cli_multirun_sweep_gives_one_folder_per_job(tmp_path):
-    proc = _cli("-m", *TINY, "stages=[zero_shot]", "search.population=4,5",
+    proc = _cli("-m", *TINY, "stages=[zero_shot]", "zero_shot.budget=6,9",
                 f"hydra.sweep.dir={tmp_path}/sweep", f"paths.cache_dir={tmp_path}/cache",
                 cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -131,3 +131,19 @@ def test_cli_bad_input_exits_nonzero_with_one_line(tmp_path):
     assert proc.returncode != 0
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "max_latency_ratio" in errors[0]
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "random", "nsga2", "tpe"])
+def test_every_strategy_runs_through_the_pipeline(tmp_path, strategy):
+    """Each strategy drives both the zero-shot stage and the supernet search, within a
+    latency window."""
+    out = tmp_path / "run"
+    _run(out, f"search={strategy}", f"selection={strategy}",
+         "supernet.phases=[{name:largest,elastic:[],epochs:1,lr:0.1},"
+         "{name:all,elastic:[kernel,depth,width],epochs:1,lr:0.03}]",
+         "selection.search.top_k=2", "final.epochs=0", "final.onnx=false")
+    chosen = json.loads((out / "search/chosen.json").read_text())
+    assert chosen["costs"]["latency_ms"] <= 0.6 * chosen["largest_latency_ms"] + 1e-9
+    zero = json.loads((out / "zero_shot/result.json").read_text())
+    assert zero["strategy"] == strategy and zero["evaluations"] >= 5
+    assert (out / "final/report.json").is_file()

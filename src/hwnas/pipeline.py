@@ -86,6 +86,10 @@ def validate(cfg: DictConfig) -> None:
     for key in ("val_samples", "calib_samples"):
         if cfg.selection[key] < 1:
             raise ConfigError(f"selection.{key} must be >= 1, got {cfg.selection[key]}")
+    for key, value in (("zero_shot.budget", cfg.zero_shot.budget),
+                       ("selection.budget", cfg.selection.budget)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{key}={value} must be null (the strategy's own) or >= 1")
     if cfg.zero_shot.inputs not in ("gaussian", "data"):
         raise ConfigError(f"zero_shot.inputs={cfg.zero_shot.inputs!r}: use gaussian or data")
     if cfg.zero_shot.device == "cuda" and not torch.cuda.is_available():

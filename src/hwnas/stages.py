@@ -52,7 +52,8 @@ def _zero_shot_search(
 def zero_shot(ctx: Context) -> dict[str, Any]:
     folder = ctx.stage_dir("zero_shot")
     start = time.perf_counter()
-    result = _zero_shot_search(ctx, ctx.model.space, ctx.seed, "zero-shot search")
+    budget = ctx.cfg.zero_shot.budget
+    result = _zero_shot_search(ctx, ctx.model.space, ctx.seed, "zero-shot search", budget)
     seconds = time.perf_counter() - start
     result.save(folder)
     pool = ranked_pool(result, int(ctx.cfg.zero_shot.pool_size))
@@ -192,7 +193,7 @@ def search(ctx: Context) -> dict[str, Any]:
     zs = ctx.results.get("zero_shot", {}).get("pool", [])[: int(sel.seed_with_zero_shot)]
     with progress_bar("subnet search (accuracy)") as update:
         problem = SearchProblem(space, objective, ctx.cost_model, constraints, ctx.seed, update)
-        result = _strategy(sel.search).run(problem)
+        result = _strategy(sel.search).run(problem, sel.budget)
     extra = [space.validate(a) for a in zs] + [largest, space.min_arch()]
     history = list(result.history)
     for arch in extra:
