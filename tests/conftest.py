@@ -11,6 +11,11 @@ from hydra import compose, initialize_config_dir
 from hwnas.elastic.cnn import ElasticCNN
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF = Path(CONF_DIR)
+# a tiny elastic CNN's constructor arguments, and quick latency-timing settings
+TINY = dict(in_channels=1, image_size=16, stem_channels=8, stage_channels=(8, 16),
+            stage_strides=(2, 2), max_depth=(2, 2), depth_choices=(1, 2))  # fmt: skip
+FAST = dict(threads=1, warmup=1, repeats=3)
 
 
 def tiny_cnn(**kw) -> ElasticCNN:
@@ -31,3 +36,13 @@ def compose_config(overrides: list[str]):
     """The real config tree composed with ``overrides`` (as the CLI would)."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy shared CPU OpenMP threads
+    can slow them down tenfold; the previous setting is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 from hwnas.pipeline import ConfigError, validate
 from tests.conftest import CONF_DIR, compose_config
 
-GROUPS = ["data", "model", "proxy", "search", "selection", "hardware", "supernet", "final",
-          "paths"]
+GROUPS = ["data", "model", "proxy", "zero_shot/strategy", "search/strategy", "hardware",
+          "supernet", "final", "trainer", "paths"]
 
 
 def _options(group: str) -> list[str]:
@@ -34,9 +34,9 @@ def test_every_experiment_composes(experiment):
 
 
 def test_default_is_the_fashion_mnist_demo_and_overrides_apply():
-    cfg = compose_config(["search.population=7", "seed=3", "paths.output_dir=/tmp/x"])
+    cfg = compose_config(["zero_shot.strategy.population=7", "seed=3", "paths.output_dir=/tmp/x"])
     assert cfg.data.name == "fashion_mnist" and cfg.model.name == "elastic_cnn"
-    assert cfg.search.population == 7 and cfg.seed == 3 and cfg.data.seed == 3
+    assert cfg.zero_shot.strategy.population == 7 and cfg.seed == 3 and cfg.data.seed == 3
     assert cfg.stages == ["zero_shot", "supernet", "search", "final"]
 
 
@@ -47,21 +47,50 @@ def test_experiment_is_a_delta():
 
 
 def test_unknown_keys_are_rejected():
-    with pytest.raises(Exception, match="search.populaton|populaton"):
-        compose_config(["search.populaton=5"])
+    with pytest.raises(Exception, match="populaton"):
+        compose_config(["zero_shot.strategy.populaton=5"])
 
 
 @pytest.mark.parametrize("override,match", [
     ("stages=[final,zero_shot]", "order"),
     ("stages=[train]", "subset"),
-    ("search.name=annealing", "choose one of"),
-    ("selection.max_latency_ratio=1.5", "max_latency_ratio"),
+    ("zero_shot.strategy.name=annealing", "choose one of"),
+    ("search.max_latency_ratio=1.5", "max_latency_ratio"),
     ("supernet.phases.0.elastic=[colour]", "elastic must be"),
     ("zero_shot.inputs=images", "gaussian or data"),
-    ("selection.budget=0", "selection.budget"),
+    ("search.budget=0", "search.budget"),
+    # values of the wrong type name the key instead of failing deep inside
+    ("zero_shot.strategy.population=abc", "zero_shot.strategy.*population"),
+    ("search.strategy.top_k=1.5", "search.strategy.*top_k"),
+    ("constraints.latency_ms.max=abc", "constraints.latency_ms.max='abc'"),
+    ("final.epochs=abc", "final.epochs='abc'"),
+    ("search.val_samples=0", "search.val_samples"),
+    ("supernet.phases.0.epochs=two", r"supernet.phases\[0\].epochs"),
+    ("threads=0", "threads"),
+    ("progress=quiet", "progress"),
+    ("trainer.logger=wandb", "trainer.logger"),
+    ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps"),
+    ("trainer.accelerator=tpu", "trainer.accelerator"),
 ])
 def test_invalid_values_get_one_line_errors(override, match):
     cfg = compose_config([override, "paths.output_dir=/tmp/x"])
     with pytest.raises(ConfigError, match=match) as err:
         validate(cfg)
     assert "\n" not in str(err.value)
+
+
+def test_gpu_accelerator_without_gpu_names_the_fix(monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    cfg = compose_config(["trainer.accelerator=gpu", "paths.output_dir=/tmp/x"])
+    with pytest.raises(ConfigError, match="trainer.accelerator=cpu"):
+        validate(cfg)
+
+
+def test_stage_groups_share_the_stage_names():
+    """Each stage maps to the config node of the same name (README <-> config)."""
+    cfg = compose_config(["paths.output_dir=/tmp/x"])
+    for stage in cfg.stages:
+        assert stage in cfg, stage
+    assert cfg.zero_shot.strategy.name == "evolution"
+    assert cfg.search.strategy.name == "evolution"
+    assert "Stage 5" not in (Path(CONF_DIR) / "final" / "default.yaml").read_text()

@@ -24,14 +24,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "nb201_small.csv"
 CHEAP = ["params", "synflow", "naswot"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy shared CPU OpenMP threads
-    can slow them down tenfold; the previous setting is restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_cfg(out: Path, *overrides: str):

@@ -31,11 +31,7 @@ from hwnas.hardware.analytic import (
 )
 from hwnas.hardware.table import fit_correction
 from hwnas.profile import run_profile
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-TINY = dict(in_channels=1, image_size=16, stem_channels=8, stage_channels=(8, 16),
-            stage_strides=(2, 2), max_depth=(2, 2), depth_choices=(1, 2))  # fmt: skip
-FAST = dict(threads=1, warmup=1, repeats=3)
+from tests.conftest import CONF, FAST, TINY
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from hwnas.elastic import ElasticCNN
 from hwnas.hardware import AnalyticCost, CompositeCost, Constraints, CostModel, InfeasibleError
 from hwnas.search import Objective, SearchProblem, build_strategy, list_strategies
-from hwnas.search.nsga2 import GeneCodec, violations
+from hwnas.search.optuna_base import GeneCodec, violations
 from hwnas.spaces.base import Arch, Gene, SearchSpace
 
 TINY = dict(in_channels=1, image_size=16, stem_channels=8, stage_channels=(8, 16),
@@ -166,3 +166,142 @@ def test_violations_are_relative_and_signed() -> None:
     amounts = violations(cons, {"params_m": 3.0, "latency_ms": 2.0})
     assert amounts == {"params_m.min": -2.0, "params_m.max": 0.5, "latency_ms.max": -0.5}
     assert violations(Constraints(), {"params_m": 1.0}) == {}
+
+
+def test_optuna_base_is_shared_and_old_imports_still_work() -> None:
+    from hwnas.search import nsga2, optuna_base, tpe
+
+    assert issubclass(nsga2.NSGA2, optuna_base.OptunaStrategy)
+    assert issubclass(tpe.TPE, optuna_base.OptunaStrategy)
+    assert nsga2.GeneCodec is GeneCodec and nsga2.violations is violations
+    assert nsga2.quiet_optuna is optuna_base.quiet_optuna
+
+
+# ------------------------------------------------------- stable values told to Optuna
+class RankedScore(ParamsObjective):
+    """Purely population-relative: each arch's rank among the archs scored together."""
+
+    def fitness(self, metrics: Sequence[dict[str, float]]) -> np.ndarray:
+        from scipy.stats import rankdata
+
+        return rankdata([m["score"] for m in metrics]) / len(metrics)
+
+
+def _told(strategy, result, space: SearchSpace) -> dict[Arch, float]:
+    """Arch -> the fitness told to Optuna for its feasible (measured) trials."""
+    codec = GeneCodec(space)
+    feasible = {e.arch for e in result.history if e.feasible}
+    told: dict[Arch, float] = {}
+    for trial in strategy.study.trials:
+        arch = codec.decode(trial.params)
+        if arch in feasible:
+            assert told.setdefault(arch, trial.values[0]) == trial.values[0]  # repeats too
+    assert set(told) == feasible
+    return told
+
+
+@pytest.mark.parametrize("name", ["nsga2", "tpe"])
+def test_told_fitness_is_stable_against_a_frozen_reference(model, name) -> None:
+    problem = _problem(model)
+    problem.objective = RankedScore(problem.cost_model)
+    strategy = build_strategy(name, **SMALL[name])
+    result = strategy.run(problem, budget=BUDGET)
+    told = _told(strategy, result, model.space)
+    measured = [e for e in result.history if e.feasible]
+    size = SMALL[name].get("population_size", max(SMALL[name].get("n_startup_trials", 0), 10))
+    reference = [e.metrics for e in measured[:size]]
+    for e in measured:  # recomputed now, after every later arch: the value told
+        (now,) = problem.objective.stable_fitness(reference, [e.metrics])
+        assert told[e.arch] == pytest.approx(now)
+    # so told values are comparable across the run: they follow the true score
+    for a in measured:
+        for b in measured:
+            if a.metrics["score"] > b.metrics["score"]:
+                assert told[a.arch] >= told[b.arch]
+    # and the same arch is told the same value however long the search runs
+    longer = build_strategy(name, **{**SMALL[name], "trials": BUDGET + 10})
+    again = longer.run(_problem_like(problem), budget=BUDGET + 10)
+    told_longer = _told(longer, again, model.space)
+    common = set(told) & set(told_longer)
+    assert len(common) >= size
+    assert all(told[a] == told_longer[a] for a in common)
+
+
+def _problem_like(problem: SearchProblem) -> SearchProblem:
+    return SearchProblem(problem.space, problem.objective, problem.cost_model,
+                         problem.constraints, problem.seed)  # fmt: skip
+
+
+class HashLatency(CostModel):
+    """Latency unrelated to size (a hash of the arch), so a latency term shows."""
+
+    def __init__(self, model: ElasticCNN):
+        super().__init__()
+        self.model = model
+
+    def _compute(self, arch: Arch) -> dict[str, float]:
+        import hashlib
+
+        h = int(hashlib.md5(arch.to_str().encode()).hexdigest()[:8], 16) / 16**8
+        return {**self.model.cost_of(arch), "latency_ms": 0.1 + h}
+
+
+def _descore_problem(model: ElasticCNN, **descore_kw) -> SearchProblem:
+    from hwnas.proxies import DEScore
+    from hwnas.search.objectives import ZeroShotObjective
+
+    class FakeZeroShot(ZeroShotObjective):
+        """The real DE-Score combination over cheap stand-in raws."""
+
+        def measure(self, archs):
+            return [{"saliency": self.cost_model(a)["params_m"],
+                     "latency": self.cost_model(a)["latency_ms"]} for a in archs]  # fmt: skip
+
+    cost = HashLatency(model)
+    descore = DEScore({"saliency": 1.0, "latency": 1.0}, **descore_kw)
+    objective = FakeZeroShot(None, descore, None, cost)  # type: ignore[arg-type]
+    return SearchProblem(model.space, objective, cost, Constraints(), seed=0)
+
+
+def _follows_saliency(told: dict[Arch, float], result) -> bool:
+    measured = [e for e in result.history if e.feasible]
+    return all(
+        told[a.arch] >= told[b.arch]
+        for a in measured
+        for b in measured
+        if a.metrics["saliency"] > b.metrics["saliency"]
+    )
+
+
+def test_nsga2_counts_latency_once(model) -> None:
+    kw = {"trials": BUDGET, "population_size": 8}
+    problem = _descore_problem(model)
+    assert problem.objective.cost_terms == {"latency_ms"}
+    nsga2 = build_strategy("nsga2", **kw)
+    result = nsga2.run(problem)
+    told = _told(nsga2, result, model.space)
+    # fitness told leaves the latency term out: it follows saliency alone ...
+    assert _follows_saliency(told, result)
+    for trial in nsga2.study.trials:  # ... while latency is the second objective
+        arch = GeneCodec(model.space).decode(trial.params)
+        assert trial.values[1] == problem.cost_model(arch)["latency_ms"]
+    # whereas TPE (single objective) and NSGA-II on params keep the latency term
+    for name, extra in (
+        ("tpe", {"n_startup_trials": 8}),
+        ("nsga2", {"cost_key": "params_m", "population_size": 8}),
+    ):
+        other = build_strategy(name, trials=BUDGET, **extra)
+        again = other.run(_descore_problem(model))
+        assert not _follows_saliency(_told(other, again, model.space), again)
+
+
+def test_nsga2_keeps_a_hard_latency_limit(model) -> None:
+    limit = 0.6
+    nsga2 = build_strategy("nsga2", trials=BUDGET, population_size=8)
+    result = nsga2.run(_descore_problem(model, latency_limit_ms=limit))
+    told = _told(nsga2, result, model.space)
+    slow = [e for e in result.history if e.feasible and e.costs["latency_ms"] > limit]
+    fast = [e for e in result.history if e.feasible and e.costs["latency_ms"] <= limit]
+    assert slow and fast
+    assert all(told[e.arch] == -1e12 for e in slow)
+    assert all(told[e.arch] >= 0.0 for e in fast)

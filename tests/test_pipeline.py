@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hwnas.hardware.constraints import InfeasibleError
-from hwnas.pipeline import ConfigError, run
+from hwnas.checks import preflight
+from hwnas.context import build_context
+from hwnas.pipeline import CONFIG_FILE, ConfigError, run
 from hwnas.subnet_io import load_subnet
 from tests.conftest import compose_config
 
@@ -49,7 +50,41 @@ def test_all_stages_write_their_artifacts(full_run):
     assert report["speedup_latency"] == pytest.approx(
         report["largest"]["latency_ms"] / report["subnet"]["latency_ms"])
     assert report["subnet"]["flops_m"] < report["largest"]["flops_m"]
-    assert metrics["final/test_acc"] == report["subnet"]["test_acc"]
+    assert metrics["final/test_acc"] == report["deployed_test_acc"]
+
+
+def test_report_compares_like_with_like(full_run):
+    """By default the largest subnet is fine-tuned with the chosen one's budget, and
+    every accuracy says how it was obtained."""
+    out, metrics = full_run
+    report = json.loads((out / "final/report.json").read_text())
+    assert report["comparison"].startswith("fine-tuned 1 epochs")
+    for side in ("largest", "subnet"):
+        row = report[side]
+        assert row["test_acc"] == row["finetuned_test_acc"]
+        assert row["test_acc_method"] == report["comparison"]
+        assert 0 <= row["inherited_test_acc"] <= 1
+    assert report["accuracy_drop"] == pytest.approx(
+        report["largest"]["test_acc"] - report["subnet"]["test_acc"])
+    assert metrics["final/accuracy_drop"] == pytest.approx(report["accuracy_drop"])
+    md = (out / "final/report.md").read_text()
+    assert "inherited weights (BN recalibrated)" in md and "fine-tuned 1 epochs" in md
+
+
+def test_chosen_subnet_is_on_its_own_pareto_front(full_run):
+    out, _ = full_run
+    chosen = json.loads((out / "search/chosen.json").read_text())
+    front = (out / "search/pareto.csv").read_text()
+    arch = json.dumps(chosen["arch"], separators=(",", ":"))
+    assert arch.replace('"', '""') in front or arch in front
+
+
+def test_training_logs_epoch_means(full_run):
+    out, _ = full_run
+    header = (out / "supernet/logs/metrics.csv").read_text().splitlines()[0]
+    assert "train/loss_epoch" in header and "val/acc_largest" in header
+    header = (out / "final/logs_subnet/metrics.csv").read_text().splitlines()[0]
+    assert "train/loss_epoch" in header
 
 
 def test_chosen_subnet_meets_the_latency_cap(full_run):
@@ -95,8 +130,61 @@ def test_same_seed_reproduces_the_search(tmp_path):
 
 
 def test_infeasible_constraints_report_the_smallest(tmp_path):
-    with pytest.raises(InfeasibleError, match="smallest achievable.*params_m"):
+    with pytest.raises(ConfigError, match="smallest achievable params_m=.*raise the max"):
         _run(tmp_path / "x", "stages=[zero_shot]", "constraints.params_m.max=0.000001")
+
+
+def test_infeasible_min_names_the_largest_achievable(tmp_path):
+    out = tmp_path / "x"
+    with pytest.raises(ConfigError, match="params_m.min=5 is above .*largest achievable"):
+        _run(out, "stages=[zero_shot]", "constraints.params_m.min=5")
+    assert not (out / CONFIG_FILE).exists()
+
+
+def test_invalid_strategy_value_writes_nothing_and_the_fix_reruns(tmp_path):
+    out = tmp_path / "x"
+    with pytest.raises(ConfigError, match="population"):
+        _run(out, "stages=[zero_shot]", "zero_shot.strategy.population=0")
+    assert not (out / CONFIG_FILE).exists()
+    _run(out, "stages=[zero_shot]", "zero_shot.strategy.population=4")
+    assert (out / "zero_shot/DONE.json").is_file()
+
+
+def test_latency_cap_below_the_smallest_is_refused_before_any_stage(tmp_path):
+    out = tmp_path / "x"
+    with pytest.raises(ConfigError, match="max_latency_ratio=0.01 caps latency.*at least"):
+        _run(out, "search.max_latency_ratio=0.01")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_phase_without_feasible_arch_samples_its_space(tmp_path):
+    """A params cap the whole space meets but the kernel phase (depth and width at their
+    maximum) does not: the run warns at start-up and trains that phase on its space."""
+    overrides = [*TINY, f"paths.output_dir={tmp_path / 'p'}",
+                 f"paths.cache_dir={tmp_path / 'cache'}"]
+    ctx = build_context(compose_config(overrides))
+    space = ctx.model.space
+    kernel_min = ctx.cost_model(space.restrict(["kernel"]).min_arch())["params_m"]
+    whole_min = ctx.cost_model(space.min_arch())["params_m"]
+    assert whole_min < kernel_min
+    cap = (whole_min + kernel_min) / 2
+    warnings = preflight(build_context(compose_config(
+        [*overrides, f"constraints.params_m.max={cap}"])))
+    assert any("phase 1 (kernel)" in w for w in warnings)
+    out = tmp_path / "run"
+    _run(out, f"constraints.params_m.max={cap}", "stages=[zero_shot,supernet]")
+    assert (out / "supernet/DONE.json").is_file()
+    assert not (out / "supernet/phase1_kernel").exists()
+
+
+def test_readme_params_cap_is_accepted_on_the_default_model():
+    """README: constraints.params_m.max=0.1 on the default model; the kernel phase
+    starts above it, which is a warning, not an error."""
+    cfg = compose_config(["constraints.params_m.max=0.1", "hardware=analytic",
+                          "paths.output_dir=/tmp/unused", "data.train_limit=512",
+                          "data.val_size=64", "data.test_limit=64"])
+    warnings = preflight(build_context(cfg))
+    assert any("(kernel)" in w for w in warnings)
 
 
 def test_later_stage_without_supernet_says_how_to_fix(tmp_path):
@@ -125,8 +213,46 @@ def test_cli_multirun_sweep_gives_one_folder_per_job(tmp_path):
     assert pops[0] < pops[1]
 
 
+def test_cli_refused_rerun_keeps_the_folder_record(tmp_path):
+    run_dir = tmp_path / "r"
+    args = (*TINY, "stages=[zero_shot]", f"hydra.run.dir={run_dir}",
+            f"paths.cache_dir={tmp_path}/cache")
+    assert _cli(*args, cwd=ROOT).returncode == 0
+    record = {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()}
+    resolved = (run_dir / CONFIG_FILE).read_bytes()
+    proc = _cli(*args, "seed=5", cwd=ROOT)
+    assert proc.returncode == 2 and "different config" in proc.stderr
+    assert {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()} == record
+    assert (run_dir / CONFIG_FILE).read_bytes() == resolved
+
+
+def test_cli_hydra_errors_exit_2(tmp_path):
+    proc = _cli(*TINY, "zero_shot.strategy.populaton=5", f"hydra.run.dir={tmp_path}/r",
+                cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+
+
+def test_cli_sweep_runs_every_valid_job_and_reports_the_invalid(tmp_path):
+    proc = _cli("-m", *TINY, "stages=[zero_shot]", "zero_shot.strategy.population=0,4",
+                f"hydra.sweep.dir={tmp_path}/sweep", f"paths.cache_dir={tmp_path}/cache",
+                cwd=ROOT)
+    assert proc.returncode == 2
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "job 0" in errors[0] and "population" in errors[0]
+    done = list((tmp_path / "sweep").glob("*/zero_shot/DONE.json"))
+    assert len(done) == 1 and "population=4" in str(done[0])
+
+
+def test_cli_logs_progress_when_not_a_terminal(tmp_path):
+    proc = _cli(*TINY, "stages=[zero_shot]", f"hydra.run.dir={tmp_path}/r",
+                f"paths.cache_dir={tmp_path}/cache", cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = (tmp_path / "r" / "hwnas.log").read_text()
+    assert "zero-shot search: 16/16 done" in log
+
+
 def test_cli_bad_input_exits_nonzero_with_one_line(tmp_path):
-    proc = _cli(*TINY, "stages=[zero_shot]", "selection.max_latency_ratio=3",
+    proc = _cli(*TINY, "stages=[zero_shot]", "search.max_latency_ratio=3",
                 f"hydra.run.dir={tmp_path}/r", cwd=ROOT)
     assert proc.returncode != 0
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
@@ -138,12 +264,31 @@ def test_every_strategy_runs_through_the_pipeline(tmp_path, strategy):
     """Each strategy drives both the zero-shot stage and the supernet search, within a
     latency window."""
     out = tmp_path / "run"
-    _run(out, f"search={strategy}", f"selection={strategy}",
+    _run(out, f"zero_shot/strategy={strategy}", f"search/strategy={strategy}",
          "supernet.phases=[{name:largest,elastic:[],epochs:1,lr:0.1},"
          "{name:all,elastic:[kernel,depth,width],epochs:1,lr:0.03}]",
-         "selection.search.top_k=2", "final.epochs=0", "final.onnx=false")
+         "search.strategy.top_k=2", "final.epochs=0", "final.onnx=false")
     chosen = json.loads((out / "search/chosen.json").read_text())
     assert chosen["costs"]["latency_ms"] <= 0.6 * chosen["largest_latency_ms"] + 1e-9
     zero = json.loads((out / "zero_shot/result.json").read_text())
     assert zero["strategy"] == strategy and zero["evaluations"] >= 5
     assert (out / "final/report.json").is_file()
+
+
+def test_quickstart_notebook_runs(full_run):
+    """notebooks/quickstart.ipynb executes top to bottom (on the finished tiny run, which
+    it resumes: every stage is already done)."""
+    import nbclient
+    import nbformat
+
+    out, _ = full_run
+    nb = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
+    os.environ["HWNAS_RUN_DIR"] = str(out)
+    try:
+        nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    finally:
+        del os.environ["HWNAS_RUN_DIR"]
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                   for o in c.get("outputs", []))
+    assert "predicted classes" in text and "phase1_kernel" in text

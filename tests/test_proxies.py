@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -16,21 +17,14 @@ from scipy.stats import rankdata
 from torch import nn
 
 import hwnas.proxies as P
-from hwnas.proxies.gradient import prepare
+from hwnas.proxies.common import prepare
 from hwnas.proxies.ntk import ntk_gram
 from hwnas.spaces.nb201 import build_nb201
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "proxy"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy shared CPU OpenMP threads
-    can slow them down tenfold; the previous setting is restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyCNN(nn.Module):
@@ -297,3 +291,29 @@ def test_descore_configs_and_errors():
             P.DEScore(**kwargs)
     with pytest.raises(ValueError, match="'weights'"):
         P.DEScore.from_config({"normalize": "rank"})
+
+
+class _ProxyBroke(RuntimeError):
+    pass
+
+
+def test_score_proxies_raises_the_first_runs_error_without_rerunning(monkeypatch):
+    from hwnas.proxies import base as proxy_base
+
+    calls: list[int] = []
+
+    def broken(model, inputs, gen):
+        calls.append(1)
+        raise _ProxyBroke(f"call {len(calls)}")
+
+    proxy = proxy_base.Proxy("test_broken", broken, True, "")
+    monkeypatch.setitem(proxy_base._REGISTRY, proxy.name, proxy)
+    model, inputs = make("cnn")
+    with pytest.raises(_ProxyBroke, match="call 1") as err:
+        P.score_proxies(["params", "test_broken", "snip"], model, inputs)
+    assert calls == [1]  # not scored again just to re-raise
+    frames = [f.name for f in traceback.extract_tb(err.value.__traceback__)]
+    assert "broken" in frames  # the original traceback, down to the proxy's own frame
+    assert any("test_broken" in note for note in err.value.__notes__)
+    report = P.score_proxies_report(["test_broken", "params"], model, inputs)
+    assert report.failures == {"test_broken": "_ProxyBroke: call 2"} and "params" in report.scores

@@ -44,8 +44,9 @@ class BigIsBetter(Objective):
 def _problem(constraints: dict, seed=0):
     model = tiny_cnn()
     cost = ExactCost(model)
-    return SearchProblem(model.space, BigIsBetter(model), cost,
-                         Constraints.from_config(constraints), seed), cost
+    return SearchProblem(
+        model.space, BigIsBetter(model), cost, Constraints.from_config(constraints), seed
+    ), cost
 
 
 def _median(model_cost, space, key):
@@ -55,10 +56,13 @@ def _median(model_cost, space, key):
     return float(np.median([model_cost(space.sample(rng))[key] for _ in range(60)]))
 
 
-@pytest.mark.parametrize("name,kw", [
-    ("evolution", dict(iterations=4, population=8, top_k=4, mutations=6, crossovers=6)),
-    ("random", dict(samples=40)),
-])
+@pytest.mark.parametrize(
+    "name,kw",
+    [
+        ("evolution", dict(iterations=4, population=8, top_k=4, mutations=6, crossovers=6)),
+        ("random", dict(samples=40)),
+    ],
+)
 def test_returned_archs_respect_params_and_latency_thresholds(name, kw):
     probe, cost = _problem({})
     ts = _median(cost, probe.space, "params_m")
@@ -75,8 +79,9 @@ def test_returned_archs_respect_params_and_latency_thresholds(name, kw):
 
 def test_evolution_improves_on_its_initial_population():
     problem, _ = _problem({})
-    result = build_strategy("evolution", iterations=6, population=8, top_k=4, mutations=6,
-                            crossovers=6).run(problem)
+    result = build_strategy(
+        "evolution", iterations=6, population=8, top_k=4, mutations=6, crossovers=6
+    ).run(problem)
     first = max(e.metrics["size"] for e in result.history if e.iteration == 0)
     assert result.best.metrics["size"] >= first
     assert max(e.iteration for e in result.history) >= 1
@@ -86,8 +91,9 @@ def test_same_seed_same_search_and_other_seed_differs():
     runs = []
     for seed in (0, 0, 1):
         problem, _ = _problem({}, seed=seed)
-        result = build_strategy("evolution", iterations=3, population=6, top_k=3, mutations=4,
-                                crossovers=4).run(problem)
+        result = build_strategy(
+            "evolution", iterations=3, population=6, top_k=3, mutations=4, crossovers=4
+        ).run(problem)
         runs.append([e.arch for e in result.history])
     assert runs[0] == runs[1] and runs[0] != runs[2]
 
@@ -102,8 +108,9 @@ def test_infeasible_constraints_name_the_smallest_achievable():
 
 def test_budget_caps_evaluations():
     problem, _ = _problem({})
-    result = build_strategy("evolution", iterations=10, population=8, mutations=8,
-                            crossovers=8).run(problem, budget=20)
+    result = build_strategy(
+        "evolution", iterations=10, population=8, mutations=8, crossovers=8
+    ).run(problem, budget=20)
     assert len(result.history) <= 20
 
 
@@ -118,3 +125,186 @@ def test_pareto_front_and_hypervolume():
 def test_unknown_strategy_lists_the_choices():
     with pytest.raises(KeyError, match="evolution"):
         build_strategy("annealing")
+
+
+# --------------------------------------------------------------- algorithm answer
+class RankSum(Objective):
+    """Population-relative fitness whose order changes with the population: the sum
+    of the ranks of two unrelated raw values (like a two-term DE-Score)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def measure(self, archs: Sequence[Arch]) -> list[dict[str, float]]:
+        import hashlib
+
+        return [
+            {
+                "size": self.model.cost_of(a)["params_m"],
+                "noise": int(hashlib.md5(a.to_str().encode()).hexdigest()[:8], 16),
+            }
+            for a in archs
+        ]
+
+    def fitness(self, metrics):
+        from scipy.stats import rankdata
+
+        return rankdata([m["size"] for m in metrics]) + rankdata([m["noise"] for m in metrics])
+
+
+EVO = dict(iterations=4, population=8, top_k=4, mutations=6, crossovers=6)
+
+
+def test_evolution_returns_the_best_of_its_own_final_top_k(monkeypatch):
+    from hwnas.search.evolution import Evolution
+
+    model = tiny_cnn()
+    problem = SearchProblem(model.space, RankSum(model), ExactCost(model), Constraints(), 0)
+    tops: list[list[tuple[Arch, float]]] = []
+    update = Evolution._update_top
+
+    def spy(self, problem, top, population):
+        out = update(self, problem, top, population)
+        tops.append([(e.arch, e.fitness) for e in out])
+        return out
+
+    monkeypatch.setattr(Evolution, "_update_top", spy)
+    result = build_strategy("evolution", **EVO).run(problem)
+    final = tops[-1]
+    assert result.rank == "algorithm"
+    assert [(e.arch, e.fitness) for e in result.top] == final  # incl. the last population
+    assert result.best.arch == final[0][0] and result.best.fitness == max(f for _, f in final)
+    # the whole-history re-ranking stays available, and here it is a different answer
+    history = result.ranked()[: EVO["top_k"]]
+    assert result.history_best is history[0]
+    assert [e.arch for e in history] != [a for a, _ in final]
+    assert result.to_json()["rank"] == "algorithm"
+    assert result.to_json()["history_best"]["arch"] == result.history_best.arch.to_str()
+
+
+def test_evolution_rank_history_returns_the_whole_history_ranking():
+    model = tiny_cnn()
+    problem = SearchProblem(model.space, RankSum(model), ExactCost(model), Constraints(), 0)
+    result = build_strategy("evolution", **EVO, rank="history").run(problem)
+    assert result.rank == "history"
+    assert result.best is result.history_best
+    assert result.top == result.ranked()[: EVO["top_k"]]
+    with pytest.raises(ValueError, match="rank='best'"):
+        build_strategy("evolution", rank="best")
+
+
+# ------------------------------------------------------------ tie-break and pool
+class Given(Objective):
+    """The metric ``acc`` as it is (absolute)."""
+
+    relative = False
+
+    def measure(self, archs):
+        raise AssertionError("a hand-made history is never measured")
+
+    def fitness(self, metrics):
+        return np.asarray([m["acc"] for m in metrics], dtype=float)
+
+
+def _record(i: int, acc: float, ms: float, params: float, feasible: bool = True):
+    from hwnas.search.base import Evaluated
+
+    return Evaluated(Arch({"i": i}), {"acc": acc}, {"latency_ms": ms, "params_m": params},
+                     feasible=feasible)  # fmt: skip
+
+
+def _hand_made():
+    from hwnas.spaces.base import Gene, SearchSpace
+
+    space = SearchSpace("ids", [Gene("i", tuple(range(10)))])
+    history = [
+        _record(0, 1.0, 1.03, 2.0),  # the first record with the best accuracy ...
+        _record(1, 1.0, 0.42, 3.0),  # ... ties with a faster one ...
+        _record(2, 1.0, 0.42, 1.0),  # ... which ties in latency with a smaller one
+        _record(3, 0.9, 0.20, 1.0),
+        _record(4, 1.0, 0.10, 1.0, feasible=False),  # never chosen
+        _record(5, 0.995, 0.30, 1.0),
+        _record(1, 0.0, 0.42, 3.0),  # a repeat: the first record of an arch counts
+    ]
+    problem = SearchProblem(space, Given(), None, Constraints(), 0)  # type: ignore[arg-type]
+    from hwnas.search.base import Strategy
+
+    return Strategy.finalize("hand", problem, history, top_k=3)
+
+
+def test_best_breaks_accuracy_ties_by_latency_then_params_and_is_on_the_front():
+    from hwnas.search.base import choose
+
+    result = _hand_made()
+    assert result.best.arch == Arch({"i": 2})
+    front = result.pareto()
+    assert result.best in front
+    best = (result.best.fitness, -result.best.costs["latency_ms"])
+    for e in result.unique():  # nothing feasible dominates the choice
+        mine = (e.fitness, -e.costs["latency_ms"])
+        assert not (e.feasible and mine >= best and mine != best and min(
+            a - b for a, b in zip(mine, best)) >= 0)  # fmt: skip
+    assert [e.arch["i"] for e in result.top] == [2, 1, 0]
+    # a tolerance lets a slightly less accurate, faster arch win; still on the front
+    near = result.choose(tol=0.01)
+    assert near.arch == Arch({"i": 5}) and near in front
+    assert result.choose(tol=0.2).arch == Arch({"i": 3})
+    assert choose(result.history, tie_costs=("params_m", "latency_ms")).arch == Arch({"i": 2})
+    with pytest.raises(ValueError, match="tol"):
+        result.choose(tol=-1.0)
+
+
+def ranked_pool(result, size: int) -> list[Arch]:
+    """The pool as training/callbacks.py chose it before ``SearchResult.pool``."""
+    feasible = [e for e in result.unique() if e.feasible]
+    feasible.sort(key=lambda e: -e.fitness)
+    return [e.arch for e in feasible[:size]]
+
+
+def test_pool_is_the_old_ranked_pool_with_the_tie_break():
+    result = _hand_made()
+    assert result.pool(1) == [result.best.arch]
+    assert result.pool(10) == [Arch({"i": i}) for i in (2, 1, 0, 5, 3)]
+    assert set(result.pool(10)) == set(ranked_pool(result, 10))
+    assert ranked_pool(result, 1) == [Arch({"i": 0})]  # the old pool: first of the ties
+    model = tiny_cnn()  # without ties the two agree exactly
+    problem = SearchProblem(model.space, BigIsBetter(model), ExactCost(model), Constraints(), 0)
+    searched = build_strategy("random", samples=20).run(problem)
+    sizes = [e.fitness for e in searched.ranked()]
+    assert len(set(sizes)) == len(sizes)
+    assert searched.pool(6) == ranked_pool(searched, 6)
+    with pytest.raises(ValueError, match="pool size"):
+        searched.pool(0)
+
+
+# ------------------------------------------------------------------ settings
+@pytest.mark.parametrize("name,kwargs,match", [
+    ("evolution", {"population": "abc"}, "population='abc': expected an integer"),
+    ("evolution", {"population": True}, "population=True: expected an integer"),
+    ("evolution", {"population": 8.0}, "population=8.0: expected an integer"),
+    ("evolution", {"mutation_prob": "0.3"}, "mutation_prob='0.3': expected a number"),
+    ("evolution", {"seed": "x"}, "seed='x': expected an integer or null"),
+    ("evolution", {"populaton": 8}, r"unknown setting populaton=8; valid settings: \["),
+    ("random", {"iterations": 3}, "unknown setting iterations=3"),
+    ("nsga2", {"mutation_prob": False}, "mutation_prob=False: expected a number or null"),
+    ("nsga2", {"cost_key": 3}, "cost_key=3: expected a string"),
+    ("tpe", {"multivariate": "yes"}, "multivariate='yes': expected true or false"),
+    ("tpe", {"metric": 1}, "metric=1: expected a string or null"),
+])  # fmt: skip
+def test_build_strategy_rejects_unknown_keys_and_wrong_types(name, kwargs, match):
+    with pytest.raises(ValueError, match=match) as err:
+        build_strategy(name, **kwargs)
+    assert "\n" not in str(err.value) and name in str(err.value)
+
+
+def test_build_strategy_accepts_well_typed_settings():
+    build_strategy("evolution", population=8, mutation_prob=1, seed=None, rank="history")
+    build_strategy("nsga2", mutation_prob=None, crossover_prob=1, metric=None)
+    build_strategy("tpe", multivariate=False, metric="accuracy", reference_size=5)
+
+
+def test_random_search_rejects_unknown_keys():
+    from hwnas.search.random_search import RandomSearch
+
+    with pytest.raises(TypeError, match="iterations"):
+        RandomSearch(samples=5, iterations=3)  # type: ignore[call-arg]

@@ -90,3 +90,43 @@ def test_size_counts_distinct_archs_without_enumerating(space):
         if set(groups) <= set(space.groups):
             sub = space.restrict(groups)
             assert sub.size() == len(set(sub.enumerate()))
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [Arch({"a": 1, "b": "x"}), Arch({"op": ("conv", 3), "w": 8.5}), tiny_cnn().space.max_arch()],
+    ids=["scalars", "tuples", "cnn"],
+)
+def test_arch_pickles_and_copies_and_stays_immutable(arch):
+    import copy
+    import pickle
+
+    for clone in (
+        pickle.loads(pickle.dumps(arch)),
+        pickle.loads(pickle.dumps(arch, protocol=0)),
+        copy.copy(arch),
+        copy.deepcopy(arch),
+        copy.deepcopy({"nested": [arch]})["nested"][0],
+    ):
+        assert isinstance(clone, Arch)
+        assert clone == arch and hash(clone) == hash(arch)
+        assert list(clone.items()) == list(arch.items())
+        assert clone.to_str() == arch.to_str()
+        assert len({clone, arch}) == 1
+        with pytest.raises(AttributeError):
+            clone._items = ()  # type: ignore[misc]
+        with pytest.raises(AttributeError):
+            del clone._items  # type: ignore[misc]
+
+
+def test_categorical_genes_order_by_position_numeric_by_value():
+    # string order ("large" < "medium" < "small") differs from position order
+    size = Gene("size", ("small", "medium", "large"), "width")
+    kernel = Gene("k", (5, 3, 7), "kernel")  # numeric: by value, not position
+    space = SearchSpace("cat", [size, kernel])
+    assert size.ordered == ("small", "medium", "large") and kernel.ordered == (3, 5, 7)
+    assert space.max_arch() == Arch({"size": "large", "k": 7})
+    assert space.min_arch() == Arch({"size": "small", "k": 3})
+    fixed = space.restrict(["kernel"])
+    assert fixed.gene("size").choices == ("large",)
+    assert fixed.size() == 3

@@ -1,5 +1,6 @@
-"""The four pipeline stages; each takes the run :class:`Context` and returns a summary
-(JSON-serialisable, with a ``metrics`` dict) after writing its artifacts."""
+"""The four pipeline stages; each takes the run :class:`~hwnas.context.Context` and
+returns a summary (JSON-serialisable, with a ``metrics`` dict) after writing its
+artifacts under ``<run>/<stage>/``."""
 
 from __future__ import annotations
 
@@ -8,44 +9,35 @@ import logging
 import time
 from typing import Any
 
-import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import CSVLogger
-from omegaconf import OmegaConf
+from lightning.pytorch.callbacks import ModelCheckpoint
 
-from hwnas.hardware.constraints import Constraints, InfeasibleError
-from hwnas.pipeline import ConfigError, Context
+from hwnas.checks import build_configured_strategy, search_constraints
+from hwnas.context import ConfigError, Context
+from hwnas.hardware.constraints import InfeasibleError
 from hwnas.progress import progress_bar
 from hwnas.report import final_report, plot_pareto, save_pareto
-from hwnas.search.base import Evaluated, SearchProblem, SearchResult, Strategy, build_strategy
+from hwnas.search.base import Evaluated, SearchProblem, SearchResult, Strategy
 from hwnas.search.objectives import AccuracyObjective, ZeroShotObjective, accuracy
-from hwnas.spaces.base import Arch, SearchSpace
+from hwnas.spaces.base import SearchSpace
 from hwnas.subnet_io import save_subnet
-from hwnas.training.bn import recalibrate_bn
-from hwnas.training.callbacks import ZeroShotSearchCallback, ranked_pool
+from hwnas.training.callbacks import ZeroShotSearchCallback
+from hwnas.training.evaluate import SubnetEvaluator, first_samples
 from hwnas.training.subnet import SubnetModule
 from hwnas.training.supernet import Phase, SupernetModule
+from hwnas.training.trainer import build_trainer
 
 log = logging.getLogger(__name__)
-
-
-def _strategy(node: Any) -> Strategy:
-    kwargs = OmegaConf.to_container(node, resolve=True)
-    name = kwargs.pop("name")
-    try:
-        return build_strategy(name, **kwargs)
-    except TypeError as err:
-        raise ConfigError(f"search strategy {name!r}: {err}") from err
 
 
 def _zero_shot_search(
     ctx: Context, space: SearchSpace, seed: int, title: str, budget: int | None = None
 ) -> SearchResult:
     objective = ZeroShotObjective(ctx.model, ctx.descore, ctx.inputs, ctx.cost_model, seed)
-    with progress_bar(title) as update:
+    strategy = build_configured_strategy(ctx.cfg.zero_shot.strategy, "zero_shot.strategy")
+    with progress_bar(title, **ctx.progress) as update:
         problem = SearchProblem(space, objective, ctx.cost_model, ctx.constraints, seed, update)
-        return _strategy(ctx.cfg.search).run(problem, budget)
+        return strategy.run(problem, budget)
 
 
 # ------------------------------------------------------------------ 1. zero-shot
@@ -56,10 +48,12 @@ def zero_shot(ctx: Context) -> dict[str, Any]:
     result = _zero_shot_search(ctx, ctx.model.space, ctx.seed, "zero-shot search", budget)
     seconds = time.perf_counter() - start
     result.save(folder)
-    pool = ranked_pool(result, int(ctx.cfg.zero_shot.pool_size))
+    pool = result.pool(int(ctx.cfg.zero_shot.pool_size))
     (folder / "pool.json").write_text(json.dumps([a.to_dict() for a in pool], indent=1))
     save_pareto(result, folder / "pareto.csv", gain="descore")
-    plot_pareto(result, folder / "pareto.png", ctx.constraints, gain_label="DE-Score (rank)")
+    plot_pareto(
+        result, folder / "pareto.png", ctx.constraints, gain_label="DE-Score", chosen=result.best
+    )
     n = len(result.unique())
     log.info(
         "zero-shot: %d archs scored in %.1f s (%.1f/s); best %s",
@@ -79,15 +73,11 @@ def zero_shot(ctx: Context) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------- 2. supernet
-def _calibration(ctx: Context, samples: int):
-    batches = list(ctx.dm.calibration_loader(samples))
-    return lambda: batches
-
-
 def supernet(ctx: Context) -> dict[str, Any]:
     cfg = ctx.cfg.supernet
     folder = ctx.stage_dir("supernet")
     phases = [Phase(p.name, tuple(p.elastic), int(p.epochs), float(p.lr)) for p in cfg.phases]
+    calib = list(ctx.dm.calibration_loader(int(cfg.calib_samples)))
     module = SupernetModule(
         ctx.model,
         phases,
@@ -98,7 +88,7 @@ def supernet(ctx: Context) -> dict[str, Any]:
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
         seed=ctx.seed,
-        calibration=_calibration(ctx, int(cfg.calib_samples)),
+        calibration=lambda: calib,
         calib_samples=int(cfg.calib_samples),
     )
 
@@ -108,26 +98,22 @@ def supernet(ctx: Context) -> dict[str, Any]:
                 ctx, space, ctx.seed + i, f"phase {i} zero-shot search", int(cfg.search_budget)
             )
         except InfeasibleError as err:
-            log.warning("phase %d: %s; sampling the phase's space uniformly", i, err)
+            log.warning("phase %d: %s; the phase samples its space uniformly", i, err)
             return None
 
     ckpt_dir = folder / "checkpoints"
-    trainer = L.Trainer(
+    trainer = build_trainer(
+        ctx.cfg.trainer,
+        folder,
         max_epochs=module.total_epochs,
-        accelerator=cfg.accelerator,
-        devices=cfg.devices,
-        precision=cfg.precision,
+        title="supernet",
         limit_train_batches=cfg.limit_train_batches,
-        num_sanity_val_steps=0,
-        deterministic=True,
-        enable_model_summary=False,
-        logger=CSVLogger(str(folder), name="logs", version=""),
-        default_root_dir=str(folder),
         callbacks=[
             ZeroShotSearchCallback(search, int(cfg.pool_size), folder),
             ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0),
-            RichProgressBar(),
         ],
+        checkpointing=True,
+        **_progress(ctx),
     )
     last = ckpt_dir / "last.ckpt"
     resume = str(last) if last.exists() else None
@@ -143,6 +129,11 @@ def supernet(ctx: Context) -> dict[str, Any]:
     }
 
 
+def _progress(ctx: Context) -> dict[str, Any]:
+    p = ctx.progress
+    return {"progress": p["mode"], "progress_interval_s": p["interval_s"]}
+
+
 def load_supernet(ctx: Context) -> None:
     path = ctx.out / "supernet" / "supernet.pt"
     if not path.exists():
@@ -153,47 +144,32 @@ def load_supernet(ctx: Context) -> None:
     ctx.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
+def evaluator(ctx: Context, val_samples: int) -> SubnetEvaluator:
+    calib_samples = int(ctx.cfg.search.calib_samples)
+    return SubnetEvaluator(
+        ctx.model,
+        ctx.dm.calibration_loader(calib_samples),
+        first_samples(ctx.dm.val_dataloader(), val_samples),
+        calib_samples,
+    )
+
+
 # --------------------------------------------------------------------- 3. search
-class SubnetEvaluator:
-    """Validation accuracy of a subnet with inherited weights after exact BN
-    re-estimation on fixed calibration images."""
-
-    def __init__(self, ctx: Context, val_samples: int, calib_samples: int):
-        self.ctx, self.calib_samples = ctx, calib_samples
-        self.calib = list(ctx.dm.calibration_loader(calib_samples))
-        self.val: list = []
-        seen = 0
-        for x, y in ctx.dm.val_dataloader():
-            self.val.append((x[: val_samples - seen], y[: val_samples - seen]))
-            seen += len(self.val[-1][1])
-            if seen >= val_samples:
-                break
-
-    def subnet(self, arch: Arch) -> torch.nn.Module:
-        net = self.ctx.model.export(arch)
-        return recalibrate_bn(net, self.calib, self.calib_samples)
-
-    def __call__(self, arch: Arch) -> float:
-        return accuracy(self.subnet(arch), self.val)
-
-
 def search(ctx: Context) -> dict[str, Any]:
     load_supernet(ctx)
-    sel = ctx.cfg.selection
+    sel = ctx.cfg.search
     folder = ctx.stage_dir("search")
     space = ctx.model.space
     largest = space.max_arch()
-    largest_latency = ctx.cost_model(largest)["latency_ms"]
-    constraints = ctx.constraints
-    if sel.max_latency_ratio is not None:
-        cap = float(sel.max_latency_ratio) * largest_latency
-        constraints = tighten(constraints, "latency_ms", cap)
-    evaluator = SubnetEvaluator(ctx, int(sel.val_samples), int(sel.calib_samples))
-    objective = AccuracyObjective(evaluator)
+    constraints, largest_latency = search_constraints(ctx)
+    objective = AccuracyObjective(evaluator(ctx, int(sel.val_samples)))
+    strategy = build_configured_strategy(sel.strategy, "search.strategy")
     zs = ctx.results.get("zero_shot", {}).get("pool", [])[: int(sel.seed_with_zero_shot)]
-    with progress_bar("subnet search (accuracy)") as update:
+    with progress_bar("subnet search (accuracy)", **ctx.progress) as update:
         problem = SearchProblem(space, objective, ctx.cost_model, constraints, ctx.seed, update)
-        result = _strategy(sel.search).run(problem, sel.budget)
+        result = strategy.run(problem, sel.budget)
+    # The best zero-shot archs, the largest and the smallest are measured as well, so
+    # the front and the plot always show the reference points.
     extra = [space.validate(a) for a in zs] + [largest, space.min_arch()]
     history = list(result.history)
     for arch in extra:
@@ -205,20 +181,21 @@ def search(ctx: Context) -> dict[str, Any]:
     result = Strategy.finalize(result.strategy, problem, history, len(result.top))
     result.save(folder)
     save_pareto(result, folder / "pareto.csv", gain="accuracy")
+    chosen = result.best
     plot_pareto(
         result,
         folder / "pareto.png",
         constraints,
-        gain_label="val accuracy (inherited)",
-        chosen=result.best,
+        gain_label="val accuracy (inherited weights)",
+        chosen=chosen,
         reference=largest,
     )
-    chosen = result.best
     (folder / "chosen.json").write_text(
         json.dumps(
             {
                 "arch": chosen.arch.to_dict(),
                 "val_accuracy": chosen.fitness,
+                "val_accuracy_method": "inherited supernet weights, BN recalibrated",
                 "costs": chosen.costs,
                 "largest_latency_ms": largest_latency,
                 "constraints": constraints.describe(),
@@ -242,21 +219,9 @@ def search(ctx: Context) -> dict[str, Any]:
     }
 
 
-def tighten(constraints: Constraints, metric: str, cap: float) -> Constraints:
-    windows = dict(constraints.windows)
-    lo, hi = windows.get(metric, (None, None))
-    windows[metric] = (lo, cap if hi is None else min(hi, cap))
-    if lo is not None and lo > windows[metric][1]:
-        raise InfeasibleError(
-            f"{metric} window min {lo} is above the cap {cap:.4f} from "
-            "selection.max_latency_ratio: lower the min or raise the ratio"
-        )
-    return Constraints(windows)
-
-
 # ---------------------------------------------------------------------- 4. final
 def _finetune(ctx: Context, net: torch.nn.Module, folder, tag: str) -> float:
-    """Fine-tune ``net`` (final.epochs) and return its test accuracy."""
+    """Fine-tune ``net`` for final.epochs and return its test accuracy."""
     f = ctx.cfg.final
     module = SubnetModule(
         net,
@@ -266,22 +231,16 @@ def _finetune(ctx: Context, net: torch.nn.Module, folder, tag: str) -> float:
         weight_decay=f.weight_decay,
         label_smoothing=f.label_smoothing,
     )
-    trainer = L.Trainer(
+    trainer = build_trainer(
+        ctx.cfg.trainer,
+        folder,
         max_epochs=int(f.epochs),
-        accelerator=ctx.cfg.supernet.accelerator,
-        devices=ctx.cfg.supernet.devices,
-        precision=ctx.cfg.supernet.precision,
+        log_name=f"logs_{tag}",
+        title=f"final ({tag})",
         limit_train_batches=f.limit_train_batches,
-        num_sanity_val_steps=0,
-        deterministic=True,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        logger=CSVLogger(str(folder), name=f"logs_{tag}", version=""),
-        default_root_dir=str(folder),
-        callbacks=[RichProgressBar()],
+        **_progress(ctx),
     )
-    if int(f.epochs) > 0:
-        trainer.fit(module, datamodule=ctx.dm)
+    trainer.fit(module, datamodule=ctx.dm)
     (res,) = trainer.test(module, datamodule=ctx.dm, verbose=False)
     return float(res["test/acc"])
 
@@ -296,25 +255,29 @@ def final(ctx: Context) -> dict[str, Any]:
             "or resume the run folder where it finished"
         )
     chosen = ctx.model.space.validate(json.loads(chosen_path.read_text())["arch"])
-    sel = ctx.cfg.selection
-    evaluator = SubnetEvaluator(ctx, 1, int(sel.calib_samples))
     largest = ctx.model.space.max_arch()
-    net = evaluator.subnet(chosen)
-    inherited = accuracy(net, ctx.dm.test_dataloader())
-    test_acc = _finetune(ctx, net, folder, "subnet")
-    big = evaluator.subnet(largest)
-    big_inherited = accuracy(big, ctx.dm.test_dataloader())
-    big_acc = (
-        _finetune(ctx, big, folder, "largest") if ctx.cfg.final.finetune_largest else big_inherited
-    )
-    save_subnet(folder, net.eval(), chosen, ctx, onnx=bool(ctx.cfg.final.onnx))
+    f = ctx.cfg.final
+    epochs = int(f.epochs)
+    ev = evaluator(ctx, 1)
+    sides = {}
+    nets = {}
+    for tag, arch, tune in (
+        ("subnet", chosen, epochs > 0),
+        ("largest", largest, epochs > 0 and bool(f.finetune_largest)),
+    ):
+        net = ev.subnet(arch)
+        acc = {"inherited_test_acc": accuracy(net, ctx.dm.test_dataloader())}
+        acc["finetuned_test_acc"] = _finetune(ctx, net, folder, tag) if tune else None
+        sides[tag], nets[tag] = acc, net.eval()
+    save_subnet(folder, nets["subnet"], chosen, ctx, onnx=bool(f.onnx))
     return final_report(
         ctx,
         folder,
-        net.eval(),
-        big.eval(),
+        nets["subnet"],
+        nets["largest"],
         chosen,
         largest,
-        {"test_acc": test_acc, "inherited_test_acc": inherited},
-        {"test_acc": big_acc, "inherited_test_acc": big_inherited},
+        sides["subnet"],
+        sides["largest"],
+        epochs,
     )

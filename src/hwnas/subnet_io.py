@@ -15,7 +15,7 @@ from hwnas.elastic import build_model
 from hwnas.spaces.base import Arch
 
 if TYPE_CHECKING:
-    from hwnas.pipeline import Context
+    from hwnas.context import Context
 
 log = logging.getLogger(__name__)
 

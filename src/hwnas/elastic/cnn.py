@@ -25,7 +25,8 @@ from hwnas.elastic.ops import (
 from hwnas.spaces.base import Arch, Gene, SearchSpace
 
 
-def _out_size(size: int, stride: int, kernel: int = 3) -> int:
+def conv_out_size(size: int, stride: int, kernel: int = 3) -> int:
+    """Output size of a 'same'-padded (``kernel // 2``) convolution of ``size`` pixels."""
     return (size + 2 * (kernel // 2) - kernel) // stride + 1
 
 
@@ -71,7 +72,7 @@ class ElasticBlock(nn.Module):
         return self.expand.params() + self.dw.params() + self.project.params() + bn
 
     def flops(self, in_hw: int, batch: int = 1) -> int:
-        out_hw = _out_size(in_hw, self.stride)
+        out_hw = conv_out_size(in_hw, self.stride)
         return (
             self.expand.flops((in_hw, in_hw), batch)
             + self.dw.flops((out_hw, out_hw), batch)
@@ -233,11 +234,11 @@ class ElasticCNN(ElasticModel):
 
     def active_flops(self, batch_size: int = 1) -> int:
         conv = self.stem[0]
-        size = _out_size(self.input_shape[1], conv.stride[0])
+        size = conv_out_size(self.input_shape[1], conv.stride[0])
         total = 2 * batch_size * size * size * conv.in_channels * conv.out_channels * 9
         for block in self._active_blocks():
             total += block.flops(size, batch_size)
-            size = _out_size(size, block.stride)
+            size = conv_out_size(size, block.stride)
         return total + 2 * batch_size * self.head.in_features * self.head.out_features
 
     def latency_units(self, arch: Mapping[str, Any]) -> list[tuple[str, nn.Module, tuple]]:
@@ -246,14 +247,14 @@ class ElasticCNN(ElasticModel):
         units: list[tuple[str, nn.Module, tuple]] = [
             (f"stem:{c}x{size}", sub.stem, (c, size, size))
         ]
-        c, size = self.stem[0].out_channels, _out_size(size, self.stem[0].stride[0])
+        c, size = self.stem[0].out_channels, conv_out_size(size, self.stem[0].stride[0])
         arch = self.space.canonical(arch)
         for s, stage in enumerate(self.stages):
             for b in range(arch[f"d{s}"]):
                 blk = stage[b]
                 key = f"s{s}b{min(b, 1)}:k{arch[f'k{s}_{b}']}e{arch[f'e{s}_{b}']}"
                 units.append((key, sub.blocks[len(units) - 1], (c, size, size)))
-                c, size = blk.out_ch, _out_size(size, blk.stride)
+                c, size = blk.out_ch, conv_out_size(size, blk.stride)
         units.append((f"head:{c}x{size}", _Head(sub.head), (c, size, size)))
         return units
 

@@ -1,7 +1,9 @@
 """Hardware cost models: analytic params/FLOPs/memory, measured latency, lookup tables.
 
-:func:`build_cost_model` turns a Hydra ``hardware`` config into one cost model;
-:func:`measure_latency` times any module with the same settings (final reports).
+:func:`build_cost_model` turns a Hydra ``hardware`` config into one cost model, whose
+``save_record(folder)`` keeps the latency table or FLOPs line it used (reloaded with
+``hardware.table=<folder>/latency_table.json``); :func:`measure_latency` times any
+module with the same settings (final reports).
 """
 
 from hwnas.hardware.analytic import AnalyticCost
@@ -9,24 +11,28 @@ from hwnas.hardware.base import CompositeCost, CostModel
 from hwnas.hardware.constraints import KNOWN_METRICS, Constraints, InfeasibleError
 from hwnas.hardware.factory import (
     LATENCY_METHODS,
-    FlopsLatency,
     HardwareConfig,
     HardwareCost,
     build_cost_model,
+    build_flops_line,
     build_table,
     table_cache_name,
 )
+from hwnas.hardware.flops import FlopsLatency, FlopsLine
 from hwnas.hardware.latency import LatencyStats, MeasuredLatency, measure_latency
+from hwnas.hardware.records import RECORD_NAME
 from hwnas.hardware.table import LatencyTable, TableLatency
 
 __all__ = [
     "KNOWN_METRICS",
     "LATENCY_METHODS",
+    "RECORD_NAME",
     "AnalyticCost",
     "CompositeCost",
     "Constraints",
     "CostModel",
     "FlopsLatency",
+    "FlopsLine",
     "HardwareConfig",
     "HardwareCost",
     "InfeasibleError",
@@ -35,6 +41,7 @@ __all__ = [
     "MeasuredLatency",
     "TableLatency",
     "build_cost_model",
+    "build_flops_line",
     "build_table",
     "measure_latency",
     "table_cache_name",

@@ -31,16 +31,11 @@ import torch
 from torch import nn
 
 from hwnas.elastic.base import ElasticModel
-from hwnas.elastic.cnn import ElasticCNN
+from hwnas.elastic.cnn import ElasticCNN, conv_out_size
 from hwnas.hardware.base import CostModel
 from hwnas.spaces.base import Arch, Gene, SearchSpace
 
 BYTES_PER_ELEMENT = 4  # float32
-
-
-def conv_out_size(size: int, stride: int, kernel: int = 3) -> int:
-    """Output size of a 'same'-padded convolution."""
-    return (size + 2 * (kernel // 2) - kernel) // stride + 1
 
 
 def cnn_peak_elements(model: ElasticCNN, arch: Mapping[str, Any]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 
 from hwnas.spaces.base import Arch
 
@@ -31,8 +32,12 @@ class CostModel(ABC):
             self._cache[arch] = dict(self._compute(arch))
         return dict(self._cache[arch])
 
-    def many(self, archs: Sequence[Arch]) -> list[dict[str, float]]:
-        return [self(a) for a in archs]
+    def save_record(self, folder: str | Path) -> Path | None:
+        """Write into ``folder`` what this model needs to give the same numbers again
+        (a latency table or fitted line, read back with ``hardware.table=<file>``) and
+        return the file; ``None`` when there is nothing to record (analytic costs,
+        measured latency)."""
+        return None
 
 
 class CompositeCost(CostModel):
@@ -52,3 +57,8 @@ class CompositeCost(CostModel):
 
     def describe(self) -> str:
         return " + ".join(p.describe() for p in self.parts)
+
+    def save_record(self, folder: str | Path) -> Path | None:
+        """Every part's record; the last file written is returned (as later parts win)."""
+        written = [p.save_record(folder) for p in self.parts]
+        return next((p for p in reversed(written) if p is not None), None)

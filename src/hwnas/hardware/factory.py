@@ -4,47 +4,50 @@ Analytic metrics (``params_m``, ``flops_m``, ``memory_mb``) are always reported;
 ``latency_ms`` comes from the method named by ``latency``:
 
 - ``measured``: each arch's exported subnet is timed once (cached);
-- ``table``: a :class:`~hwnas.hardware.table.LatencyTable` predicts it; the table is
-  read from ``table`` when given, else looked up in (or built once into) the cache
-  folder under a name made of space id, device, backend, batch size and threads;
-- ``flops``: a FLOPs-linear proxy ``a * flops_m + b`` fitted on
-  ``correction_samples`` measured whole networks (no table); with
-  ``correction_samples: 0`` nothing is measured and ``latency_ms`` is omitted.
+- ``table``: a :class:`~hwnas.hardware.table.LatencyTable` predicts it;
+- ``flops``: a FLOPs-linear proxy ``a * flops_m + b``
+  (:class:`~hwnas.hardware.flops.FlopsLine`) fitted on ``correction_samples``
+  measured whole networks; with ``correction_samples: 0`` (and no ``table``) nothing
+  is measured and ``latency_ms`` is omitted.
+
+The table or line (a latency record, :mod:`hwnas.hardware.records`) is read from
+``table`` when given: it may come from another machine (build on the target, use
+anywhere), and a setting (device, backend, threads, batch size) other than the
+config's is warned about. Else it is looked up in (or built once into) the cache
+folder under a name made of space id, supernet signature and setting, and a cached
+one measured on another setup (its fingerprint: machine, threads, versions...)
+is rebuilt. ``cost_model.save_record(run_dir)`` keeps the record a run used, so
+``hardware.table=<run_dir>/latency_table.json`` reproduces its latencies.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import random
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import OmegaConf
 
 from hwnas.elastic.base import ElasticModel
-from hwnas.hardware.analytic import AnalyticCost
+from hwnas.hardware.analytic import AnalyticCost, model_signature
 from hwnas.hardware.base import CompositeCost, CostModel
+from hwnas.hardware.flops import FlopsLatency, FlopsLine
 from hwnas.hardware.latency import (
     BACKENDS,
     DEVICES,
     MeasuredLatency,
     check_setting,
-    measure_latency,
     setting_label,
 )
-from hwnas.hardware.table import (
-    Correction,
-    LatencyTable,
-    TableLatency,
-    correction_archs,
-    fit_correction,
-    model_signature,
+from hwnas.hardware.records import (
+    SETTING_KEYS,
+    fingerprint,
+    fingerprint_changes,
+    resolved_threads,
 )
-from hwnas.spaces.base import Arch
+from hwnas.hardware.table import LatencyTable, TableLatency
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +99,21 @@ class HardwareConfig:
                 f"hardware.correction_samples must be 0 (none) or >= {least} with "
                 f"latency={hw.latency}, got {hw.correction_samples}"
             )
-        if hw.latency != "table" and hw.table is not None:
+        if hw.latency == "measured" and hw.table is not None:
             raise ValueError(
-                "hardware.table is only read with latency=table; set hardware.table=null"
+                "hardware.table is only read with latency=table or latency=flops; "
+                "set hardware.table=null"
             )
-        if hw.latency != "flops" or hw.correction_samples:
-            check_setting(hw.device, hw.backend, hw.threads, hw.batch_size, hw.warmup, hw.repeats)
+        check_setting(hw.device, hw.backend, hw.threads, hw.batch_size, hw.warmup, hw.repeats,
+                      available=hw.measures())  # fmt: skip
         return hw
+
+    def measures(self) -> bool:
+        """Whether building the cost model may time networks here (a given ``table``
+        or ``latency: flops`` with no samples needs no device)."""
+        if self.latency == "measured":
+            return True
+        return self.table is None and (self.latency == "table" or self.correction_samples > 0)
 
     def measure_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~hwnas.hardware.latency.measure_latency`."""
@@ -117,59 +128,6 @@ class HardwareConfig:
 
     def setting(self) -> str:
         return setting_label(self.device, self.backend, self.threads, self.batch_size)
-
-
-class FlopsLatency(CostModel):
-    """``latency_ms = a * flops_m + b``, fitted (relative least squares) on measured
-    whole networks: the smallest, the largest and seeded random archs."""
-
-    name = "flops_latency"
-
-    def __init__(
-        self,
-        model: ElasticModel,
-        hw: HardwareConfig,
-        seed: int = 0,
-        cache: str | Path | None = None,
-    ):
-        super().__init__()
-        self.model, self.hw = model, hw
-        cache = Path(cache) if cache is not None else None
-        if cache is not None and cache.is_file():  # same fit on a rerun: same search
-            saved = json.loads(cache.read_text())
-            self.fit = Correction(saved["kind"], saved["scale"], 0.0, saved["offset"])
-            log.info("FLOPs-latency line from cache %s", cache)
-            return
-        archs = correction_archs(model.space, hw.correction_samples, random.Random(seed))
-        flops = np.array([model.cost_of(a)["flops_m"] for a in archs], dtype=float)
-        ms = np.array(
-            [
-                measure_latency(
-                    model.export(a), tuple(model.input_shape), **hw.measure_kwargs()
-                ).median_ms
-                for a in archs
-            ]
-        )
-        fit = fit_correction(flops, np.zeros_like(flops), ms)
-        if fit.kind == "none":  # too few samples for leave-one-out: plain line through them
-            slope, offset = np.polyfit(flops, ms, 1) if len(set(flops)) > 1 else (0.0, ms.mean())
-            fit.kind, fit.scale, fit.offset = "affine", float(slope), float(offset)
-        self.fit = fit
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps({"kind": fit.kind, "scale": fit.scale,
-                                         "offset": fit.offset}))
-
-    def _compute(self, arch: Arch) -> dict[str, float]:
-        flops = self.model.cost_of(arch)["flops_m"]
-        return {"latency_ms": max(self.fit.scale * flops + self.fit.offset, 1e-6)}
-
-    def describe(self) -> str:
-        return (
-            f"latency: FLOPs-linear proxy ({self.fit.scale:.4g} ms/MFLOP + "
-            f"{self.fit.offset:.4g} ms, fitted on {self.hw.correction_samples} networks "
-            f"measured on {self.hw.setting()})"
-        )
 
 
 class HardwareCost(CompositeCost):
@@ -195,6 +153,12 @@ def table_cache_name(model: ElasticModel, hw: HardwareConfig) -> str:
     )
 
 
+def flops_cache_name(model: ElasticModel, hw: HardwareConfig) -> str:
+    """File name of the cached FLOPs-latency line (setting and sample count in it)."""
+    name = table_cache_name(model, hw).replace("latency_table", "flops_latency")
+    return name.replace(".json", f"-n{hw.correction_samples}.json")
+
+
 def build_table(
     model: ElasticModel,
     hw: HardwareConfig,
@@ -218,58 +182,114 @@ def _log_progress(done: int, total: int, what: str) -> None:
         log.info("profiling latency table: %d/%d (%s)", done, total, what)
 
 
-def _table_for(
-    model: ElasticModel, hw: HardwareConfig, cache_dir: str | Path | None
-) -> LatencyTable:
-    if hw.table is not None:
-        table = LatencyTable.load(hw.table, model)
-        wanted = {"device": hw.device, "backend": hw.backend, "batch_size": hw.batch_size}
-        for key, value in wanted.items():
-            if table.meta.get(key) != value:
-                log.warning(
-                    "latency table %s was measured with %s=%s but hardware.%s=%s",
-                    hw.table,
-                    key,
-                    table.meta.get(key),
-                    key,
-                    value,
-                )
-        return table
-    path = Path(cache_dir) / table_cache_name(model, hw) if cache_dir is not None else None
-    if path is not None and path.is_file():
-        table = LatencyTable.load(path, model)
-        log.info("latency table from cache %s", path)
-        return table
-    log.info(
-        "profiling a latency table for space %s (%s) on %s; one-time, %s",
-        model.space.name,
-        model.space.id,
-        hw.setting(),
-        f"cached in {path}" if path else "not cached (no cache_dir)",
+def build_flops_line(model: ElasticModel, hw: HardwareConfig, seed: int = 0) -> FlopsLine:
+    """Fit the FLOPs-latency line of ``model``'s space with the settings of ``hw``."""
+    return FlopsLine.build(
+        model, correction_samples=hw.correction_samples, seed=seed, **hw.measure_kwargs()
     )
-    table = build_table(model, hw, _log_progress)
+
+
+Record = LatencyTable | FlopsLine
+
+
+def _given_record(load: Callable[..., Record], model: ElasticModel, hw: HardwareConfig) -> Record:
+    """The record ``hw.table`` names: used wherever it was measured, with a warning for
+    each setting that differs from the config."""
+    record = load(hw.table, model)
+    what = "latency table" if isinstance(record, LatencyTable) else "FLOPs-latency line"
+    source = f"{what} {hw.table}"
+    now = {"device": hw.device, "backend": hw.backend, "threads": resolved_threads(hw.threads),
+           "batch_size": hw.batch_size}  # fmt: skip
+    for key in SETTING_KEYS:
+        then = record.meta.get(key)
+        if then != now[key]:
+            shown = (
+                f"null ({now[key]} here)" if key == "threads" and hw.threads is None else now[key]
+            )
+            log.warning(
+                "%s was measured with %s=%s but hardware.%s=%s: its latencies are for %s=%s; "
+                "rebuild it with this setting or set hardware.%s=%s",
+                source, key, then, key, shown, key, then, key, then,
+            )  # fmt: skip
+    machine = fingerprint_changes(
+        record.meta,
+        fingerprint(hw.device, hw.backend, hw.threads, hw.batch_size),
+        ("device_name", "torch_version", "onnxruntime_version"),
+    )
+    if machine:
+        log.info("%s was measured on another machine, used as given (%s)", source,
+                 "; ".join(machine))  # fmt: skip
+    return record
+
+
+def _cached_record(
+    path: Path, load: Callable[..., Record], model: ElasticModel, hw: HardwareConfig
+) -> Record | None:
+    """The record cached at ``path`` if it is readable and was measured on this setup
+    (same fingerprint); else ``None``, with the reason logged."""
+    if not path.is_file():
+        return None
+    try:
+        record = load(path, model)
+    except ValueError as exc:
+        log.warning("cached %s is unusable, rebuilding it: %s", path, exc)
+        return None
+    now = fingerprint(hw.device, hw.backend, hw.threads, hw.batch_size)
+    changes = fingerprint_changes(record.meta, now)
+    if changes:
+        log.warning(
+            "cached %s was measured on another setup (%s); rebuilding it here",
+            path,
+            "; ".join(changes),
+        )
+        return None
+    log.info("latency record from cache %s", path)
+    return record
+
+
+def _record_for(model: ElasticModel, hw: HardwareConfig, cache_dir: str | Path | None) -> Record:
+    """The table (``latency: table``) or line (``latency: flops``) the cost model uses."""
+    table = hw.latency == "table"
+    load = LatencyTable.load if table else FlopsLine.load
+    if hw.table is not None:
+        return _given_record(load, model, hw)
+    name = table_cache_name(model, hw) if table else flops_cache_name(model, hw)
+    path = Path(cache_dir) / name if cache_dir is not None else None
+    if path is not None and (cached := _cached_record(path, load, model, hw)) is not None:
+        return cached
+    where = f"cached in {path}" if path else "not cached (no cache_dir)"
+    if table:
+        log.info(
+            "profiling a latency table for space %s (%s) on %s; one-time, %s",
+            model.space.name, model.space.id, hw.setting(), where,
+        )  # fmt: skip
+        record: Record = build_table(model, hw, _log_progress)
+    else:
+        log.info("fitting the FLOPs-latency line on %d networks (%s); %s",
+                 hw.correction_samples, hw.setting(), where)  # fmt: skip
+        record = build_flops_line(model, hw)
     if path is not None:
-        table.save(path)
-    return table
+        record.save(path)
+    return record
 
 
 def build_cost_model(
     hw_cfg: Mapping[str, Any], model: ElasticModel, cache_dir: str | Path | None = None
-) -> CostModel:
-    """The cost model of the hardware target ``hw_cfg`` for ``model``'s space."""
+) -> HardwareCost:
+    """The cost model of the hardware target ``hw_cfg`` for ``model``'s space.
+
+    Its ``save_record(folder)`` writes the latency table or line it predicts from to
+    ``folder/latency_table.json`` (``None`` when there is none: measured or no latency);
+    ``hardware.table=<that file>`` makes another run predict the same latencies."""
     hw = HardwareConfig.from_mapping(hw_cfg)
     analytic = AnalyticCost(model, hw.batch_size)
     latency: CostModel | None
     if hw.latency == "measured":
         latency = MeasuredLatency(model, **hw.measure_kwargs())
     elif hw.latency == "table":
-        latency = TableLatency(model, _table_for(model, hw, cache_dir))
-    elif hw.correction_samples:
-        cache = None
-        if cache_dir is not None:
-            name = table_cache_name(model, hw).replace("latency_table", "flops_latency")
-            cache = Path(cache_dir) / name.replace(".json", f"-n{hw.correction_samples}.json")
-        latency = FlopsLatency(model, hw, cache=cache)
+        latency = TableLatency(model, _record_for(model, hw, cache_dir))
+    elif hw.table is not None or hw.correction_samples:
+        latency = FlopsLatency(model, _record_for(model, hw, cache_dir))
     else:
         latency = None
     cost = HardwareCost(hw, analytic, latency)

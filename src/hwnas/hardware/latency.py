@@ -91,16 +91,23 @@ def device_name(device: str) -> str:
 
 
 def check_setting(
-    device: str, backend: str, threads: int | None, batch_size: int, warmup: int, repeats: int
+    device: str,
+    backend: str,
+    threads: int | None,
+    batch_size: int,
+    warmup: int,
+    repeats: int,
+    available: bool = True,
 ) -> None:
-    """Raise a one-line ``ValueError`` for a bad measurement setting."""
+    """Raise a one-line ``ValueError`` for a bad measurement setting; with
+    ``available``, also when the device cannot be used here (nothing to time: False)."""
     if device not in DEVICES:
         raise ValueError(f"latency device {device!r} is not supported; use one of {list(DEVICES)}")
     if backend not in BACKENDS:
         raise ValueError(
             f"latency backend {backend!r} is not supported; use one of {list(BACKENDS)}"
         )
-    if device == "cuda" and not torch.cuda.is_available():
+    if available and device == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             "latency device 'cuda' requested but CUDA is not available; use device=cpu"
         )

@@ -7,8 +7,9 @@ few whole networks (the smallest, the largest and seeded random ones) and fits a
 correction from the sum of unit latencies to the whole-network latency; the
 correction model (``scale``: ``a*sum``; ``affine``: ``a*sum + b``; ``per_unit``:
 ``a*sum + c*units + b``) with the smallest leave-one-out relative error is kept.
-Tables are JSON with their metadata (space, device, versions, settings) and can be
-built on one machine and used on another; a table is refused for another space.
+Tables are JSON with their metadata (space, setting and the fingerprint of the machine,
+see :mod:`hwnas.hardware.records`) and can be built on one machine and used on
+another; a table is refused for another space.
 """
 
 from __future__ import annotations
@@ -24,17 +25,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from hwnas.elastic.base import ElasticModel
-from hwnas.hardware.analytic import covering_archs, model_signature, unit_keys
+from hwnas.hardware.analytic import covering_archs, unit_keys
 from hwnas.hardware.base import CostModel
-from hwnas.hardware.latency import check_setting, device_name, measure_latency, setting_label
+from hwnas.hardware.latency import check_setting, measure_latency, setting_label
+from hwnas.hardware.records import (
+    FINGERPRINT_KEYS,
+    RECORD_NAME,
+    TABLE_FORMAT,
+    check_identity,
+    fingerprint,
+    is_number,
+    read_record,
+    space_identity,
+)
 from hwnas.spaces.base import Arch, SearchSpace
 
 log = logging.getLogger(__name__)
 
-TABLE_FORMAT = "hwnas.latency_table/1"
+REBUILD = (
+    "rebuild it with `python -m hwnas.profile output={path}` (same model, data and "
+    "hardware config as the run) or set hardware.table=null to build one automatically"
+)
 CORRECTIONS = {"scale": (0,), "affine": (0, 2), "per_unit": (0, 1, 2)}  # columns of [sum, n, 1]
 Progress = Callable[[int, int, str], None]  # (done, total, what)
 
@@ -52,6 +65,24 @@ class Correction:
 
     def apply(self, table_sum: float, units: int) -> float:
         return max(self.scale * table_sum + self.per_unit * units + self.offset, 1e-6)
+
+    @classmethod
+    def from_json(cls, raw: Any, source: str, fix: str) -> Correction:
+        """The correction of a record's ``correction`` object; a one-line ``ValueError``
+        naming ``source`` and ``fix`` when it is missing or malformed."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"{source} has no 'correction' object (truncated?); {fix}")
+        kinds, numbers = ("none", *CORRECTIONS), ("scale", "per_unit", "offset")
+        if (
+            set(raw) - set(cls.__dataclass_fields__)
+            or raw.get("kind", "none") not in kinds
+            or not all(is_number(raw.get(k, 0.0)) for k in numbers)
+        ):
+            raise ValueError(
+                f"{source}: malformed 'correction' (fields of {cls.__name__} only, kind one "
+                f"of {list(kinds)}, numeric {list(numbers)}); {fix}"
+            )
+        return cls(**raw)
 
     def formula(self) -> str:
         return {"none": "sum", "scale": "a*sum", "affine": "a*sum + b",
@@ -171,7 +202,6 @@ class LatencyTable:
                 )
             )
             table.correction.samples = rows
-        table.meta["threads"] = table.meta["threads"] or torch.get_num_threads()
         table.meta["build_seconds"] = round(time.perf_counter() - start, 3)
         log.info(
             "latency table for %s: %d units, %s correction (LOO MAPE %.1f%%) in %.1f s",
@@ -210,23 +240,15 @@ class LatencyTable:
     def check(self, target: ElasticModel | SearchSpace, source: str = "latency table") -> None:
         """Refuse a table built for another search space or, given a model, for a
         supernet with other layer sizes (same genes, e.g. other stage widths)."""
-        space = target.space if isinstance(target, ElasticModel) else target
         fix = (
             "re-run `python -m hwnas.profile` for this space (same model and data config) "
             "or set hardware.table=null to build one automatically"
         )
-        if self.meta.get("space_id") != space.id:
-            raise ValueError(
-                f"{source} was built for space {self.meta.get('space_name')!r} "
-                f"(id {self.meta.get('space_id')}) but the model's space is {space.name!r} "
-                f"(id {space.id}): {fix}"
-            )
-        built_for = self.meta.get("model_signature")
-        if isinstance(target, ElasticModel) and built_for not in (None, model_signature(target)):
-            raise ValueError(
-                f"{source} was built for a {space.name!r} supernet with other layer sizes "
-                f"(signature {built_for}, this model {model_signature(target)}): {fix}"
-            )
+        check_identity(self.meta, target, source, fix)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Where and how the table was measured (``FINGERPRINT_KEYS`` of its ``meta``)."""
+        return {k: self.meta.get(k) for k in FINGERPRINT_KEYS}
 
     def setting(self) -> str:
         m = self.meta
@@ -261,20 +283,30 @@ class LatencyTable:
         cls, path: str | Path, expect: ElasticModel | SearchSpace | None = None
     ) -> LatencyTable:
         """Read a table; with ``expect`` (a model or a space), refuse one built for
-        another (see :meth:`check`)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"latency table {path} not found: build it with `python -m hwnas.profile "
-                f"output={path}` or set hardware.table=null"
-            )
-        blob = json.loads(path.read_text())
-        if not isinstance(blob, dict) or blob.get("format") != TABLE_FORMAT:
+        another (see :meth:`check`). A missing file raises ``FileNotFoundError``, an
+        unreadable or incomplete one a ``ValueError``; both say how to rebuild it."""
+        blob = read_record(path, TABLE_FORMAT, REBUILD)
+        fix = REBUILD.format(path=path)
+        units = blob.get("units")
+        if not isinstance(units, dict) or not units:
             raise ValueError(
-                f"{path} is not a latency table ({TABLE_FORMAT}); rebuild it with "
-                f"`python -m hwnas.profile`"
+                f"latency table {path} has no 'units' (truncated, or not written by hwnas); {fix}"
             )
-        table = cls(dict(blob["meta"]), dict(blob["units"]), Correction(**blob["correction"]))
+        bad = [
+            k
+            for k, v in units.items()
+            if not (isinstance(v, dict) and is_number(v.get("median_ms")))
+        ]
+        if bad:
+            raise ValueError(
+                f"latency table {path}: units {bad[:3]} lack a numeric 'median_ms' "
+                f"(edited or truncated?); {fix}"
+            )
+        table = cls(
+            dict(blob["meta"]),
+            dict(units),
+            Correction.from_json(blob.get("correction"), f"latency table {path}", fix),
+        )
         if expect is not None:
             table.check(expect, f"latency table {path}")
         return table
@@ -295,6 +327,10 @@ class TableLatency(CostModel):
 
     def describe(self) -> str:
         return self.table.describe()
+
+    def save_record(self, folder: str | Path) -> Path:
+        """Write the table used to ``folder/latency_table.json`` (``hardware.table`` reads it)."""
+        return self.table.save(Path(folder) / RECORD_NAME)
 
 
 def _distinct_units(model: ElasticModel, rng: random.Random, extra: int = 16) -> dict:
@@ -347,21 +383,13 @@ def correction_archs(space: SearchSpace, n: int, rng: random.Random) -> list[Arc
 def _metadata(
     model: ElasticModel, setting: Mapping[str, Any], samples: int, seed: int, rounds: int
 ) -> dict[str, Any]:
-    try:
-        import onnxruntime
-
-        ort_version = onnxruntime.__version__
-    except ImportError:  # pragma: no cover - optional at run time
-        ort_version = None
+    """Space identity, the measurement setting and the machine's fingerprint."""
+    fp = fingerprint(setting["device"], setting["backend"], setting["threads"],
+                     setting["batch_size"])  # fmt: skip
     return {
-        "space_id": model.space.id,
-        "space_name": model.space.name,
-        "model_signature": model_signature(model),
-        "input_shape": list(model.input_shape),
+        **space_identity(model),
         **setting,
-        "device_name": device_name(setting["device"]),
-        "torch_version": torch.__version__,
-        "onnxruntime_version": ort_version,
+        **fp,  # threads resolved to the count actually used
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "rounds": rounds,
         "correction_samples": samples,

@@ -119,6 +119,14 @@ def score_proxies_report(
     together share one copy and one pass; each value equals what :func:`score_proxy`
     gives for that proxy and seed. Unknown names still raise ``KeyError`` up front.
     """
+    return _score_all(names, model, inputs, seed, strict=False)
+
+
+def _score_all(
+    names: Sequence[str], model: nn.Module, inputs: ProxyInputs, seed: int, strict: bool
+) -> ScoreReport:
+    """:func:`score_proxies_report`; with ``strict`` the first proxy that fails on its
+    own raises its error as it was (type and traceback), noting the proxy's name."""
     wanted = list(dict.fromkeys(names))
     for name in wanted:
         get_proxy(name)
@@ -148,6 +156,9 @@ def score_proxies_report(
         try:
             report.scores[name] = score_proxy(name, model, inputs, seed)
         except Exception as exc:  # noqa: BLE001 - reported per proxy
+            if strict:
+                exc.add_note(f"(while scoring proxy {name!r})")
+                raise
             report.failures[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         report.seconds[name] = time.perf_counter() - t0
     report.scores = {n: report.scores[n] for n in wanted if n in report.scores}
@@ -158,13 +169,9 @@ def score_proxies(
     names: Sequence[str], model: nn.Module, inputs: ProxyInputs, seed: int = 0
 ) -> dict[str, float]:
     """``{name: score}`` for every proxy in ``names`` (shared passes where possible,
-    see :func:`score_proxies_report`); raises the first proxy's error if one fails."""
-    report = score_proxies_report(names, model, inputs, seed)
-    if report.failures:
-        name, msg = next(iter(report.failures.items()))
-        score_proxy(name, model, inputs, seed)  # alone again: raises the original error
-        raise RuntimeError(f"proxy {name!r} failed: {msg}")
-    return report.scores
+    see :func:`score_proxies_report`); the first proxy that fails raises its own
+    error, with its original traceback and a note naming the proxy."""
+    return _score_all(names, model, inputs, seed, strict=True).scores
 
 
 def _load_builtin() -> None:

@@ -17,7 +17,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from hwnas.proxies.base import ProxyInputs, register_proxy
-from hwnas.proxies.gradient import as_logits, prepare, weight_matrices
+from hwnas.proxies.common import as_logits, prepare, weight_matrices
 
 # Functions that gate at zero: their input's sign is the unit's binary code. Module
 # activations (nn.ReLU, nn.GELU, ...) call these, so one interception covers both.

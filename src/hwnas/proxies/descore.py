@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 from scipy.stats import rankdata
@@ -38,6 +38,11 @@ class DEScore:
     - ``"rank"``: average ranks scaled to [0, 1] (best 1, worst 0; a population of one
       gets 0.5), so every weighted term spans the same range;
     - ``"zlog"``: z-score across the population of ``sign · sign(v) · log1p(|v|)``.
+
+    :meth:`combine_against` normalises candidates against a fixed reference population
+    instead (rank: the fraction of the reference beaten; zlog: the reference's mean and
+    standard deviation), so a score never changes as more archs are evaluated; samplers
+    that remember told values (NSGA-II, TPE) use it.
 
     NaN or infinite raw values rank worst (below every finite value; in ``zlog`` one
     unit under the lowest finite z-score). Weights must be ``>= 0``; a zero or missing
@@ -109,12 +114,15 @@ class DEScore:
     @classmethod
     def from_config(cls, cfg: Mapping) -> DEScore:
         """Build from a mapping (e.g. a Hydra node) with keys ``weights`` (required),
-        ``normalize``, ``extra``, ``latency_penalty``, ``latency_limit_ms``."""
+        ``normalize``, ``extra``, ``latency_penalty``, ``latency_limit_ms``; any other
+        key is a ``ValueError`` listing the valid ones."""
+        unknown = sorted(str(k) for k in cfg if k not in _CONFIG_KEYS)
+        if unknown:
+            raise ValueError(
+                f"unknown DE-Score config keys {unknown}; valid keys: {list(_CONFIG_KEYS)}"
+            )
         if "weights" not in cfg:
             raise ValueError("DE-Score config needs a 'weights' mapping (component -> weight)")
-        ignored = sorted(str(k) for k in cfg if k not in _CONFIG_KEYS)
-        if ignored:
-            log.debug("DEScore.from_config ignores keys %s", ignored)
         extra = cfg.get("extra")
         limit = cfg.get("latency_limit_ms")
         return cls(
@@ -164,24 +172,66 @@ class DEScore:
             raw["latency"] = float(latency_ms)
         return raw
 
-    def combine(self, raws: Sequence[Mapping[str, float]]) -> np.ndarray:
-        """Scores (n,) of a population of raw dicts; higher is better."""
+    def combine(
+        self, raws: Sequence[Mapping[str, float]], drop: Collection[str] = ()
+    ) -> np.ndarray:
+        """Scores (n,) of a population of raw dicts, normalised among themselves; higher
+        is better. ``drop`` names terms left out of the sum (e.g. ``("latency",)`` when
+        latency is optimised separately); the latency limit still applies."""
+        return self.combine_against(None, raws, drop)
+
+    def combine_against(
+        self,
+        reference: Sequence[Mapping[str, float]] | None,
+        raws: Sequence[Mapping[str, float]],
+        drop: Collection[str] = (),
+    ) -> np.ndarray:
+        """Scores (n,) of ``raws``, each normalised against a fixed ``reference``
+        population instead of among themselves, so an arch's score depends only on the
+        arch and the reference and never changes as more archs are scored.
+
+        ``"rank"``: the fraction of the reference the candidate beats, ties counting
+        half (the reference's empirical CDF; in [0, 1]; 0.5 with an empty reference).
+        ``"zlog"``: the z-score under the reference's mean and standard deviation
+        (0 with an empty or constant reference). Reference members over the latency
+        limit are left out of the reference; candidates over it score ``-inf``.
+        ``reference=None`` is :meth:`combine` (``raws`` normalised among themselves).
+        """
+        unknown = sorted(set(drop) - set(self.COMPONENTS) - set(self.extra))
+        if unknown:
+            raise ValueError(f"drop={unknown}: not terms of this DE-Score {list(self.terms)}")
         n = len(raws)
         total = np.zeros(n, dtype=np.float64)
         if n == 0:
             return total
-        feasible = np.ones(n, dtype=bool)
-        if self.latency_limit_ms is not None:
-            lat = np.array([_as_float(_get(r, "latency", i)) for i, r in enumerate(raws)])
-            feasible = np.isfinite(lat) & (lat <= self.latency_limit_ms)
+        feasible = self._within_limit(raws)
+        ref_ok = None if reference is None else self._within_limit(reference)
         for key, (w, sign) in self.terms.items():
+            if key in drop:
+                continue
             values = np.array([_as_float(_get(r, key, i)) for i, r in enumerate(raws)])
-            if feasible.any():
-                v = values[feasible]
+            if not feasible.any():
+                continue
+            v = values[feasible]
+            if reference is None:
                 norm = _rank(sign * v) if self.normalize == "rank" else _zlog(v, sign)
-                total[feasible] += w * norm
+            else:
+                ref = np.array([_as_float(_get(r, key, i)) for i, r in enumerate(reference)])
+                ref = ref[ref_ok]
+                if self.normalize == "rank":
+                    norm = _rank_against(sign * ref, sign * v)
+                else:
+                    norm = _zlog_against(ref, v, sign)
+            total[feasible] += w * norm
         total[~feasible] = -np.inf
         return total
+
+    def _within_limit(self, raws: Sequence[Mapping[str, float]]) -> np.ndarray:
+        """Which raws meet the latency limit (all of them without one)."""
+        if self.latency_limit_ms is None:
+            return np.ones(len(raws), dtype=bool)
+        lat = np.array([_as_float(_get(r, "latency", i)) for i, r in enumerate(raws)])
+        return np.isfinite(lat) & (lat <= self.latency_limit_ms)
 
     def score_population(
         self,
@@ -230,6 +280,36 @@ def _rank(oriented: np.ndarray) -> np.ndarray:
         return np.full(1, 0.5)
     keyed = np.where(np.isfinite(oriented), oriented, -np.inf)
     return (rankdata(keyed, method="average") - 1.0) / (n - 1.0)
+
+
+def _rank_against(reference: np.ndarray, oriented: np.ndarray) -> np.ndarray:
+    """Fraction of the oriented ``reference`` each oriented value beats (ties half);
+    non-finite values rank worst on both sides. 0.5 for an empty reference."""
+    if reference.shape[0] == 0:
+        return np.full(oriented.shape[0], 0.5)
+    ref = np.sort(np.where(np.isfinite(reference), reference, -np.inf))
+    keyed = np.where(np.isfinite(oriented), oriented, -np.inf)
+    below = np.searchsorted(ref, keyed, side="left")
+    upto = np.searchsorted(ref, keyed, side="right")
+    return (below + 0.5 * (upto - below)) / ref.shape[0]
+
+
+def _signed_log(values: np.ndarray, sign: float) -> np.ndarray:
+    return sign * np.sign(values) * np.log1p(np.abs(values))
+
+
+def _zlog_against(reference: np.ndarray, values: np.ndarray, sign: float) -> np.ndarray:
+    """z-score of ``sign · sign(v) · log1p(|v|)`` under the reference's finite mean and
+    standard deviation; non-finite values one below the reference's lowest z."""
+    ref = _signed_log(reference[np.isfinite(reference)], sign)
+    out = np.zeros_like(values)
+    if ref.shape[0] == 0:
+        return out
+    mean, std = ref.mean(), ref.std()
+    finite = np.isfinite(values)
+    out[finite] = (_signed_log(values[finite], sign) - mean) / std if std > 0 else 0.0
+    out[~finite] = ((ref.min() - mean) / std if std > 0 else 0.0) - 1.0
+    return out
 
 
 def _zlog(values: np.ndarray, sign: float) -> np.ndarray:

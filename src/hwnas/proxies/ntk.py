@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.proxies.base import ProxyInputs, register_proxy
-from hwnas.proxies.gradient import as_logits, prepare
+from hwnas.proxies.common import as_logits, prepare
 
 _BN = nn.modules.batchnorm._BatchNorm
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)

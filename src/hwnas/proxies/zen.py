@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from hwnas.proxies.base import ProxyInputs, register_proxy
-from hwnas.proxies.gradient import prepare, weight_matrices
+from hwnas.proxies.common import prepare, weight_matrices
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 MIXUP = 0.01

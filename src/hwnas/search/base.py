@@ -5,16 +5,19 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import numpy as np
 
 from hwnas.hardware.base import CostModel
 from hwnas.hardware.constraints import Constraints, InfeasibleError
+from hwnas.search.settings import check_settings
 from hwnas.spaces.base import Arch, SearchSpace
 
 log = logging.getLogger(__name__)
@@ -25,17 +28,47 @@ class Objective(ABC):
 
     ``measure`` returns raw metrics per arch (cached by the implementation);
     ``fitness`` turns a list of raw metrics into one higher-is-better number each.
-    Fitness may be relative to the list (population-normalised scores such as the
-    DE-Score), so strategies always rank a set together.
+    Fitness may be relative to the list (``relative``: population-normalised scores
+    such as the DE-Score), so strategies always rank a set together.
+    :meth:`stable_fitness` scores archs against a fixed reference instead, for samplers
+    that remember every value told to them. ``cost_terms`` names the hardware costs
+    (e.g. ``"latency_ms"``) the fitness already contains as a term.
     """
 
     name: str = "objective"
+    relative: bool = True
+    cost_terms: frozenset[str] = frozenset()
 
     @abstractmethod
     def measure(self, archs: Sequence[Arch]) -> list[dict[str, float]]: ...
 
     @abstractmethod
     def fitness(self, metrics: Sequence[dict[str, float]]) -> np.ndarray: ...
+
+    def stable_fitness(
+        self,
+        reference: Sequence[dict[str, float]],
+        metrics: Sequence[dict[str, float]],
+        exclude_costs: Collection[str] = (),
+    ) -> np.ndarray:
+        """Fitness of each of ``metrics`` scored against the fixed ``reference``
+        population, never among themselves: an arch's value depends only on the arch
+        and the reference, so it stays valid however many archs follow.
+
+        Default: an absolute objective (``relative = False``) ignores the reference; a
+        relative one scores each arch within ``reference + [arch]``. ``exclude_costs``
+        names costs the caller optimises separately, whose term must be left out of the
+        fitness; an objective with such a term (``cost_terms``) overrides this method.
+        """
+        clash = sorted(set(exclude_costs) & set(self.cost_terms))
+        if clash:
+            raise NotImplementedError(
+                f"objective {self.name!r} cannot leave out its {clash} term(s)"
+            )
+        if not self.relative:
+            return np.asarray(self.fitness(metrics), dtype=float)
+        reference = list(reference)
+        return np.asarray([float(self.fitness([*reference, m])[-1]) for m in metrics], dtype=float)
 
 
 @dataclass
@@ -89,19 +122,45 @@ class Evaluated:
         }
 
 
+RANKS = ("algorithm", "history")
+TIE_COSTS = ("latency_ms", "params_m")
+
+
 @dataclass
 class SearchResult:
+    """What a strategy returns.
+
+    ``history``: every record in evaluation order; its ``fitness`` is every measured
+    arch re-ranked together (one common scale; NaN for infeasible suggestions that were
+    never measured). :meth:`pareto`, :meth:`ranked`, :meth:`pool`, :meth:`choose` and
+    :attr:`history_best` read it.
+
+    ``best`` and ``top`` are the strategy's answer, formed as ``rank`` says:
+
+    - ``"history"``: ``top`` is :meth:`ranked` cut at the strategy's ``top_k`` and
+      ``best`` is :meth:`choose` (the best feasible record, equal fitness broken by
+      lower latency, then fewer parameters; it lies on :meth:`pareto`).
+    - ``"algorithm"``: the strategy's own final top-k (evolution, as DE-NAS states
+      it), best first, as copies carrying the fitness the algorithm ranked them by;
+      ``best`` is its first member (same tie-break). With a population-relative
+      fitness it may differ from :attr:`history_best`.
+    """
+
     strategy: str
     history: list[Evaluated]
     best: Evaluated
     top: list[Evaluated] = field(default_factory=list)
+    rank: str = "history"
 
     def pareto(self, cost_key: str = "latency_ms", feasible_only: bool = True) -> list[Evaluated]:
-        """Non-dominated records: higher fitness, lower ``cost_key``; sorted by cost."""
+        """Non-dominated records: higher fitness, lower ``cost_key``; sorted by cost.
+        Records equal in both keep the one with lower remaining :data:`TIE_COSTS`."""
+        others = tuple(k for k in TIE_COSTS if k != cost_key)
         return pareto_front(
             [e for e in self.unique() if e.feasible or not feasible_only],
             lambda e: e.fitness,
             lambda e: e.costs[cost_key],
+            tie=lambda e: _cost_tuple(e, others),
         )
 
     def unique(self) -> list[Evaluated]:
@@ -109,6 +168,30 @@ class SearchResult:
         for e in self.history:
             seen.setdefault(e.arch, e)
         return list(seen.values())
+
+    def ranked(self) -> list[Evaluated]:
+        """Distinct feasible measured records by history fitness, best first; equal
+        fitness broken by lower latency, then fewer parameters (:func:`rank_records`)."""
+        return rank_records(self.unique())
+
+    def choose(self, tol: float = 0.0) -> Evaluated:
+        """The best feasible record of the history, fitness within ``tol`` of the best
+        counting as a tie, ties going to the lower cost (:func:`choose`); it lies on
+        :meth:`pareto`."""
+        return choose(self.unique(), tol)
+
+    @property
+    def history_best(self) -> Evaluated:
+        """The whole-history answer, :meth:`choose` with exact ties (``best`` when
+        ``rank == "history"``)."""
+        return self.choose()
+
+    def pool(self, size: int) -> list[Arch]:
+        """The ``size`` best distinct feasible archs of the history, best first (same
+        order as :meth:`ranked`, so ``pool(1) == [history_best.arch]``)."""
+        if size < 1:
+            raise ValueError(f"pool size must be >= 1, got {size}")
+        return [e.arch for e in self.ranked()[:size]]
 
     def hypervolume(self, cost_key: str, ref: tuple[float, float]) -> float:
         """Area dominated by the front w.r.t. ``ref = (worst fitness, worst cost)``."""
@@ -128,8 +211,10 @@ class SearchResult:
     def to_json(self) -> dict:
         return {
             "strategy": self.strategy,
+            "rank": self.rank,
             "best": self.best.row(),
             "top": [e.row() for e in self.top],
+            "history_best": self.history_best.row(),
             "evaluations": len(self.history),
         }
 
@@ -140,9 +225,54 @@ class SearchResult:
         (folder / "result.json").write_text(json.dumps(self.to_json(), indent=2))
 
 
-def pareto_front(items, gain: Callable, cost: Callable) -> list:
-    """Items not dominated in (maximise ``gain``, minimise ``cost``), sorted by cost."""
-    ordered = sorted(items, key=lambda e: (cost(e), -gain(e)))
+def _cost_tuple(e: Evaluated, keys: Sequence[str]) -> tuple[float, ...]:
+    return tuple(float(e.costs.get(k, math.inf)) for k in keys)
+
+
+def rank_records(
+    records: Iterable[Evaluated], tie_costs: Sequence[str] = TIE_COSTS
+) -> list[Evaluated]:
+    """Distinct feasible measured records (first record per arch; NaN fitness left
+    out), by fitness high to low; equal fitness goes to lower ``tie_costs`` in turn
+    (a missing cost counts as infinite), then to the earlier record."""
+    seen: dict[Arch, Evaluated] = {}
+    for e in records:
+        seen.setdefault(e.arch, e)
+    kept = [e for e in seen.values() if e.feasible and not math.isnan(e.fitness)]
+    return sorted(kept, key=lambda e: (-e.fitness, _cost_tuple(e, tie_costs)))
+
+
+def choose(
+    records: Iterable[Evaluated], tol: float = 0.0, tie_costs: Sequence[str] = TIE_COSTS
+) -> Evaluated:
+    """The best feasible record, never a dominated one.
+
+    Candidates are the distinct feasible measured records whose fitness is within
+    ``tol`` (>= 0; 0: exactly equal) of the best; among them the lowest
+    ``tie_costs[0]`` wins (default ``latency_ms``), then the higher fitness, then the
+    lower remaining ``tie_costs`` (``params_m``), then the earlier record. The choice
+    is on :meth:`SearchResult.pareto` for ``tie_costs[0]`` (given a finite fitness).
+    Raises ``ValueError`` when no record is feasible and measured.
+    """
+    if not tol >= 0.0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    ranked = rank_records(records, tie_costs)
+    if not ranked:
+        raise ValueError("no feasible measured record to choose from")
+    floor = ranked[0].fitness - tol
+    first, rest = tuple(tie_costs[:1]), tuple(tie_costs[1:])
+    candidates = [e for e in ranked if e.fitness >= floor]
+    # sorted() is stable: equal keys keep the ranked (earlier-record) order
+    return sorted(
+        candidates,
+        key=lambda e: (_cost_tuple(e, first), -e.fitness, _cost_tuple(e, rest)),
+    )[0]
+
+
+def pareto_front(items, gain: Callable, cost: Callable, tie: Callable | None = None) -> list:
+    """Items not dominated in (maximise ``gain``, minimise ``cost``), sorted by cost.
+    Of items equal in both, the first by ``tie`` (then input order) is kept."""
+    ordered = sorted(items, key=lambda e: (cost(e), -gain(e), tie(e) if tie else 0))
     front, best_gain = [], -np.inf
     for e in ordered:
         if gain(e) > best_gain:
@@ -165,7 +295,13 @@ def hypervolume_2d(points: Sequence[tuple[float, float]], ref: tuple[float, floa
 
 
 class Strategy(ABC):
-    """A search strategy: ``run(problem, budget)`` evaluates at most ``budget`` archs."""
+    """A search strategy: ``run(problem, budget)`` evaluates at most ``budget`` archs.
+
+    Every strategy returns a :class:`SearchResult` whose history is re-ranked together
+    (:meth:`finalize`); ``result.rank`` says whether ``best``/``top`` are the
+    strategy's own final answer (``"algorithm"``) or that whole-history ranking
+    (``"history"``).
+    """
 
     name: str = "strategy"
 
@@ -174,10 +310,23 @@ class Strategy(ABC):
 
     @staticmethod
     def finalize(
-        name: str, problem: SearchProblem, history: list[Evaluated], top_k: int
+        name: str,
+        problem: SearchProblem,
+        history: list[Evaluated],
+        top_k: int,
+        answer: Sequence[Evaluated] | None = None,
     ) -> SearchResult:
-        """Re-rank every evaluated arch together (fitness may be population-relative),
-        and return the best feasible one."""
+        """Re-rank every measured arch of ``history`` together (fitness may be
+        population-relative; each record's ``fitness`` is overwritten) and form the
+        result.
+
+        Without ``answer``: ``rank="history"``, ``best`` = :func:`choose` over the
+        history, ``top`` = its ``top_k`` best. With ``answer`` (the strategy's own final
+        top-k, best first, carrying the fitness it ranked them by): ``rank="algorithm"``,
+        ``top`` = copies of its feasible members (taken before the re-ranking),
+        ``best`` = its first member after the same tie-break.
+        """
+        own = [dc_replace(e) for e in answer if e.feasible] if answer is not None else None
         # Infeasible suggestions some strategies record without measuring them have no
         # metrics: they keep a NaN fitness and are never returned.
         scored = [e for e in history if e.metrics]
@@ -188,14 +337,13 @@ class Strategy(ABC):
             e.fitness = float("nan")
         for e, f in zip(scored, fit):
             e.fitness = float(f)
-        uniq: dict[Arch, Evaluated] = {}
-        for e in scored:
-            if e.feasible:
-                uniq.setdefault(e.arch, e)
-        if not uniq:
+        ranked = rank_records(scored)
+        if not ranked:
             raise infeasible_error(problem)
-        ranked = sorted(uniq.values(), key=lambda e: -e.fitness)
-        return SearchResult(name, history, ranked[0], ranked[:top_k])
+        if own:
+            top = rank_records(own)
+            return SearchResult(name, history, top[0], top, rank="algorithm")
+        return SearchResult(name, history, choose(ranked), ranked[:top_k], rank="history")
 
 
 _STRATEGIES: dict[str, type[Strategy]] = {}
@@ -211,11 +359,15 @@ def register_strategy(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
 
 
 def build_strategy(name: str, **kwargs) -> Strategy:
+    """The registered strategy ``name`` built with ``kwargs``; an unknown setting or a
+    value of the wrong type is a one-line ``ValueError`` (:func:`check_settings`)."""
     import hwnas.search  # noqa: F401  (registers built-ins)
 
     if name not in _STRATEGIES:
         raise KeyError(f"unknown search strategy {name!r}; choose from {sorted(_STRATEGIES)}")
-    return _STRATEGIES[name](**kwargs)
+    cls = _STRATEGIES[name]
+    check_settings(cls, kwargs, f"search strategy {name!r}")
+    return cls(**kwargs)
 
 
 def list_strategies() -> list[str]:

@@ -6,6 +6,13 @@ P0 = K feasible random archs; every iteration scores the population, updates the
 top-k, then makes Nm mutants (each gene resampled with probability p) and Nc uniform
 crossovers of top-k members, keeping only children that meet the thresholds. The best
 of the top-k is returned.
+
+``rank="algorithm"`` (default) returns exactly that: ``result.top`` is the final top-k
+(every population, the last one included, merged into it, ranked as the iterations
+ranked it) and ``result.best`` its first member; equal fitness goes to lower latency,
+then fewer parameters. ``rank="history"`` returns the whole history re-ranked together
+instead (``result.history_best``, always available). With a population-relative
+fitness (DE-Score) the two may differ; with an absolute one (accuracy) they agree.
 """
 
 from __future__ import annotations
@@ -14,11 +21,13 @@ import logging
 import random
 
 from hwnas.search.base import (
+    RANKS,
     Evaluated,
     SearchProblem,
     SearchResult,
     Strategy,
     infeasible_error,
+    rank_records,
     register_strategy,
 )
 from hwnas.spaces.base import Arch
@@ -38,6 +47,7 @@ class Evolution(Strategy):
         mutation_prob: float = 0.3,
         max_tries: int = 200,
         seed: int | None = None,
+        rank: str = "algorithm",
     ):
         if iterations < 0 or population < 1 or top_k < 1 or mutations < 0 or crossovers < 0:
             raise ValueError(
@@ -48,7 +58,9 @@ class Evolution(Strategy):
             raise ValueError(f"mutation_prob must be in (0, 1], got {mutation_prob}")
         self.iterations, self.population, self.top_k = iterations, population, top_k
         self.mutations, self.crossovers, self.mutation_prob = mutations, crossovers, mutation_prob
-        self.max_tries, self.seed = max_tries, seed
+        if rank not in RANKS:
+            raise ValueError(f"evolution rank={rank!r}: choose one of {list(RANKS)}")
+        self.max_tries, self.seed, self.rank = max_tries, seed, rank
 
     def budget_needed(self) -> int:
         return self.population + self.iterations * (self.mutations + self.crossovers)
@@ -73,9 +85,8 @@ class Evolution(Strategy):
             return out
 
         population = evaluate(self._initial(problem, rng), 0)
-        top: list[Evaluated] = []
+        top = self._update_top(problem, [], population)
         for it in range(1, self.iterations + 1):
-            top = self._update_top(problem, top, population)
             if len(history) >= total:
                 break
             children = [
@@ -85,9 +96,11 @@ class Evolution(Strategy):
                 self._child(problem, rng, top, seen, mutate=False) for _ in range(self.crossovers)
             ]
             population = evaluate(children, it)
+            top = self._update_top(problem, top, population)
             best = top[0]
             log.debug("iteration %d: best fitness %.4f (%s)", it, best.fitness, best.arch.to_str())
-        return self.finalize(self.name, problem, history, self.top_k)
+        answer = top if self.rank == "algorithm" else None
+        return self.finalize(self.name, problem, history, self.top_k, answer)
 
     def _initial(self, problem: SearchProblem, rng: random.Random) -> list[Arch]:
         archs: list[Arch] = []
@@ -111,7 +124,7 @@ class Evolution(Strategy):
         # Fitness may be population-relative: rank the candidates together.
         for e, f in zip(members, problem.objective.fitness([e.metrics for e in members])):
             e.fitness = float(f)
-        return sorted(members, key=lambda e: -e.fitness)[: self.top_k]
+        return rank_records(members)[: self.top_k]
 
     def _child(
         self,

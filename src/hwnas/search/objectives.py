@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 import torch
@@ -45,8 +45,25 @@ class ZeroShotObjective(Objective):
             out.append(dict(self._cache[arch]))
         return out
 
+    @property
+    def cost_terms(self) -> frozenset[str]:  # type: ignore[override]
+        """``{"latency_ms"}`` when the DE-Score weights latency (its penalty term)."""
+        return frozenset({"latency_ms"}) if "latency" in self.descore.weights else frozenset()
+
     def fitness(self, metrics: Sequence[dict[str, float]]) -> np.ndarray:
         return np.asarray(self.descore.combine(metrics), dtype=float)
+
+    def stable_fitness(
+        self,
+        reference: Sequence[dict[str, float]],
+        metrics: Sequence[dict[str, float]],
+        exclude_costs: Collection[str] = (),
+    ) -> np.ndarray:
+        """DE-Scores normalised against the fixed ``reference``
+        (:meth:`DEScore.combine_against`); ``"latency_ms"`` in ``exclude_costs`` leaves
+        the latency penalty term out (a latency limit still applies)."""
+        drop = ("latency",) if "latency_ms" in exclude_costs else ()
+        return np.asarray(self.descore.combine_against(list(reference), metrics, drop), dtype=float)
 
 
 class AccuracyObjective(Objective):
@@ -54,6 +71,7 @@ class AccuracyObjective(Objective):
     recalibration (``evaluate(arch) -> accuracy`` is injected by the caller)."""
 
     name = "accuracy"
+    relative = False
 
     def __init__(self, evaluate: Callable[[Arch], float]):
         self._evaluate = evaluate

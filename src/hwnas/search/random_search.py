@@ -1,4 +1,8 @@
-"""Random search: feasible archs sampled uniformly, all scored together."""
+"""Random search: feasible archs sampled uniformly, all scored together.
+
+Its own answer is the whole-history ranking (``rank="history"``): the best feasible
+sample, equal fitness broken by lower latency, then fewer parameters.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from hwnas.search.base import Evaluated, SearchProblem, SearchResult, Strategy, 
 
 @register_strategy("random")
 class RandomSearch(Strategy):
-    def __init__(self, samples: int = 100, top_k: int = 10, seed: int | None = None, **_: object):
+    def __init__(self, samples: int = 100, top_k: int = 10, seed: int | None = None):
         if samples < 1:
             raise ValueError(f"random search needs samples >= 1, got {samples}")
         self.samples, self.top_k, self.seed = samples, top_k, seed

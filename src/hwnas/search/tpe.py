@@ -1,9 +1,9 @@
 """Bayesian optimisation with Optuna's Tree-structured Parzen Estimator.
 
-Single objective: the fitness (see :mod:`hwnas.search.nsga2` for how the value told to
-Optuna is formed, and for the shared budget, constraint and repeat rules). Hardware
-costs act through the constraints (Optuna's constraint handling: violating trials
-rank below every feasible one) and, for the DE-Score, through its latency term.
+Single objective: the fitness (see :mod:`hwnas.search.optuna_base` for how the value
+told to Optuna is formed, and for the shared budget, constraint and repeat rules).
+Hardware costs act through the constraints (Optuna's constraint handling: violating
+trials rank below every feasible one) and, for the DE-Score, through its latency term.
 """
 
 from __future__ import annotations
@@ -13,13 +13,17 @@ from collections.abc import Mapping
 import optuna
 
 from hwnas.search.base import register_strategy
-from hwnas.search.nsga2 import OptunaStrategy, sampler_constraints
+from hwnas.search.optuna_base import OptunaStrategy, sampler_constraints
+
+MIN_REFERENCE = 10
 
 
 @register_strategy("tpe")
 class TPE(OptunaStrategy):
     """TPE over the space's genes (categorical), ``trials`` evaluations of which the
-    first ``n_startup_trials`` are random; ``multivariate`` models genes jointly."""
+    first ``n_startup_trials`` are random; ``multivariate`` models genes jointly. With
+    ``metric=None`` the fitness is scored against the first ``reference_size`` archs
+    (default ``max(n_startup_trials, 10)``), which are all sampled at random."""
 
     directions = ("maximize",)
 
@@ -32,8 +36,9 @@ class TPE(OptunaStrategy):
         multivariate: bool = True,
         max_tries: int = 50,
         seed: int | None = None,
+        reference_size: int | None = None,
     ):
-        super().__init__(trials, top_k, metric, max_tries, seed)
+        super().__init__(trials, top_k, metric, max_tries, seed, reference_size)
         if n_startup_trials < 0:
             raise ValueError(f"tpe needs n_startup_trials >= 0, got {n_startup_trials}")
         self.n_startup_trials, self.multivariate = n_startup_trials, bool(multivariate)
@@ -45,6 +50,9 @@ class TPE(OptunaStrategy):
             seed=seed,
             **sampler_constraints(),
         )
+
+    def default_reference_size(self) -> int:
+        return max(self.n_startup_trials, MIN_REFERENCE)
 
     def values(self, fitness: float, costs: Mapping[str, float]) -> list[float]:
         return [fitness]

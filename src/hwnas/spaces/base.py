@@ -39,9 +39,29 @@ class Gene:
         if len(set(self.choices)) != len(self.choices):
             raise ValueError(f"gene {self.name!r} has repeated choices {self.choices}")
 
+    @property
+    def ordered(self) -> tuple[Any, ...]:
+        """Choices from smallest to largest: by value when every choice is a number,
+        else by position in ``choices`` (categorical genes: the last is the largest)."""
+        if all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in self.choices):
+            return tuple(sorted(self.choices))
+        return self.choices
+
+    @property
+    def largest(self) -> Any:
+        return self.ordered[-1]
+
+    @property
+    def smallest(self) -> Any:
+        return self.ordered[0]
+
 
 class Arch(Mapping[str, Any]):
-    """An immutable, hashable, JSON-serialisable description of one subnet."""
+    """An immutable, hashable, JSON-serialisable description of one subnet.
+
+    Pickles and copies (``copy.copy``/``copy.deepcopy``) by rebuilding from its items,
+    so the hash is recomputed in the receiving process.
+    """
 
     __slots__ = ("_items", "_hash")
 
@@ -70,6 +90,18 @@ class Arch(Mapping[str, Any]):
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Arch is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("Arch is immutable")
+
+    def __reduce__(self) -> tuple[type[Arch], tuple[tuple[tuple[str, Any], ...]]]:
+        return (Arch, (self._items,))
+
+    def __copy__(self) -> Arch:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Arch:
+        return self
 
     def __repr__(self) -> str:
         return f"Arch({self.to_str()})"
@@ -199,10 +231,12 @@ class SearchSpace:
         )
 
     def max_arch(self) -> Arch:
-        return self.canonical({g.name: max(g.choices, key=_order_key) for g in self.genes})
+        """Every gene at its largest choice (see :attr:`Gene.ordered`)."""
+        return self.canonical({g.name: g.largest for g in self.genes})
 
     def min_arch(self) -> Arch:
-        return self.canonical({g.name: min(g.choices, key=_order_key) for g in self.genes})
+        """Every gene at its smallest choice (see :attr:`Gene.ordered`)."""
+        return self.canonical({g.name: g.smallest for g in self.genes})
 
     def encode(self, arch: Arch) -> list[int]:
         return [self.gene(n).choices.index(arch[n]) for n in self._by_name]
@@ -221,7 +255,7 @@ class SearchSpace:
 
     def restrict(self, elastic_groups: Sequence[str]) -> SearchSpace:
         """The sub-space where only ``elastic_groups`` vary; every other grouped gene is
-        fixed at its largest choice (progressive shrinking phases)."""
+        fixed at its largest choice (:attr:`Gene.largest`; progressive shrinking phases)."""
         unknown = set(elastic_groups) - set(self.groups)
         if unknown:
             raise ValueError(
@@ -231,13 +265,8 @@ class SearchSpace:
         genes = [
             g
             if (not g.group or g.group in elastic_groups)
-            else Gene(g.name, (max(g.choices, key=_order_key),), g.group, g.active_if)
+            else Gene(g.name, (g.largest,), g.group, g.active_if)
             for g in self.genes
         ]
         meta = {**self.meta, "restricted_to": sorted(elastic_groups)}
         return SearchSpace(self.name, genes, meta)
-
-
-def _order_key(value: Any) -> Any:
-    """Choices are ordered by value when numeric, else by their position."""
-    return value if isinstance(value, (int, float)) else str(value)

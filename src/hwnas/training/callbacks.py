@@ -10,19 +10,14 @@ from pathlib import Path
 import lightning as L
 
 from hwnas.search.base import SearchResult
-from hwnas.spaces.base import Arch, SearchSpace
+from hwnas.spaces.base import SearchSpace
 from hwnas.training.supernet import SupernetModule
 
 log = logging.getLogger(__name__)
 
-SearchFn = Callable[[SearchSpace, int], SearchResult]
-
-
-def ranked_pool(result: SearchResult, size: int) -> list[Arch]:
-    """The ``size`` best distinct feasible archs of a search, best first."""
-    feasible = [e for e in result.unique() if e.feasible]
-    feasible.sort(key=lambda e: -e.fitness)
-    return [e.arch for e in feasible[:size]]
+# search(space, phase_index) -> result, or None when the phase's space has no feasible
+# arch (the phase then samples its space uniformly)
+SearchFn = Callable[[SearchSpace, int], "SearchResult | None"]
 
 
 class ZeroShotSearchCallback(L.Callback):
@@ -59,7 +54,10 @@ class ZeroShotSearchCallback(L.Callback):
         was_training = pl_module.model.training
         result = self.search(space, i)
         pl_module.model.train(was_training)
-        pool = ranked_pool(result, self.pool_size)
+        if result is None:
+            pl_module.pools[i] = []  # searched once: no pool, uniform sampling
+            return
+        pool = result.pool(self.pool_size)
         pl_module.pools[i] = pool
         self.results[i] = result
         log.info(

@@ -57,13 +57,15 @@ class SubnetModule(L.LightningModule):
         logits = self.net(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         acc = (logits.argmax(1) == y).float().mean()
+        # Step values every trainer.log_every_n_steps, and the epoch means.
         self.log_dict(
-            {"train/loss": loss, "train/acc": acc, "lr": lr},
+            {"train/loss": loss, "train/acc": acc},
             prog_bar=True,
             on_step=True,
-            on_epoch=False,
+            on_epoch=True,
             batch_size=len(y),
         )
+        self.log("lr", lr, on_step=True, on_epoch=False)
         return loss
 
     def _eval_step(self, batch, stage: str) -> None:

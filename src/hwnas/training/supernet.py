@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from hwnas.elastic.base import ElasticModel
-from hwnas.search.objectives import accuracy
 from hwnas.spaces.base import Arch, SearchSpace
 from hwnas.training.bn import recalibrate_bn
 
@@ -163,13 +162,15 @@ class SupernetModule(L.LightningModule):
             total = total + self.kd_alpha * kd + (1.0 - self.kd_alpha) * ce
         self.model.set_active(largest)
         acc = (logits.argmax(1) == y).float().mean()
+        # Step values every trainer.log_every_n_steps, and the epoch means.
         self.log_dict(
-            {"train/loss": loss, "train/acc_largest": acc, "lr": lr, "phase": float(i)},
+            {"train/loss": loss, "train/acc_largest": acc},
             prog_bar=True,
             on_step=True,
-            on_epoch=False,
+            on_epoch=True,
             batch_size=len(y),
         )
+        self.log_dict({"lr": lr, "phase": float(i)}, on_step=True, on_epoch=False)
         return total
 
     def configure_optimizers(self):
@@ -205,13 +206,6 @@ class SupernetModule(L.LightningModule):
             with torch.no_grad():
                 acc = (net(x).argmax(1) == y).float().mean()
             self.log(f"val/acc_{tag}", acc, prog_bar=True, batch_size=len(y), sync_dist=True)
-
-    def evaluate_arch(self, arch: Arch, loader: DataLoader) -> float:
-        """Accuracy of ``arch`` with inherited weights after exact BN recalibration."""
-        net = self.model.export(arch).to(self.device)
-        if self.calibration is not None:
-            recalibrate_bn(net, self.calibration(), self.calib_samples, self.device)
-        return accuracy(net, loader, self.device)
 
     # --------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

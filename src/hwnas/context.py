@@ -1,0 +1,93 @@
+"""What every stage shares: the run :class:`Context`, built once per run, and
+:class:`ConfigError`, the error for a configuration value a user must change."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from hwnas.data import build_datamodule
+from hwnas.data.base import HwnasDataModule
+from hwnas.elastic import build_model
+from hwnas.elastic.base import ElasticModel
+from hwnas.hardware.base import CostModel
+from hwnas.hardware.constraints import Constraints
+from hwnas.hardware.factory import build_cost_model
+from hwnas.hardware.records import RECORD_NAME
+from hwnas.proxies import DEScore, ProxyInputs, gaussian_inputs
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the key and the fix."""
+
+
+@dataclass
+class Context:
+    """Everything the stages share, built once per run."""
+
+    cfg: DictConfig
+    out: Path
+    dm: HwnasDataModule
+    model: ElasticModel
+    cost_model: CostModel
+    constraints: Constraints
+    descore: DEScore
+    inputs: ProxyInputs
+    seed: int
+    device: torch.device
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def stage_dir(self, stage: str) -> Path:
+        folder = self.out / stage
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    @property
+    def progress(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`hwnas.progress.progress_bar` from config."""
+        return {"mode": str(self.cfg.progress), "interval_s": float(self.cfg.progress_interval_s)}
+
+
+def _hardware(cfg: DictConfig, out: Path) -> Any:
+    """The ``hardware`` node; a resumed run (its folder holds the latency model it
+    recorded) keeps that model instead of fitting a new one, so its latencies hold."""
+    hw = cfg.hardware
+    record = out / RECORD_NAME
+    if hw.get("table") is None and hw.latency in ("table", "flops") and record.is_file():
+        log.info("latency model of the run folder: %s", record)
+        hw = OmegaConf.merge(hw, {"table": str(record)})
+    return hw
+
+
+def build_context(cfg: DictConfig) -> Context:
+    """Data, supernet, cost model, constraints, DE-Score and proxy inputs of a run.
+
+    Writes nothing into the run folder (the cost model may fill ``paths.cache_dir``)."""
+    out = Path(cfg.paths.output_dir)
+    seed = int(cfg.seed)
+    L.seed_everything(seed, workers=True, verbose=False)
+    try:
+        dm = build_datamodule(cfg.data)
+    except TypeError as err:
+        raise ConfigError(f"data: {err}") from err
+    dm.setup()
+    model = build_model(cfg.model, dm.input_shape, dm.num_classes)
+    cost_model = build_cost_model(_hardware(cfg, out), model, cfg.paths.cache_dir)
+    constraints = Constraints.from_config(OmegaConf.to_container(cfg.constraints, resolve=True))
+    descore = DEScore.from_config(OmegaConf.to_container(cfg.proxy, resolve=True))
+    zs = cfg.zero_shot
+    device = torch.device(zs.device)
+    if zs.inputs == "data":
+        x, y = dm.proxy_batch(int(zs.batch_size), seed)
+        inputs = ProxyInputs(x=x.to(device), y=y.to(device), num_classes=dm.num_classes)
+    else:
+        inputs = gaussian_inputs(dm.input_shape, int(zs.batch_size), dm.num_classes, seed, device)
+    return Context(cfg, out, dm, model, cost_model, constraints, descore, inputs, seed, device)

@@ -1,0 +1,46 @@
+"""Process-wide run settings: CPU threads that degrade gracefully under load."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_threads() -> int:
+    """Cores not already busy: the cores this process may use minus the one-minute load
+    average (rounded), at least 1. Compute threads that outnumber the free cores spin
+    against other processes and lose far more than the load explains."""
+    cores = available_cores()
+    try:
+        busy = round(os.getloadavg()[0])
+    except OSError:  # pragma: no cover - no load average
+        busy = 0
+    return max(1, min(cores, cores - busy))
+
+
+def resolve_threads(setting: int | str) -> int:
+    return auto_threads() if setting == "auto" else int(setting)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[int]:
+    """Run with ``n`` intra-op threads, restoring the previous number afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
