@@ -1,10 +1,12 @@
 """Elastic overhead: training-step time of the supernet with its largest arch active
 divided by the exported static model's step time (target <= 1.10).
 
-Both run side by side in one process, interleaved, on the default config's model and
+Both run side by side in one process, interleaved, on a model config's default
+(``--model``: elastic_cnn or elastic_vit, from ``conf/model/<name>.yaml``) and
 FashionMNIST-shaped batches; the median of many steps is compared.
 
     .venv/bin/python benchmarks/bench_elastic_overhead.py [--batch 128 --steps 30]
+    .venv/bin/python benchmarks/bench_elastic_overhead.py --model elastic_vit
 """
 
 from __future__ import annotations
@@ -37,11 +39,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--shape", type=int, nargs=3, default=(1, 28, 28))
+    ap.add_argument(
+        "--model",
+        default="elastic_cnn",
+        choices=sorted(p.stem for p in (CONF / "model").glob("*.yaml")),
+        help="model config under conf/model/",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model_cfg = OmegaConf.to_container(OmegaConf.load(CONF / "model/elastic_cnn.yaml"))
+    model_cfg = OmegaConf.to_container(OmegaConf.load(CONF / f"model/{args.model}.yaml"))
     supernet = build_model(model_cfg, tuple(args.shape), 10).train()
     arch = supernet.space.max_arch()
     supernet.set_active(arch)
@@ -58,8 +66,11 @@ def main() -> None:
         for k in nets:
             times[k].append(step_time(nets[k], opts[k], x, y))
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"batch {args.batch}, input {tuple(args.shape)}, {torch.get_num_threads()} threads, "
-          f"{args.steps} interleaved steps each")
+    print(
+        f"{args.model}: batch {args.batch}, input {tuple(args.shape)}, "
+        f"{torch.get_num_threads()} threads, "
+        f"{args.steps} interleaved steps each"
+    )
     for k, v in med.items():
         print(f"  {k:28s} median step {1000 * v:8.2f} ms")
     ratio = med["supernet (largest active)"] / med["exported static"]

@@ -5,7 +5,8 @@ sandwich of 4 subnets) and zero-shot DE-Score scoring (the shipped DE-Score).
 Each cell runs in a fresh process (thread pools are set up once per process) beside
 ``--hogs`` busy-looping processes, and prints seconds and the slowdown against the same
 setting on an idle machine. ``auto`` is what ``threads: auto`` picks (cores not busy at
-start-up, here: the CPU count minus the hogs); ``2+passive`` is 2 threads with ``OMP_WAIT_POLICY=PASSIVE``.
+start-up, here: the CPU count minus the hogs); ``2+passive`` is 2 threads with
+``OMP_WAIT_POLICY=PASSIVE``; ``2+spin10k`` is 2 threads with ``GOMP_SPINCOUNT=10000``.
 
     .venv/bin/python benchmarks/bench_threads_under_load.py [--steps 12] [--candidates 12]
 """
@@ -23,8 +24,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {"1": ("1", {}), "2": ("2", {}), "2+passive": ("2", {"OMP_WAIT_POLICY": "PASSIVE"}),
-            "auto": ("auto", {})}
+SETTINGS = {
+    "1": ("1", {}),
+    "2": ("2", {}),
+    "2+passive": ("2", {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "2+spin10k": ("2", {"GOMP_SPINCOUNT": "10000"}),
+    "auto": ("auto", {}),
+    "auto+passive": ("auto", {"OMP_WAIT_POLICY": "PASSIVE"}),
+}
 
 
 def _hog() -> None:
@@ -83,9 +90,20 @@ def cell(setting: str, hogs: int, steps: int, candidates: int) -> dict[str, floa
     time.sleep(1.0 if hogs else 0.0)
     try:
         out = subprocess.run(
-            [sys.executable, __file__, "--worker", threads, "--steps", str(steps),
-             "--candidates", str(candidates)],
-            env={**os.environ, **env}, capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                threads,
+                "--steps",
+                str(steps),
+                "--candidates",
+                str(candidates),
+            ],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
         )
     finally:
         for p in procs:
@@ -104,18 +122,25 @@ def main() -> None:
     if args.worker is not None:
         print(json.dumps(worker(args.worker, args.steps, args.candidates)))
         return
-    print(f"{os.cpu_count()} CPUs; {args.steps} sandwich steps (batch 128), "
-          f"{args.candidates} DE-Score candidates per cell")
+    print(
+        f"{os.cpu_count()} CPUs; {args.steps} sandwich steps (batch 128), "
+        f"{args.candidates} DE-Score candidates per cell"
+    )
     idle: dict[str, dict[str, float]] = {}
-    print(f"{'setting':>10} {'hogs':>4} {'thr':>3} {'train s':>8} {'x idle':>7} "
-          f"{'zero-shot s':>11} {'x idle':>7}")
+    print(
+        f"{'setting':>10} {'hogs':>4} {'thr':>3} {'train s':>8} {'x idle':>7} "
+        f"{'zero-shot s':>11} {'x idle':>7}"
+    )
     for hogs in args.hogs:
         for setting in args.settings:
             r = cell(setting, hogs, args.steps, args.candidates)
             base = idle.setdefault(setting, r) if hogs == 0 else idle.get(setting, r)
-            print(f"{setting:>10} {hogs:>4} {int(r['threads']):>3} {r['train_s']:8.2f} "
-                  f"{r['train_s'] / base['train_s']:7.2f} {r['zero_shot_s']:11.2f} "
-                  f"{r['zero_shot_s'] / base['zero_shot_s']:7.2f}", flush=True)
+            print(
+                f"{setting:>10} {hogs:>4} {int(r['threads']):>3} {r['train_s']:8.2f} "
+                f"{r['train_s'] / base['train_s']:7.2f} {r['zero_shot_s']:11.2f} "
+                f"{r['zero_shot_s'] / base['zero_shot_s']:7.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

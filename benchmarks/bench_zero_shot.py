@@ -1,11 +1,14 @@
-"""Zero-shot scoring rate on the CNN space: candidates per second for the full
-five-part DE-Score (zen, ntk, dss, synflow + latency), with the time of each part.
-Target: >= 5 candidates/s on 2 CPU cores.
+"""Zero-shot scoring rate: candidates per second for the full DE-Score (zen, ntk, dss,
+synflow + latency, and the config's extra proxies), with the time of each part.
+Target: >= 5 candidates/s on 2 CPU cores (CNN space).
 
-Uses the default config's model, proxy batch and hardware cost model (latency from the
-lookup table, built into outputs/cache on first use), exactly as the pipeline does.
+Uses the config's model, proxy batch (the task's data-free proxy inputs) and hardware
+cost model (latency from the lookup table, built into outputs/cache on first use),
+exactly as the pipeline does. ``--model elastic_cnn`` (default) is the default
+config's CNN; ``--model elastic_vit`` composes ``experiment=vit_fashion_mnist`` (its
+ViT, with ``--patch-size``, default 7 as there).
 
-    .venv/bin/python benchmarks/bench_zero_shot.py [--candidates 40]
+    .venv/bin/python benchmarks/bench_zero_shot.py [--model elastic_vit] [--candidates 40]
 """
 
 from __future__ import annotations
@@ -20,27 +23,34 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from hwnas.data import build_datamodule
 from hwnas.elastic import build_model
 from hwnas.hardware.factory import build_cost_model
-from hwnas.proxies import DEScore, gaussian_inputs, score_proxy
+from hwnas.profile import BENCH_MODELS, model_overrides
+from hwnas.proxies import DEScore, score_proxy
 
 ROOT = Path(__file__).resolve().parents[1]
+MODELS = BENCH_MODELS
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=MODELS, default="elastic_cnn")
+    ap.add_argument("--patch-size", type=int, default=7, help="ViT patch side")
     ap.add_argument("--candidates", type=int, default=40)
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. zero_shot.batch_size=32")
     args = ap.parse_args()
+    overrides = [*model_overrides(args.model, args.patch_size), *args.overrides]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[*args.overrides, "paths.output_dir=/tmp"])
-    shape = (1, 28, 28) if cfg.data.name == "fashion_mnist" else tuple(cfg.data.get("shape"))
-    model = build_model(cfg.model, shape, 10)
+        cfg = compose("config", overrides=[*overrides, "paths.output_dir=/tmp"])
+    dm = build_datamodule(cfg.data)  # shape and classes only: nothing is loaded
+    shape = tuple(dm.input_shape)
+    model = build_model(cfg.model, shape, dm.num_classes)
     t0 = time.perf_counter()
     cost_model = build_cost_model(cfg.hardware, model, str(ROOT / cfg.paths.cache_dir))
     print(f"cost model ready in {time.perf_counter() - t0:.1f} s: {cost_model.describe()}")
     descore = DEScore.from_config(OmegaConf.to_container(cfg.proxy, resolve=True))
-    inputs = gaussian_inputs(shape, int(cfg.zero_shot.batch_size), 10, 0)
+    inputs = dm.task().proxy_inputs(int(cfg.zero_shot.batch_size), 0, "cpu")
     rng = random.Random(0)
     archs = [model.space.sample(rng) for _ in range(args.candidates)]
     proxies = [DEScore.PROXY_OF[c] for c in DEScore.PROXY_OF if c in descore.weights]
@@ -62,17 +72,23 @@ def main() -> None:
     # the same candidates through DEScore.components, as the search calls it
     wall = time.perf_counter()
     for arch in archs:
-        descore.components(model.export(arch), inputs, 0, cost_model(arch)["latency_ms"])
+        descore.components(model.export(arch), inputs, 0, cost_model(arch).get("latency_ms"))
     combined = time.perf_counter() - wall
-    print(f"{args.candidates} random archs of {model.space.name}, proxy batch "
-          f"{inputs.x.shape[0]}, {torch.get_num_threads()} threads")
+    print(
+        f"{args.candidates} random archs of {model.space.name}, proxy batch "
+        f"{inputs.x.shape[0]}, {torch.get_num_threads()} threads"
+    )
     for k, v in parts.items():
-        print(f"  {k:10s} mean {1000 * statistics.mean(v):7.2f} ms  "
-              f"median {1000 * statistics.median(v):7.2f} ms")
+        print(
+            f"  {k:10s} mean {1000 * statistics.mean(v):7.2f} ms  "
+            f"median {1000 * statistics.median(v):7.2f} ms"
+        )
     print(f"per part, summed: {args.candidates / parts_total:.2f} candidates/s")
-    print(f"DE-Score (DEScore.components + cached latency): "
-          f"{args.candidates / combined:.2f} candidates/s  (target >= 5; the discontinued "
-          "reference needed 4-7 s per candidate)")
+    print(
+        f"DE-Score (DEScore.components + cached latency): "
+        f"{args.candidates / combined:.2f} candidates/s  (target >= 5; the discontinued "
+        "reference needed 4-7 s per candidate)"
+    )
 
 
 if __name__ == "__main__":

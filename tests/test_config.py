@@ -56,7 +56,6 @@ def test_unknown_keys_are_rejected():
     ("stages=[train]", "subset"),
     ("zero_shot.strategy.name=annealing", "choose one of"),
     ("search.max_latency_ratio=1.5", "max_latency_ratio"),
-    ("supernet.phases.0.elastic=[colour]", "elastic must be"),
     ("zero_shot.inputs=images", "gaussian or data"),
     ("search.budget=0", "search.budget"),
     # values of the wrong type name the key instead of failing deep inside
@@ -94,3 +93,20 @@ def test_stage_groups_share_the_stage_names():
     assert cfg.zero_shot.strategy.name == "evolution"
     assert cfg.search.strategy.name == "evolution"
     assert "Stage 5" not in (Path(CONF_DIR) / "final" / "default.yaml").read_text()
+
+
+def test_phase_groups_must_be_the_models(tmp_path):
+    from hwnas.checks import preflight
+    from hwnas.context import build_context
+
+    cfg = compose_config(["experiment=synthetic_tiny", "supernet.phases.0.elastic=[colour]",
+                          f"paths.output_dir={tmp_path}/r", f"paths.cache_dir={tmp_path}/c"])
+    validate(cfg)
+    with pytest.raises(ConfigError, match=r"elastic must be a subset of the elastic_cnn groups"):
+        preflight(build_context(cfg))
+
+
+def test_unknown_optimizer_is_rejected():
+    cfg = compose_config(["final.optimizer=adam", "paths.output_dir=/tmp/x"])
+    with pytest.raises(ConfigError, match="final.optimizer='adam'"):
+        validate(cfg)

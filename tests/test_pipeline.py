@@ -45,12 +45,13 @@ def test_all_stages_write_their_artifacts(full_run):
         assert (out / stage / "DONE.json").is_file()
     report = json.loads((out / "final/report.json").read_text())
     for side in ("largest", "subnet"):
-        for key in ("test_acc", "params_m", "flops_m", "latency_ms", "throughput_img_s"):
+        for key in ("test_acc", "params_m", "flops_m", "latency_ms", "throughput_per_s"):
             assert report[side][key] > 0
     assert report["speedup_latency"] == pytest.approx(
         report["largest"]["latency_ms"] / report["subnet"]["latency_ms"])
     assert report["subnet"]["flops_m"] < report["largest"]["flops_m"]
     assert metrics["final/test_acc"] == report["deployed_test_acc"]
+    assert report["task"] == "image_classification" and report["metric"] == "acc"
 
 
 def test_report_compares_like_with_like(full_run):
@@ -62,13 +63,26 @@ def test_report_compares_like_with_like(full_run):
     for side in ("largest", "subnet"):
         row = report[side]
         assert row["test_acc"] == row["finetuned_test_acc"]
-        assert row["test_acc_method"] == report["comparison"]
+        assert row["test_method"] == report["comparison"]
         assert 0 <= row["inherited_test_acc"] <= 1
-    assert report["accuracy_drop"] == pytest.approx(
+    assert report["drop"] == pytest.approx(
         report["largest"]["test_acc"] - report["subnet"]["test_acc"])
-    assert metrics["final/accuracy_drop"] == pytest.approx(report["accuracy_drop"])
+    assert metrics["final/drop"] == pytest.approx(report["drop"])
     md = (out / "final/report.md").read_text()
     assert "inherited weights (BN recalibrated)" in md and "fine-tuned 1 epochs" in md
+
+
+def test_report_without_finetuning_the_largest_compares_inherited(tmp_path):
+    out = tmp_path / "run"
+    _run(out, "final.finetune_largest=false", "supernet.phases=[{name:largest,elastic:[],"
+         "epochs:1,lr:0.1},{name:all,elastic:[kernel,depth,width],epochs:1,lr:0.03}]",
+         "final.onnx=false")
+    report = json.loads((out / "final/report.json").read_text())
+    assert report["comparison"] == "inherited supernet weights, BN recalibrated"
+    assert report["largest"]["finetuned_test_acc"] is None
+    assert report["subnet"]["finetuned_test_acc"] is not None
+    assert report["subnet"]["test_acc"] == report["subnet"]["inherited_test_acc"]
+    assert "n/a (not fine-tuned)" in (out / "final/report.md").read_text()
 
 
 def test_chosen_subnet_is_on_its_own_pareto_front(full_run):

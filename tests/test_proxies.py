@@ -17,6 +17,7 @@ from scipy.stats import rankdata
 from torch import nn
 
 import hwnas.proxies as P
+from hwnas.elastic.vit import ElasticViT
 from hwnas.proxies.common import prepare
 from hwnas.proxies.ntk import ntk_gram
 from hwnas.spaces.nb201 import build_nb201
@@ -123,6 +124,23 @@ def test_params_and_flops():
     model, inputs = mlp(), P.gaussian_inputs((4,), 5, 3, 0)
     assert P.score_proxy("params", model, inputs) == 4 * 16 + 16 * 3
     assert P.score_proxy("flops", model, inputs) == 2 * (4 * 16 + 16 * 3)  # one sample
+
+
+def test_flops_counts_attention_matrices_of_an_exported_vit():
+    # FlopCounterMode has no formula for the fused CPU attention kernel; the proxy must
+    # still count QKᵀ and AV, so it equals the ViT's analytic count (per sample).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        vit = ElasticViT(
+            patch_size=7, embed_choices=(16, 32), depth_choices=(1, 2), max_depth=2,
+            head_choices=(1, 2), head_dim=8, mlp_ratio_choices=(1, 2),
+        )  # fmt: skip
+    inputs = P.gaussian_inputs(vit.input_shape, 3, 10, 0)
+    for arch in (vit.space.max_arch(), vit.space.min_arch()):
+        with vit.active(arch):
+            analytic = vit.active_flops(1)
+        assert analytic == round(vit.cost_of(arch)["flops_m"] * 1e6)  # QKᵀ, AV included
+        assert P.score_proxy("flops", vit.export(arch), inputs) == analytic
 
 
 def test_synflow_equals_depth_times_r():

@@ -277,6 +277,71 @@ def test_pool_is_the_old_ranked_pool_with_the_tie_break():
         searched.pool(0)
 
 
+# -------------------------------------------------------- no latency estimate
+class FlopsOnlyCost(CostModel):
+    """Params and FLOPs only, as ``hardware=analytic`` with ``correction_samples=0``."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def _compute(self, arch: Arch) -> dict[str, float]:
+        return dict(self.model.cost_of(arch))
+
+
+@pytest.mark.parametrize("name,kw", [("evolution", EVO), ("random", dict(samples=20))])
+def test_search_without_latency_draws_its_front_on_flops(name, kw, tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from hwnas.report import plot_pareto, save_pareto
+
+    model = tiny_cnn()
+    cost = FlopsOnlyCost(model)
+    problem = SearchProblem(model.space, BigIsBetter(model), cost, Constraints(), 0)
+    result = build_strategy(name, **kw).run(problem)
+    assert all("latency_ms" not in e.costs for e in result.history)
+    assert result.cost_key == "flops_m"
+    front = result.pareto()
+    assert front and front == result.pareto("flops_m")
+    flops = [e.costs["flops_m"] for e in front]
+    assert flops == sorted(flops)
+    for e in result.unique():  # nothing on the front is dominated in (fitness, FLOPs)
+        for f in front:
+            assert not (e.fitness > f.fitness and e.costs["flops_m"] <= f.costs["flops_m"])
+    assert result.history_best in front and result.hypervolume(None, (0.0, 1e9)) > 0
+    with pytest.raises(KeyError, match="latency_ms.{0,3} is not reported for"):
+        result.pareto("latency_ms")
+    # the CSV and the plot say which cost the front was drawn against
+    save_pareto(result, tmp_path / "p.csv", gain="size")
+    header, *rows = (tmp_path / "p.csv").read_text().splitlines()
+    assert header == "arch,size,params_m,flops_m,front_cost" and len(rows) == len(front)
+    assert all(r.endswith(",flops_m (no latency estimate)") for r in rows)
+    labels: list[str] = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xlabel", lambda ax, s, *a, **k: labels.append(s))
+    plot_pareto(result, tmp_path / "p.png", Constraints(), "size", chosen=result.best)
+    assert labels == ["MFLOPs (no latency estimate)"] and (tmp_path / "p.png").stat().st_size
+
+
+def test_ties_without_latency_go_to_fewer_flops_and_stay_on_the_front():
+    from hwnas.search.base import Evaluated, Strategy, choose, tie_costs_for
+    from hwnas.spaces.base import Gene, SearchSpace
+
+    def rec(i, acc, flops, params):
+        return Evaluated(Arch({"i": i}), {"acc": acc}, {"flops_m": flops, "params_m": params})
+
+    history = [rec(0, 1.0, 9.0, 1.0), rec(1, 1.0, 4.0, 3.0), rec(2, 1.0, 4.0, 2.0),
+               rec(3, 0.5, 1.0, 1.0)]  # fmt: skip
+    assert tie_costs_for(history) == ("flops_m", "params_m")
+    space = SearchSpace("ids", [Gene("i", tuple(range(4)))])
+    problem = SearchProblem(space, Given(), None, Constraints(), 0)  # type: ignore[arg-type]
+    result = Strategy.finalize("hand", problem, history, top_k=4)
+    assert result.best.arch == Arch({"i": 2}) == choose(history).arch
+    assert [e.arch["i"] for e in result.ranked()] == [2, 1, 0, 3]
+    assert [e.arch["i"] for e in result.pareto()] == [3, 2]
+    # with latency reported, ties still go to latency first
+    assert tie_costs_for([_record(0, 1.0, 1.0, 1.0)]) == ("latency_ms", "params_m")
+
+
 # ------------------------------------------------------------------ settings
 @pytest.mark.parametrize("name,kwargs,match", [
     ("evolution", {"population": "abc"}, "population='abc': expected an integer"),

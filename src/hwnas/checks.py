@@ -20,12 +20,12 @@ from hwnas.hardware.constraints import KNOWN_METRICS, Constraints
 from hwnas.progress import MODES
 from hwnas.search.base import Strategy, build_strategy, list_strategies
 from hwnas.spaces.base import SearchSpace
+from hwnas.training.optim import OPTIMIZERS
 from hwnas.training.trainer import check_trainer_config
 
 log = logging.getLogger(__name__)
 
 STAGES = ("zero_shot", "supernet", "search", "final")
-GROUPS = ("kernel", "depth", "width")
 
 # (key, kind, lowest allowed); kind: int | number | fraction (a number in (0, 1] or an
 # int count: Lightning's limit_*_batches)
@@ -121,12 +121,6 @@ def validate(cfg: DictConfig) -> None:
     build_configured_strategy(cfg.search.strategy, "search.strategy")
     for i, ph in enumerate(cfg.supernet.phases):
         where = f"supernet.phases[{i}]"
-        unknown = [g for g in ph.elastic if g not in GROUPS]
-        if unknown:
-            raise ConfigError(
-                f"{where} ({ph.name}): elastic must be a subset of {list(GROUPS)}, "
-                f"got {list(ph.elastic)}"
-            )
         check_number(f"{where}.epochs", ph.epochs, "int", 0)
         check_number(f"{where}.lr", ph.lr, "number", 1e-12)
     ratio = cfg.search.max_latency_ratio
@@ -145,6 +139,11 @@ def validate(cfg: DictConfig) -> None:
     threads = cfg.threads
     if threads != "auto" and (not _is_int(threads) or threads < 1):
         raise ConfigError(f"threads={threads!r}: use auto or an integer >= 1")
+    for key in ("supernet.optimizer", "final.optimizer"):
+        if OmegaConf.select(cfg, key) not in OPTIMIZERS:
+            raise ConfigError(
+                f"{key}={OmegaConf.select(cfg, key)!r}: choose one of {list(OPTIMIZERS)}"
+            )
     if cfg.progress not in MODES:
         raise ConfigError(f"progress={cfg.progress!r}: choose one of {list(MODES)}")
     try:
@@ -232,6 +231,20 @@ def preflight(ctx: Context) -> list[str]:
     space uniformly, as the sandwich rule trains every size anyway)."""
     stages = list(ctx.cfg.stages)
     space = ctx.model.space
+    has_latency = "latency_ms" in ctx.cost_model(space.min_arch())
+    if ctx.descore.needs_latency and not has_latency and {"zero_shot", "supernet"} & set(stages):
+        raise ConfigError(
+            f"the DE-Score weighs latency but the cost model ({ctx.cost_model.describe()}) "
+            "estimates none: set proxy.weights.latency=0 or give the hardware target a "
+            "latency method (hardware.correction_samples > 0)"
+        )
+    for i, ph in enumerate(ctx.cfg.supernet.phases):
+        unknown = [g for g in ph.elastic if g not in space.groups]
+        if unknown:
+            raise ConfigError(
+                f"supernet.phases[{i}] ({ph.name}): elastic must be a subset of the "
+                f"{space.name} groups {space.groups}, got {list(ph.elastic)}"
+            )
     if {"zero_shot", "search"} & set(stages):
         miss = unreachable(ctx, space, ctx.constraints)
         if miss:

@@ -20,7 +20,8 @@ from hwnas.hardware.base import CostModel
 from hwnas.hardware.constraints import Constraints
 from hwnas.hardware.factory import build_cost_model
 from hwnas.hardware.records import RECORD_NAME
-from hwnas.proxies import DEScore, ProxyInputs, gaussian_inputs
+from hwnas.proxies import DEScore, ProxyInputs
+from hwnas.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Context:
     constraints: Constraints
     descore: DEScore
     inputs: ProxyInputs
+    task: Task
     seed: int
     device: torch.device
     results: dict[str, Any] = field(default_factory=dict)
@@ -83,11 +85,14 @@ def build_context(cfg: DictConfig) -> Context:
     cost_model = build_cost_model(_hardware(cfg, out), model, cfg.paths.cache_dir)
     constraints = Constraints.from_config(OmegaConf.to_container(cfg.constraints, resolve=True))
     descore = DEScore.from_config(OmegaConf.to_container(cfg.proxy, resolve=True))
+    task = dm.task()
     zs = cfg.zero_shot
     device = torch.device(zs.device)
     if zs.inputs == "data":
         x, y = dm.proxy_batch(int(zs.batch_size), seed)
         inputs = ProxyInputs(x=x.to(device), y=y.to(device), num_classes=dm.num_classes)
     else:
-        inputs = gaussian_inputs(dm.input_shape, int(zs.batch_size), dm.num_classes, seed, device)
-    return Context(cfg, out, dm, model, cost_model, constraints, descore, inputs, seed, device)
+        inputs = task.proxy_inputs(int(zs.batch_size), seed, device)
+    return Context(
+        cfg, out, dm, model, cost_model, constraints, descore, inputs, task, seed, device
+    )

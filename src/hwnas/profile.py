@@ -152,3 +152,16 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     main()
+
+
+BENCH_MODELS = ("elastic_cnn", "elastic_vit")
+
+
+def model_overrides(model: str, patch_size: int = 7) -> list[str]:
+    """Hydra overrides selecting ``model`` for the benchmarks: the default config's CNN,
+    or the ViT of ``experiment=vit_fashion_mnist`` with the given patch size."""
+    if model not in BENCH_MODELS:
+        raise ValueError(f"model {model!r}: choose one of {list(BENCH_MODELS)}")
+    if model == "elastic_vit":
+        return ["experiment=vit_fashion_mnist", f"model.patch_size={patch_size}"]
+    return []

@@ -30,14 +30,20 @@ COST_KEYS = ("latency_ms", "params_m", "flops_m", "memory_mb")
 
 
 def save_pareto(result: SearchResult, path: str | Path, gain: str) -> list[Evaluated]:
-    """Write the feasible Pareto front (``gain`` up, latency down) as CSV; return it."""
-    front = result.pareto("latency_ms")
+    """Write the feasible Pareto front (``gain`` up, latency down) as CSV; return it.
+
+    Without a latency estimate the front is drawn against ``flops_m`` instead
+    (:attr:`SearchResult.cost_key`); the last column, ``front_cost``, names the cost
+    the front was drawn against on every row (``flops_m (no latency estimate)``)."""
+    key = result.cost_key
+    front = result.pareto(key)
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         keys = [k for k in COST_KEYS if front and k in front[0].costs]
-        w.writerow(["arch", gain, *keys])
+        w.writerow(["arch", gain, *keys, "front_cost"])
+        axis = key if key == "latency_ms" else f"{key} (no latency estimate)"
         for e in front:
-            w.writerow([e.arch.to_str(), e.fitness, *(e.costs[k] for k in keys)])
+            w.writerow([e.arch.to_str(), e.fitness, *(e.costs[k] for k in keys), axis])
     return front
 
 
@@ -50,14 +56,18 @@ def plot_pareto(
     reference: Arch | None = None,
 ) -> None:
     """Objective vs latency for every evaluated arch, the front, the feasible latency
-    window shaded, the chosen arch starred and the reference (largest) circled."""
+    window shaded, the chosen arch starred and the reference (largest) circled.
+    Without a latency estimate the x axis is FLOPs (:attr:`SearchResult.cost_key`), and
+    its label says so."""
     uniq = result.unique()
+    key = result.cost_key
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    lat = [e.costs["latency_ms"] for e in uniq]
-    lo, hi = constraints.windows.get("latency_ms", (None, None))
-    left = min(lat) * 0.95 if lo is None else lo
-    right = max(lat) * 1.05 if hi is None else hi
-    ax.axvspan(left, right, color="tab:green", alpha=0.08, label="latency window")
+    cost = [e.costs[key] for e in uniq]
+    lo, hi = constraints.windows.get(key, (None, None))
+    left = min(cost) * 0.95 if lo is None else lo
+    right = max(cost) * 1.05 if hi is None else hi
+    window = "latency window" if key == "latency_ms" else f"{key} window"
+    ax.axvspan(left, right, color="tab:green", alpha=0.08, label=window)
     for feasible, colour, label in (
         (True, "tab:blue", "feasible"),
         (False, "tab:gray", "infeasible"),
@@ -65,17 +75,17 @@ def plot_pareto(
         pts = [e for e in uniq if e.feasible == feasible]
         if pts:
             ax.scatter(
-                [e.costs["latency_ms"] for e in pts],
+                [e.costs[key] for e in pts],
                 [e.fitness for e in pts],
                 s=14,
                 color=colour,
                 alpha=0.7,
                 label=label,
             )
-    front = result.pareto("latency_ms")
+    front = result.pareto(key)
     if front:
         ax.plot(
-            [e.costs["latency_ms"] for e in front],
+            [e.costs[key] for e in front],
             [e.fitness for e in front],
             "-",
             color="tab:orange",
@@ -85,7 +95,7 @@ def plot_pareto(
         ref = next((e for e in uniq if e.arch == reference), None)
         if ref is not None:
             ax.scatter(
-                [ref.costs["latency_ms"]],
+                [ref.costs[key]],
                 [ref.fitness],
                 s=90,
                 facecolors="none",
@@ -94,7 +104,7 @@ def plot_pareto(
             )
     if chosen is not None:
         ax.scatter(
-            [chosen.costs["latency_ms"]],
+            [chosen.costs[key]],
             [chosen.fitness],
             marker="*",
             s=220,
@@ -102,7 +112,8 @@ def plot_pareto(
             label="chosen",
             zorder=5,
         )
-    ax.set_xlabel("latency (ms)")
+    unit = {"latency_ms": "latency (ms)", "flops_m": "MFLOPs"}.get(key, key)
+    ax.set_xlabel(unit if key == "latency_ms" else f"{unit} (no latency estimate)")
     ax.set_ylabel(gain_label)
     ax.set_title(f"{result.strategy}: {len(uniq)} archs, {len(front)} on the front")
     ax.legend(fontsize=8, loc="lower right")
@@ -127,17 +138,15 @@ def _measure(ctx: Context, net: nn.Module) -> dict[str, float]:
     return {
         "latency_ms": lat.median_ms,
         "latency_p90_ms": lat.p90_ms,
-        "throughput_img_s": batch / (thr.median_ms / 1000.0),
+        "throughput_per_s": batch / (thr.median_ms / 1000.0),
     }
 
 
-def _accuracy_method(acc: dict[str, float | None], epochs: int) -> tuple[float, str]:
-    """The accuracy a side is compared with, and how it was obtained."""
-    if acc.get("finetuned_test_acc") is not None:
-        return float(
-            acc["finetuned_test_acc"]
-        ), f"fine-tuned {epochs} epochs from inherited weights"
-    return float(acc["inherited_test_acc"]), "inherited supernet weights, BN recalibrated"
+def _method(value: dict[str, float | None], epochs: int) -> tuple[float, str]:
+    """The score a side is compared with, and how it was obtained."""
+    if value.get("finetuned") is not None:
+        return float(value["finetuned"]), f"fine-tuned {epochs} epochs from inherited weights"
+    return float(value["inherited"]), "inherited supernet weights, BN recalibrated"
 
 
 def final_report(
@@ -153,28 +162,29 @@ def final_report(
 ) -> dict[str, Any]:
     """Measure both nets on this machine and write ``report.json`` and ``report.md``.
 
-    ``sub``/``ref`` hold ``inherited_test_acc`` and ``finetuned_test_acc`` (None when
-    not fine-tuned). The accuracy drop compares like with like: fine-tuned with
-    fine-tuned (same epochs) when both were fine-tuned, else inherited with inherited."""
-    both_tuned = (
-        sub.get("finetuned_test_acc") is not None and ref.get("finetuned_test_acc") is not None
-    )
+    ``sub``/``ref`` hold the task's primary test metric as ``inherited`` and
+    ``finetuned`` (None when not fine-tuned); rows name them ``test_<metric>``,
+    ``inherited_test_<metric>`` and ``finetuned_test_<metric>``. The drop compares like
+    with like: fine-tuned with fine-tuned (same epochs) when both were fine-tuned, else
+    inherited with inherited; it is oriented so a positive drop means the chosen subnet
+    is worse."""
+    m = ctx.task.primary_metric
+    both_tuned = sub.get("finetuned") is not None and ref.get("finetuned") is not None
     rows = {}
-    for tag, module, a, acc in (("largest", big, largest, ref), ("subnet", net, arch, sub)):
-        if both_tuned:
-            value, method = _accuracy_method(acc, epochs)
-        else:
-            value, method = _accuracy_method({"inherited_test_acc": acc["inherited_test_acc"]}, 0)
+    for tag, module, a, value in (("largest", big, largest, ref), ("subnet", net, arch, sub)):
+        score, method = _method(value if both_tuned else {"inherited": value["inherited"]}, epochs)
         rows[tag] = {
-            "test_acc": value,
-            "test_acc_method": method,
-            **acc,
+            f"test_{m}": score,
+            "test_method": method,
+            f"inherited_test_{m}": value["inherited"],
+            f"finetuned_test_{m}": value.get("finetuned"),
             **ctx.model.cost_of(a),
             **_measure(ctx, module),
         }
-    deployed, deployed_method = _accuracy_method(sub, epochs)
+    deployed, deployed_method = _method(sub, epochs)
+    sign = 1.0 if ctx.task.higher_is_better else -1.0
     speedup = rows["largest"]["latency_ms"] / rows["subnet"]["latency_ms"]
-    thr_gain = rows["subnet"]["throughput_img_s"] / rows["largest"]["throughput_img_s"]
+    thr_gain = rows["subnet"]["throughput_per_s"] / rows["largest"]["throughput_per_s"]
     hw = ctx.cfg.hardware
     env = {
         "machine": platform.machine(),
@@ -190,23 +200,28 @@ def final_report(
     report = {
         "data": ctx.dm.name,
         "space": ctx.model.space.name,
+        "task": ctx.task.name,
+        "metric": m,
+        "higher_is_better": ctx.task.higher_is_better,
+        "sample_unit": ctx.task.sample_unit,
         "arch": arch.to_dict(),
         "largest": rows["largest"],
         "subnet": rows["subnet"],
-        "comparison": rows["subnet"]["test_acc_method"],
-        "deployed_test_acc": deployed,
-        "deployed_test_acc_method": deployed_method,
+        "comparison": rows["subnet"]["test_method"],
+        f"deployed_test_{m}": deployed,
+        "deployed_method": deployed_method,
         "speedup_latency": speedup,
         "speedup_throughput": thr_gain,
-        "accuracy_drop": rows["largest"]["test_acc"] - rows["subnet"]["test_acc"],
+        "drop": sign * (rows["largest"][f"test_{m}"] - rows["subnet"][f"test_{m}"]),
         "environment": env,
     }
     (folder / "report.json").write_text(json.dumps(report, indent=2))
     (folder / "report.md").write_text(_markdown(report))
     log.info(
-        "final: test acc %.4f (subnet) vs %.4f (largest), both %s; latency %.3f vs %.3f ms (%.2fx)",
-        rows["subnet"]["test_acc"],
-        rows["largest"]["test_acc"],
+        "final: test %s %.4f (subnet) vs %.4f (largest), both %s; latency %.3f vs %.3f ms (%.2fx)",
+        m,
+        rows["subnet"][f"test_{m}"],
+        rows["largest"][f"test_{m}"],
         report["comparison"],
         rows["subnet"]["latency_ms"],
         rows["largest"]["latency_ms"],
@@ -215,10 +230,10 @@ def final_report(
     return {
         "report": str(folder / "report.json"),
         "metrics": {
-            "final/test_acc": deployed,
-            "final/compared_test_acc": rows["subnet"]["test_acc"],
-            "final/largest_test_acc": rows["largest"]["test_acc"],
-            "final/accuracy_drop": report["accuracy_drop"],
+            f"final/test_{m}": deployed,
+            f"final/compared_test_{m}": rows["subnet"][f"test_{m}"],
+            f"final/largest_test_{m}": rows["largest"][f"test_{m}"],
+            "final/drop": report["drop"],
             "final/latency_ms": rows["subnet"]["latency_ms"],
             "final/speedup": speedup,
             "final/throughput_gain": thr_gain,
@@ -231,16 +246,16 @@ def _fmt(value: Any, fmt: str) -> str:
 
 
 def _markdown(r: dict[str, Any]) -> str:
-    env = r["environment"]
+    env, m = r["environment"], r["metric"]
     fields = [
-        (f"test accuracy compared ({r['comparison']})", "test_acc", "{:.4f}"),
-        ("test accuracy, inherited weights (BN recalibrated)", "inherited_test_acc", "{:.4f}"),
-        ("test accuracy, fine-tuned", "finetuned_test_acc", "{:.4f}"),
+        (f"test {m} compared ({r['comparison']})", f"test_{m}", "{:.4f}"),
+        (f"test {m}, inherited weights (BN recalibrated)", f"inherited_test_{m}", "{:.4f}"),
+        (f"test {m}, fine-tuned", f"finetuned_test_{m}", "{:.4f}"),
         ("parameters (M)", "params_m", "{:.4f}"),
         ("FLOPs (M)", "flops_m", "{:.2f}"),
         ("latency (ms, median)", "latency_ms", "{:.3f}"),
         ("latency (ms, p90)", "latency_p90_ms", "{:.3f}"),
-        ("throughput (images/s)", "throughput_img_s", "{:.0f}"),
+        (f"throughput ({r['sample_unit']}/s)", "throughput_per_s", "{:.0f}"),
     ]
     lines = [
         f"# hwnas report: {r['space']} on {r['data']}",
@@ -254,10 +269,9 @@ def _markdown(r: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"- accuracy drop: {100 * r['accuracy_drop']:.2f} points (largest minus chosen, "
+        f"- {m} drop: {r['drop']:.4f} (largest minus chosen, positive = chosen worse; "
         f"both {r['comparison']})",
-        f"- the deployed subnet: {100 * r['deployed_test_acc']:.2f} % test accuracy "
-        f"({r['deployed_test_acc_method']})",
+        f"- the deployed subnet: test {m} {r[f'deployed_test_{m}']:.4f} ({r['deployed_method']})",
         f"- latency speedup: **{r['speedup_latency']:.2f}x**; throughput gain: "
         f"**{r['speedup_throughput']:.2f}x**",
         f"- measured with {env['backend']} on {env['device']} ({env['processor']}, "

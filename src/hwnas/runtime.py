@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-import torch
+from hwnas.hardware.latency import torch_threads
 
 log = logging.getLogger(__name__)
+
+__all__ = ["auto_threads", "available_cores", "resolve_threads", "torch_threads"]
 
 
 def available_cores() -> int:
@@ -33,14 +33,3 @@ def auto_threads() -> int:
 
 def resolve_threads(setting: int | str) -> int:
     return auto_threads() if setting == "auto" else int(setting)
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[int]:
-    """Run with ``n`` intra-op threads, restoring the previous number afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield n
-    finally:
-        torch.set_num_threads(before)

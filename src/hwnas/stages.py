@@ -18,7 +18,7 @@ from hwnas.hardware.constraints import InfeasibleError
 from hwnas.progress import progress_bar
 from hwnas.report import final_report, plot_pareto, save_pareto
 from hwnas.search.base import Evaluated, SearchProblem, SearchResult, Strategy
-from hwnas.search.objectives import AccuracyObjective, ZeroShotObjective, accuracy
+from hwnas.search.objectives import TaskObjective, ZeroShotObjective
 from hwnas.spaces.base import SearchSpace
 from hwnas.subnet_io import save_subnet
 from hwnas.training.callbacks import ZeroShotSearchCallback
@@ -90,6 +90,8 @@ def supernet(ctx: Context) -> dict[str, Any]:
         seed=ctx.seed,
         calibration=lambda: calib,
         calib_samples=int(cfg.calib_samples),
+        task=ctx.dm.task(label_smoothing=float(cfg.label_smoothing)),
+        optimizer=str(cfg.optimizer),
     )
 
     def search(space: SearchSpace, i: int) -> SearchResult | None:
@@ -148,6 +150,7 @@ def evaluator(ctx: Context, val_samples: int) -> SubnetEvaluator:
     calib_samples = int(ctx.cfg.search.calib_samples)
     return SubnetEvaluator(
         ctx.model,
+        ctx.task,
         ctx.dm.calibration_loader(calib_samples),
         first_samples(ctx.dm.val_dataloader(), val_samples),
         calib_samples,
@@ -162,10 +165,11 @@ def search(ctx: Context) -> dict[str, Any]:
     space = ctx.model.space
     largest = space.max_arch()
     constraints, largest_latency = search_constraints(ctx)
-    objective = AccuracyObjective(evaluator(ctx, int(sel.val_samples)))
+    objective = TaskObjective(evaluator(ctx, int(sel.val_samples)), ctx.task)
     strategy = build_configured_strategy(sel.strategy, "search.strategy")
     zs = ctx.results.get("zero_shot", {}).get("pool", [])[: int(sel.seed_with_zero_shot)]
-    with progress_bar("subnet search (accuracy)", **ctx.progress) as update:
+    metric = ctx.task.primary_metric
+    with progress_bar(f"subnet search ({metric})", **ctx.progress) as update:
         problem = SearchProblem(space, objective, ctx.cost_model, constraints, ctx.seed, update)
         result = strategy.run(problem, sel.budget)
     # The best zero-shot archs, the largest and the smallest are measured as well, so
@@ -180,13 +184,13 @@ def search(ctx: Context) -> dict[str, Any]:
         )
     result = Strategy.finalize(result.strategy, problem, history, len(result.top))
     result.save(folder)
-    save_pareto(result, folder / "pareto.csv", gain="accuracy")
+    save_pareto(result, folder / "pareto.csv", gain=metric)
     chosen = result.best
     plot_pareto(
         result,
         folder / "pareto.png",
         constraints,
-        gain_label="val accuracy (inherited weights)",
+        gain_label=f"val {metric} (inherited weights)",
         chosen=chosen,
         reference=largest,
     )
@@ -194,8 +198,9 @@ def search(ctx: Context) -> dict[str, Any]:
         json.dumps(
             {
                 "arch": chosen.arch.to_dict(),
-                "val_accuracy": chosen.fitness,
-                "val_accuracy_method": "inherited supernet weights, BN recalibrated",
+                "val_metrics": chosen.metrics,
+                "val_primary": metric,
+                "val_method": "inherited supernet weights, BN recalibrated",
                 "costs": chosen.costs,
                 "largest_latency_ms": largest_latency,
                 "constraints": constraints.describe(),
@@ -204,17 +209,22 @@ def search(ctx: Context) -> dict[str, Any]:
         )
     )
     log.info(
-        "search: chose %s (val acc %.4f, %s)",
+        "search: chose %s (val %s %.4f, %s)",
         chosen.arch.to_str(),
-        chosen.fitness,
+        metric,
+        chosen.metrics[metric],
         {k: round(v, 3) for k, v in chosen.costs.items()},
     )
     return {
         "chosen": chosen.arch.to_dict(),
         "largest_latency_ms": largest_latency,
         "metrics": {
-            "search/val_acc": chosen.fitness,
-            "search/latency_ms": chosen.costs["latency_ms"],
+            f"search/val_{metric}": chosen.metrics[metric],
+            **(
+                {"search/latency_ms": chosen.costs["latency_ms"]}
+                if "latency_ms" in chosen.costs
+                else {}
+            ),
         },
     }
 
@@ -229,7 +239,8 @@ def _finetune(ctx: Context, net: torch.nn.Module, folder, tag: str) -> float:
         lr=f.lr,
         momentum=f.momentum,
         weight_decay=f.weight_decay,
-        label_smoothing=f.label_smoothing,
+        task=ctx.dm.task(label_smoothing=float(f.label_smoothing)),
+        optimizer=str(f.optimizer),
     )
     trainer = build_trainer(
         ctx.cfg.trainer,
@@ -242,7 +253,7 @@ def _finetune(ctx: Context, net: torch.nn.Module, folder, tag: str) -> float:
     )
     trainer.fit(module, datamodule=ctx.dm)
     (res,) = trainer.test(module, datamodule=ctx.dm, verbose=False)
-    return float(res["test/acc"])
+    return float(res[f"test/{ctx.task.primary_metric}"])
 
 
 def final(ctx: Context) -> dict[str, Any]:
@@ -266,8 +277,9 @@ def final(ctx: Context) -> dict[str, Any]:
         ("largest", largest, epochs > 0 and bool(f.finetune_largest)),
     ):
         net = ev.subnet(arch)
-        acc = {"inherited_test_acc": accuracy(net, ctx.dm.test_dataloader())}
-        acc["finetuned_test_acc"] = _finetune(ctx, net, folder, tag) if tune else None
+        inherited = ctx.task.evaluate(net, ctx.dm.test_dataloader())
+        acc = {"inherited": ctx.task.primary(inherited)}
+        acc["finetuned"] = _finetune(ctx, net, folder, tag) if tune else None
         sides[tag], nets[tag] = acc, net.eval()
     save_subnet(folder, nets["subnet"], chosen, ctx, onnx=bool(f.onnx))
     return final_report(

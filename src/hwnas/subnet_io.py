@@ -20,18 +20,26 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def export_onnx(net: nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:
-    """Write ``net`` (eval mode, CPU copy) as ONNX with a dynamic batch dimension."""
+def export_onnx(
+    net: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    path: str | Path,
+    input_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+) -> Path:
+    """Write ``net`` (eval mode, CPU copy) as ONNX for example ``inputs``, every input
+    and output with a dynamic batch dimension."""
     path = Path(path)
     net = net.eval().to("cpu")
-    dummy = torch.zeros(1, *input_shape)
+    input_names = input_names or [f"input{i}" for i in range(len(inputs))]
+    output_names = output_names or ["output"]
     torch.onnx.export(
         net,
-        (dummy,),
+        tuple(inputs),
         str(path),
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_axes={name: {0: "batch"} for name in [*input_names, *output_names]},
         dynamo=False,
     )
     return path
@@ -40,11 +48,13 @@ def export_onnx(net: nn.Module, input_shape: tuple[int, ...], path: str | Path) 
 def save_subnet(
     folder: str | Path, net: nn.Module, arch: Arch, ctx: Context, onnx: bool = True
 ) -> None:
-    """``subnet.pt`` (state dict), ``arch.json`` (everything needed to rebuild it) and,
-    with ``onnx``, ``subnet.onnx``."""
+    """``subnet.pt`` (state dict), ``arch.json`` (everything needed to rebuild and feed
+    it: arch, model config, data shapes and the task's spec) and, with ``onnx``,
+    ``subnet.onnx``."""
     folder = Path(folder)
     torch.save(net.state_dict(), folder / "subnet.pt")
     spec = {
+        **ctx.task.spec(),
         "arch": arch.to_dict(),
         "space": ctx.model.space.name,
         "space_id": ctx.model.space.id,
@@ -52,11 +62,12 @@ def save_subnet(
         "input_shape": list(ctx.dm.input_shape),
         "num_classes": ctx.dm.num_classes,
         "data": ctx.dm.name,
-        "normalization": {"mean": list(ctx.dm.mean), "std": list(ctx.dm.std)},
     }
     (folder / "arch.json").write_text(json.dumps(spec, indent=2))
     if onnx:
-        export_onnx(net, tuple(ctx.dm.input_shape), folder / "subnet.onnx")
+        inputs = ctx.task.example_inputs(1, torch.Generator().manual_seed(0))
+        names = ctx.task.input_names(), ctx.task.output_names()
+        export_onnx(net, inputs, folder / "subnet.onnx", *names)
 
 
 def load_subnet(folder: str | Path) -> nn.Module:

@@ -21,6 +21,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms.v2 import functional as TF
 
+from hwnas.tasks import ImageClassification
+
 log = logging.getLogger(__name__)
 
 
@@ -253,6 +255,12 @@ class HwnasDataModule(L.LightningDataModule):
             data.images, data.labels, data.indices[pick], data.mean, data.std
         )
         return self._loader(subset, batch_size or self.batch_size)
+
+    def task(self, label_smoothing: float = 0.0) -> ImageClassification:
+        """The task this data feeds (image classification on its shape and classes)."""
+        return ImageClassification(
+            self.input_shape, self.num_classes, self.mean, self.std, label_smoothing
+        )
 
     def proxy_batch(self, batch_size: int, seed: int) -> tuple[Tensor, Tensor]:
         """One seeded batch ``(x (B, C, H, W) float, y (B,) int64)`` of unaugmented train data."""

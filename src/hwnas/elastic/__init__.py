@@ -7,6 +7,7 @@ from typing import Any
 
 from hwnas.elastic.base import ElasticModel
 from hwnas.elastic.cnn import ElasticCNN, StaticCNN
+from hwnas.elastic.vit import ElasticViT, StaticViT
 
 ModelBuilder = Callable[..., ElasticModel]
 
@@ -25,6 +26,14 @@ def _build_cnn(input_shape: tuple[int, int, int], num_classes: int, **kw: Any) -
 
 
 register_model("elastic_cnn", _build_cnn)
+
+
+def _build_vit(input_shape: tuple[int, int, int], num_classes: int, **kw: Any) -> ElasticModel:
+    c, h, w = input_shape  # ElasticViT raises a ValueError unless patch_size divides h and w
+    return ElasticViT(in_channels=c, image_size=(h, w), num_classes=num_classes, **kw)
+
+
+register_model("elastic_vit", _build_vit)
 
 
 def build_model(
@@ -46,4 +55,12 @@ def build_model(
         raise ValueError(f"model {name!r}: {err}") from err
 
 
-__all__ = ["ElasticModel", "ElasticCNN", "StaticCNN", "build_model", "register_model"]
+__all__ = [
+    "ElasticModel",
+    "ElasticCNN",
+    "ElasticViT",
+    "StaticCNN",
+    "StaticViT",
+    "build_model",
+    "register_model",
+]

@@ -23,6 +23,9 @@ class ElasticModel(nn.Module):
 
     space: SearchSpace
     input_shape: tuple[int, ...]
+    # elastic groups whose opening (in progressive shrinking) calls
+    # reorganize_by_importance first, so the kept channels/heads are the important ones
+    reorder_groups: frozenset[str] = frozenset()
 
     @abstractmethod
     def set_active(self, arch: Mapping[str, Any]) -> None: ...

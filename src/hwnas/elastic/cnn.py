@@ -140,6 +140,8 @@ class ElasticCNN(ElasticModel):
     """The elastic CNN supernet and its search space (genes ``d{s}``, ``k{s}_{b}``,
     ``e{s}_{b}``: depth of stage s, kernel and expand ratio of block b of stage s)."""
 
+    reorder_groups = frozenset({"width"})
+
     def __init__(
         self,
         in_channels: int = 1,

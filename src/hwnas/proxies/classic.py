@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -107,9 +108,15 @@ def params(model: nn.Module, inputs: ProxyInputs, gen: torch.Generator) -> float
 
 
 def count_flops(model: nn.Module, x: torch.Tensor) -> int:
-    """FLOPs (2 per multiply-add) of ``model(x)`` as counted by ``FlopCounterMode``."""
+    """FLOPs (2 per multiply-add) of ``model(x)`` as counted by ``FlopCounterMode``.
+
+    ``scaled_dot_product_attention`` runs on its math backend here: ``FlopCounterMode``
+    has no formula for the fused CPU attention kernel, so ``QKᵀ`` and ``AV`` would go
+    uncounted; the math backend computes them as counted batched matrix products.
+    """
     counter = FlopCounterMode(display=False)
-    with counter:  # grad mode on: keeps PyTorch's fused (uncounted) inference paths off
+    # grad mode on: keeps PyTorch's fused (uncounted) inference paths off
+    with sdpa_kernel(SDPBackend.MATH), counter:
         model(x)
     return int(counter.get_total_flops())
 
@@ -117,7 +124,8 @@ def count_flops(model: nn.Module, x: torch.Tensor) -> int:
 @register_proxy("flops", higher_is_better=True)
 def flops(model: nn.Module, inputs: ProxyInputs, gen: torch.Generator) -> float:
     """FLOPs of one forward of a single sample (``inputs.x[:1]``), counted by
-    ``torch.utils.flop_counter.FlopCounterMode``, in eval mode (BN on running stats)."""
+    ``torch.utils.flop_counter.FlopCounterMode``, in eval mode (BN on running stats),
+    attention matrix products included (see :func:`count_flops`)."""
     x = prepare(model, inputs, train=False)
     return float(count_flops(model, x[:1]))
 

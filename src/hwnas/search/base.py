@@ -124,6 +124,34 @@ class Evaluated:
 
 RANKS = ("algorithm", "history")
 TIE_COSTS = ("latency_ms", "params_m")
+# The cost a front is drawn against and ties go to: the first of these every record
+# reports. Without a latency estimate (``hardware=analytic`` with
+# ``correction_samples=0``) the cost model reports no ``latency_ms``: FLOPs stand in.
+FRONT_COSTS = ("latency_ms", "flops_m")
+
+
+def front_cost_key(records: Iterable[Evaluated]) -> str:
+    """``latency_ms`` when every record with costs reports it, else ``flops_m`` (see
+    :data:`FRONT_COSTS`); ``KeyError`` naming the reported costs when neither is."""
+    costed = [e.costs for e in records if e.costs]
+    for key in FRONT_COSTS:
+        if all(key in c for c in costed):
+            return key
+    reported = sorted(set().union(*costed))
+    raise KeyError(
+        f"the cost model reports neither of {list(FRONT_COSTS)} for every arch (it "
+        f"reports {reported}); pass one of those as the cost key"
+    )
+
+
+def tie_costs_for(records: Iterable[Evaluated]) -> tuple[str, ...]:
+    """:data:`TIE_COSTS` with ``latency_ms`` replaced by :func:`front_cost_key` of
+    ``records`` (``TIE_COSTS`` itself when latency is reported or neither key is)."""
+    try:
+        key = front_cost_key(records)
+    except KeyError:
+        return TIE_COSTS
+    return (key, *(k for k in TIE_COSTS if k not in FRONT_COSTS))
 
 
 @dataclass
@@ -139,7 +167,8 @@ class SearchResult:
 
     - ``"history"``: ``top`` is :meth:`ranked` cut at the strategy's ``top_k`` and
       ``best`` is :meth:`choose` (the best feasible record, equal fitness broken by
-      lower latency, then fewer parameters; it lies on :meth:`pareto`).
+      lower latency -- FLOPs when the cost model gives no latency -- then fewer
+      parameters; it lies on :meth:`pareto`).
     - ``"algorithm"``: the strategy's own final top-k (evolution, as DE-NAS states
       it), best first, as copies carrying the fitness the algorithm ranked them by;
       ``best`` is its first member (same tie-break). With a population-relative
@@ -152,14 +181,30 @@ class SearchResult:
     top: list[Evaluated] = field(default_factory=list)
     rank: str = "history"
 
-    def pareto(self, cost_key: str = "latency_ms", feasible_only: bool = True) -> list[Evaluated]:
-        """Non-dominated records: higher fitness, lower ``cost_key``; sorted by cost.
-        Records equal in both keep the one with lower remaining :data:`TIE_COSTS`."""
-        others = tuple(k for k in TIE_COSTS if k != cost_key)
+    @property
+    def cost_key(self) -> str:
+        """The cost the front is drawn against by default: ``latency_ms``, or
+        ``flops_m`` when the cost model gave no latency (:func:`front_cost_key`)."""
+        return front_cost_key(self.history)
+
+    def pareto(self, cost_key: str | None = None, feasible_only: bool = True) -> list[Evaluated]:
+        """Non-dominated records: higher fitness, lower ``cost_key`` (default
+        :attr:`cost_key`); sorted by cost. Records equal in both keep the one with lower
+        remaining tie costs (:func:`tie_costs_for`)."""
+        key = self.cost_key if cost_key is None else cost_key
+        records = [e for e in self.unique() if e.feasible or not feasible_only]
+        lacking = next((e for e in records if key not in e.costs), None)
+        if lacking is not None:
+            raise KeyError(
+                f"pareto: cost {key!r} is not reported for {lacking.arch.to_str()} (costs: "
+                f"{sorted(lacking.costs)}); leave cost_key unset for latency_ms, or "
+                f"flops_m when there is no latency estimate"
+            )
+        others = tuple(k for k in tie_costs_for(records) if k != key)
         return pareto_front(
-            [e for e in self.unique() if e.feasible or not feasible_only],
+            records,
             lambda e: e.fitness,
-            lambda e: e.costs[cost_key],
+            lambda e: e.costs[key],
             tie=lambda e: _cost_tuple(e, others),
         )
 
@@ -171,7 +216,8 @@ class SearchResult:
 
     def ranked(self) -> list[Evaluated]:
         """Distinct feasible measured records by history fitness, best first; equal
-        fitness broken by lower latency, then fewer parameters (:func:`rank_records`)."""
+        fitness broken by lower latency (FLOPs without latency), then fewer parameters
+        (:func:`rank_records`)."""
         return rank_records(self.unique())
 
     def choose(self, tol: float = 0.0) -> Evaluated:
@@ -193,9 +239,11 @@ class SearchResult:
             raise ValueError(f"pool size must be >= 1, got {size}")
         return [e.arch for e in self.ranked()[:size]]
 
-    def hypervolume(self, cost_key: str, ref: tuple[float, float]) -> float:
-        """Area dominated by the front w.r.t. ``ref = (worst fitness, worst cost)``."""
-        pts = [(e.fitness, e.costs[cost_key]) for e in self.pareto(cost_key)]
+    def hypervolume(self, cost_key: str | None, ref: tuple[float, float]) -> float:
+        """Area dominated by the front w.r.t. ``ref = (worst fitness, worst cost)``
+        (``cost_key=None``: :attr:`cost_key`)."""
+        key = self.cost_key if cost_key is None else cost_key
+        pts = [(e.fitness, e.costs[key]) for e in self.pareto(key)]
         return hypervolume_2d(pts, ref)
 
     def to_csv(self, path: str | Path) -> None:
@@ -230,32 +278,39 @@ def _cost_tuple(e: Evaluated, keys: Sequence[str]) -> tuple[float, ...]:
 
 
 def rank_records(
-    records: Iterable[Evaluated], tie_costs: Sequence[str] = TIE_COSTS
+    records: Iterable[Evaluated], tie_costs: Sequence[str] | None = None
 ) -> list[Evaluated]:
     """Distinct feasible measured records (first record per arch; NaN fitness left
     out), by fitness high to low; equal fitness goes to lower ``tie_costs`` in turn
-    (a missing cost counts as infinite), then to the earlier record."""
+    (default :func:`tie_costs_for` the records: latency, or FLOPs without latency,
+    then parameters; a missing cost counts as infinite), then to the earlier record."""
     seen: dict[Arch, Evaluated] = {}
     for e in records:
         seen.setdefault(e.arch, e)
+    if tie_costs is None:
+        tie_costs = tie_costs_for(seen.values())
     kept = [e for e in seen.values() if e.feasible and not math.isnan(e.fitness)]
     return sorted(kept, key=lambda e: (-e.fitness, _cost_tuple(e, tie_costs)))
 
 
 def choose(
-    records: Iterable[Evaluated], tol: float = 0.0, tie_costs: Sequence[str] = TIE_COSTS
+    records: Iterable[Evaluated], tol: float = 0.0, tie_costs: Sequence[str] | None = None
 ) -> Evaluated:
     """The best feasible record, never a dominated one.
 
     Candidates are the distinct feasible measured records whose fitness is within
     ``tol`` (>= 0; 0: exactly equal) of the best; among them the lowest
-    ``tie_costs[0]`` wins (default ``latency_ms``), then the higher fitness, then the
-    lower remaining ``tie_costs`` (``params_m``), then the earlier record. The choice
-    is on :meth:`SearchResult.pareto` for ``tie_costs[0]`` (given a finite fitness).
+    ``tie_costs[0]`` wins (default :func:`tie_costs_for` the records: ``latency_ms``,
+    or ``flops_m`` without latency), then the higher fitness, then the lower remaining
+    ``tie_costs`` (``params_m``), then the earlier record. The choice is on
+    :meth:`SearchResult.pareto` for ``tie_costs[0]`` (given a finite fitness).
     Raises ``ValueError`` when no record is feasible and measured.
     """
     if not tol >= 0.0:
         raise ValueError(f"tol must be >= 0, got {tol}")
+    records = list(records)
+    if tie_costs is None:
+        tie_costs = tie_costs_for(records)
     ranked = rank_records(records, tie_costs)
     if not ranked:
         raise ValueError("no feasible measured record to choose from")

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from hwnas.elastic.base import ElasticModel
 from hwnas.hardware.base import CostModel
 from hwnas.proxies import DEScore, ProxyInputs
 from hwnas.search.base import Objective
 from hwnas.spaces.base import Arch
+from hwnas.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -66,36 +66,23 @@ class ZeroShotObjective(Objective):
         return np.asarray(self.descore.combine_against(list(reference), metrics, drop), dtype=float)
 
 
-class AccuracyObjective(Objective):
-    """Validation accuracy of a subnet with inherited weights after exact BN
-    recalibration (``evaluate(arch) -> accuracy`` is injected by the caller)."""
+class TaskObjective(Objective):
+    """The task's validation metrics of a subnet with inherited weights after exact BN
+    recalibration (``evaluate(arch) -> {metric: value}`` is injected by the caller);
+    fitness is the task's primary metric, oriented so higher is better."""
 
-    name = "accuracy"
     relative = False
 
-    def __init__(self, evaluate: Callable[[Arch], float]):
-        self._evaluate = evaluate
-        self._cache: dict[Arch, float] = {}
+    def __init__(self, evaluate: Callable[[Arch], Mapping[str, float]], task: Task):
+        self._evaluate, self.task = evaluate, task
+        self.name = task.primary_metric
+        self._cache: dict[Arch, dict[str, float]] = {}
 
     def measure(self, archs: Sequence[Arch]) -> list[dict[str, float]]:
         for arch in archs:
             if arch not in self._cache:
-                self._cache[arch] = float(self._evaluate(arch))
-        return [{"accuracy": self._cache[a]} for a in archs]
+                self._cache[arch] = {k: float(v) for k, v in self._evaluate(arch).items()}
+        return [dict(self._cache[a]) for a in archs]
 
     def fitness(self, metrics: Sequence[dict[str, float]]) -> np.ndarray:
-        return np.asarray([m["accuracy"] for m in metrics], dtype=float)
-
-
-@torch.no_grad()
-def accuracy(module: torch.nn.Module, loader, device: str | torch.device = "cpu") -> float:
-    """Top-1 accuracy of ``module`` (eval mode) over ``loader``."""
-    module.eval().to(device)
-    correct = total = 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        correct += (module(x).argmax(dim=1) == y).sum().item()
-        total += y.numel()
-    if total == 0:
-        raise ValueError("accuracy: the loader yielded no samples")
-    return correct / total
+        return np.asarray([self.task.fitness(m) for m in metrics], dtype=float)

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 import torch
 
 from hwnas.elastic.base import ElasticModel
-from hwnas.search.objectives import accuracy
 from hwnas.spaces.base import Arch
+from hwnas.tasks import Task
 from hwnas.training.bn import recalibrate_bn
 
 
@@ -25,18 +25,20 @@ def first_samples(loader: Iterable, n: int) -> list:
 
 
 class SubnetEvaluator:
-    """Validation accuracy of a subnet with inherited weights after exact BN
-    re-estimation on fixed calibration images (the same for every arch)."""
+    """The task's validation metrics of a subnet with inherited weights after exact BN
+    re-estimation on fixed calibration samples (the same for every arch)."""
 
     def __init__(
         self,
         model: ElasticModel,
+        task: Task,
         calibration: Iterable,
         validation: Iterable,
         calib_samples: int,
         device: str | torch.device = "cpu",
     ):
-        self.model, self.calib_samples, self.device = model, calib_samples, device
+        self.model, self.task = model, task
+        self.calib_samples, self.device = calib_samples, device
         self.calib = list(calibration)
         self.val = list(validation)
 
@@ -45,5 +47,5 @@ class SubnetEvaluator:
         net = self.model.export(arch)
         return recalibrate_bn(net, self.calib, self.calib_samples, self.device)
 
-    def __call__(self, arch: Arch) -> float:
-        return accuracy(self.subnet(arch), self.val, self.device)
+    def __call__(self, arch: Arch) -> dict[str, float]:
+        return self.task.evaluate(self.subnet(arch), self.val, self.device)

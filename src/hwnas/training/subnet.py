@@ -6,8 +6,10 @@ import math
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from hwnas.tasks import ImageClassification, Task
+from hwnas.training.optim import batch_size, check_optimizer, detach, make_optimizer
 
 
 class SubnetModule(L.LightningModule):
@@ -23,6 +25,8 @@ class SubnetModule(L.LightningModule):
         weight_decay: float = 3e-5,
         label_smoothing: float = 0.0,
         warmup_fraction: float = 0.0,
+        task: Task | None = None,
+        optimizer: str = "sgd",
     ):
         super().__init__()
         if epochs < 0 or lr <= 0:
@@ -31,9 +35,11 @@ class SubnetModule(L.LightningModule):
         self.epochs, self.lr, self.momentum = epochs, lr, momentum
         self.weight_decay, self.label_smoothing = weight_decay, label_smoothing
         self.warmup_fraction = warmup_fraction
+        self.task = task or ImageClassification((), 0, label_smoothing=label_smoothing)
+        self.optimizer = check_optimizer(optimizer)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(*inputs)
 
     def on_fit_start(self) -> None:
         # A subnet handed over after BN recalibration is in eval mode; train it as a whole.
@@ -52,33 +58,34 @@ class SubnetModule(L.LightningModule):
         return lr
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y = batch
+        task = self.task
+        inputs, targets = task.split_batch(batch)
         lr = self._set_lr(batch_idx)
-        logits = self.net(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        acc = (logits.argmax(1) == y).float().mean()
+        outputs = self.net(*inputs)
+        loss = task.loss(outputs, targets)
+        primary = task.batch_metrics(detach(outputs), targets)[task.primary_metric]
         # Step values every trainer.log_every_n_steps, and the epoch means.
         self.log_dict(
-            {"train/loss": loss, "train/acc": acc},
+            {"train/loss": loss, f"train/{task.primary_metric}": primary},
             prog_bar=True,
             on_step=True,
             on_epoch=True,
-            batch_size=len(y),
+            batch_size=batch_size(inputs),
         )
         self.log("lr", lr, on_step=True, on_epoch=False)
         return loss
 
     def _eval_step(self, batch, stage: str) -> None:
-        x, y = batch
-        logits = self.net(x)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, y), batch_size=len(y), sync_dist=True)
-        self.log(
-            f"{stage}/acc",
-            (logits.argmax(1) == y).float().mean(),
-            prog_bar=True,
-            batch_size=len(y),
-            sync_dist=True,
-        )
+        inputs, targets = self.task.split_batch(batch)
+        metrics = self.task.batch_metrics(self.net(*inputs), targets)
+        for name, value in metrics.items():
+            self.log(
+                f"{stage}/{name}",
+                value,
+                prog_bar=name == self.task.primary_metric,
+                batch_size=batch_size(inputs),
+                sync_dist=True,
+            )
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -89,12 +96,6 @@ class SubnetModule(L.LightningModule):
     def configure_optimizers(self):
         decay = [p for p in self.net.parameters() if p.ndim > 1]
         no_decay = [p for p in self.net.parameters() if p.ndim <= 1]
-        return torch.optim.SGD(
-            [
-                {"params": decay, "weight_decay": self.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.lr,
-            momentum=self.momentum,
-            nesterov=self.momentum > 0,
+        return make_optimizer(
+            self.optimizer, decay, no_decay, self.lr, self.momentum, self.weight_decay
         )

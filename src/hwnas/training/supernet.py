@@ -19,12 +19,15 @@ from dataclasses import dataclass
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from hwnas.elastic.base import ElasticModel
 from hwnas.spaces.base import Arch, SearchSpace
+from hwnas.tasks import ImageClassification, Task
 from hwnas.training.bn import recalibrate_bn
+from hwnas.training.optim import batch_size as _batch_size
+from hwnas.training.optim import check_optimizer, make_optimizer
+from hwnas.training.optim import detach as _detach
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +43,9 @@ class Phase:
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(teacher || student) on temperature-softened logits, scaled by T²."""
-    t = temperature
-    return F.kl_div(
-        F.log_softmax(student / t, dim=1), F.softmax(teacher / t, dim=1), reduction="batchmean"
-    ) * (t * t)
+    """KL(teacher || student) on temperature-softened logits, scaled by T² (the image
+    classification task's distillation loss)."""
+    return ImageClassification((), 0).distill_loss(student, teacher, temperature)
 
 
 class SupernetModule(L.LightningModule):
@@ -61,6 +62,8 @@ class SupernetModule(L.LightningModule):
         seed: int = 0,
         calibration: Callable[[], DataLoader] | None = None,
         calib_samples: int = 1000,
+        task: Task | None = None,
+        optimizer: str = "sgd",
     ):
         super().__init__()
         if not phases:
@@ -76,6 +79,10 @@ class SupernetModule(L.LightningModule):
             weight_decay,
         )
         self.calibration, self.calib_samples = calibration, calib_samples
+        self.task = task or ImageClassification(
+            model.input_shape, 0, label_smoothing=label_smoothing
+        )
+        self.optimizer = check_optimizer(optimizer)
         self.rng = random.Random(seed)  # same seed on every rank: same subnets per step
         self.pools: dict[int, list[Arch]] = {}
         self._entered = -1
@@ -106,9 +113,11 @@ class SupernetModule(L.LightningModule):
         if i <= self._entered:
             return
         opened = set(self.phases[i].elastic) - set(self.phases[i - 1].elastic if i else ())
-        if "width" in opened:
+        if opened & set(self.model.reorder_groups):
             self.model.reorganize_by_importance()
-            log.info("phase %s: channels re-ordered by importance", self.phases[i].name)
+            log.info(
+                "phase %s: channels/heads/neurons re-ordered by importance", self.phases[i].name
+            )
         if self._trainer is not None:
             for opt in self.trainer.optimizers:
                 opt.state.clear()
@@ -145,30 +154,32 @@ class SupernetModule(L.LightningModule):
         return lr
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y = batch
+        task = self.task
+        inputs, targets = task.split_batch(batch)
         lr = self._set_lr(batch_idx)
         i = self.phase_index(self.current_epoch)
         largest, *others = self.subnets_for_step(i)
         self.model.set_active(largest)
-        logits = self.model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        teacher = logits.detach()
+        outputs = self.model(*inputs)
+        loss = task.loss(outputs, targets)
+        teacher = _detach(outputs)
         total = loss
         for arch in others:
             self.model.set_active(arch)
-            out = self.model(x)
-            kd = distill_loss(out, teacher, self.kd_temperature)
-            ce = F.cross_entropy(out, y, label_smoothing=self.label_smoothing)
-            total = total + self.kd_alpha * kd + (1.0 - self.kd_alpha) * ce
+            out = self.model(*inputs)
+            kd = task.distill_loss(out, teacher, self.kd_temperature)
+            if self.kd_alpha < 1.0:
+                kd = self.kd_alpha * kd + (1.0 - self.kd_alpha) * task.loss(out, targets)
+            total = total + kd
         self.model.set_active(largest)
-        acc = (logits.argmax(1) == y).float().mean()
+        primary = task.batch_metrics(_detach(outputs), targets)[task.primary_metric]
         # Step values every trainer.log_every_n_steps, and the epoch means.
         self.log_dict(
-            {"train/loss": loss, "train/acc_largest": acc},
+            {"train/loss": loss, f"train/{task.primary_metric}_largest": primary},
             prog_bar=True,
             on_step=True,
             on_epoch=True,
-            batch_size=len(y),
+            batch_size=_batch_size(inputs),
         )
         self.log_dict({"lr": lr, "phase": float(i)}, on_step=True, on_epoch=False)
         return total
@@ -178,14 +189,8 @@ class SupernetModule(L.LightningModule):
         for name, p in self.model.named_parameters():
             # BN affine params and the identity-initialised kernel transforms are not decayed.
             (no_decay if p.ndim <= 1 or "transforms" in name else decay).append(p)
-        return torch.optim.SGD(
-            [
-                {"params": decay, "weight_decay": self.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.phases[0].lr,
-            momentum=self.momentum,
-            nesterov=self.momentum > 0,
+        return make_optimizer(
+            self.optimizer, decay, no_decay, self.phases[0].lr, self.momentum, self.weight_decay
         )
 
     # --------------------------------------------------------------- validation
@@ -201,11 +206,18 @@ class SupernetModule(L.LightningModule):
             self._val_nets[tag] = net.eval()
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        x, y = batch
+        task = self.task
+        inputs, targets = task.split_batch(batch)
         for tag, net in self._val_nets.items():
             with torch.no_grad():
-                acc = (net(x).argmax(1) == y).float().mean()
-            self.log(f"val/acc_{tag}", acc, prog_bar=True, batch_size=len(y), sync_dist=True)
+                value = task.batch_metrics(net(*inputs), targets)[task.primary_metric]
+            self.log(
+                f"val/{task.primary_metric}_{tag}",
+                value,
+                prog_bar=True,
+                batch_size=_batch_size(inputs),
+                sync_dist=True,
+            )
 
     # --------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

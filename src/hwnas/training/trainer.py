@@ -81,10 +81,13 @@ class LogProgress(Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
+        # epoch means of the training metrics and the validation metrics
+        metrics = trainer.callback_metrics
         shown = ", ".join(
-            f"{k} {float(v):.4f}"
-            for k, v in sorted(trainer.callback_metrics.items())
-            if k.startswith(("val/", "train/")) and v.numel() == 1
+            f"{k.removesuffix('_epoch')} {float(v):.4f}"
+            for k, v in sorted(metrics.items())
+            if v.numel() == 1
+            and (k.startswith("val/") or (k.startswith("train/") and k.endswith("_epoch")))
         )
         log.info(
             "%s: epoch %d/%d done (%s), %.0f s",

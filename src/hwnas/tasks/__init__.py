@@ -1,0 +1,6 @@
+"""Tasks: what a domain plugs into the pipeline besides its elastic model."""
+
+from hwnas.tasks.base import Task
+from hwnas.tasks.image import ImageClassification
+
+__all__ = ["ImageClassification", "Task"]

@@ -1,0 +1,97 @@
+"""The task interface: what a domain plugs in besides its elastic model.
+
+Every stage talks to a :class:`Task` instead of assuming images: how to build an input
+batch for proxies, latency and ONNX export; how a data batch splits into model inputs
+and targets; the training loss and the distillation loss from the largest subnet's
+outputs; the evaluation metrics with one primary metric and its direction; and what
+must be saved beside a subnet to rebuild and run it. Image classification is one task
+(:mod:`hwnas.tasks.image`); extractive QA (token ids + attention masks -> start/end
+logits, exact match / F1) and transducer ASR (features + lengths -> joiner logits, WER)
+implement the same methods.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from hwnas.proxies import ProxyInputs
+
+
+class Task(ABC):
+    """A domain's contract with the pipeline (see the module doc).
+
+    ``metrics`` names what :meth:`evaluate` returns; ``primary_metric`` is the one
+    searches optimise and reports compare, ``higher_is_better`` its direction.
+    ``sample_unit`` names one input sample in throughput figures (``images``,
+    ``questions``, ``seconds of audio``)."""
+
+    name: str = "task"
+    metrics: tuple[str, ...] = ()
+    primary_metric: str = ""
+    higher_is_better: bool = True
+    sample_unit: str = "samples"
+
+    # ------------------------------------------------------------------ inputs
+    @abstractmethod
+    def example_inputs(self, batch_size: int, generator: torch.Generator) -> tuple[Any, ...]:
+        """Model inputs of a random batch (positional arguments of ``model(...)``), for
+        latency, throughput and ONNX export."""
+
+    @abstractmethod
+    def proxy_inputs(
+        self, batch_size: int, seed: int, device: str | torch.device = "cpu"
+    ) -> ProxyInputs:
+        """Data-free inputs for train-free proxies. They must be continuous: images go
+        in as they are (a ViT's patch embedding is scored too); for token ids or audio
+        a task supplies what follows the embedding or front end (docs/proxies.md)."""
+
+    @abstractmethod
+    def split_batch(self, batch: Any) -> tuple[tuple[Any, ...], Any]:
+        """A data-loader batch as ``(model inputs, targets)``."""
+
+    def input_names(self) -> list[str]:
+        """ONNX input names, one per element of :meth:`example_inputs`."""
+        return ["input"]
+
+    def output_names(self) -> list[str]:
+        return ["output"]
+
+    # ------------------------------------------------------------------ losses
+    @abstractmethod
+    def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
+        """The training loss of ``outputs`` against the data's ``targets``."""
+
+    @abstractmethod
+    def distill_loss(self, student: Any, teacher: Any, temperature: float) -> torch.Tensor:
+        """In-place distillation: ``student`` outputs against the largest subnet's
+        (detached) ``teacher`` outputs."""
+
+    # ----------------------------------------------------------------- metrics
+    @abstractmethod
+    def batch_metrics(self, outputs: Any, targets: Any) -> dict[str, torch.Tensor]:
+        """Per-batch metric values for Lightning logging (means over the batch)."""
+
+    @abstractmethod
+    def evaluate(
+        self, model: nn.Module, loader: Iterable, device: str | torch.device = "cpu"
+    ) -> dict[str, float]:
+        """Every metric of ``model`` (eval mode, no grad) over ``loader``."""
+
+    def primary(self, metrics: Mapping[str, float]) -> float:
+        return float(metrics[self.primary_metric])
+
+    def fitness(self, metrics: Mapping[str, float]) -> float:
+        """The primary metric oriented so higher is better (for searches)."""
+        value = self.primary(metrics)
+        return value if self.higher_is_better else -value
+
+    # --------------------------------------------------------------- artifacts
+    @abstractmethod
+    def spec(self) -> dict[str, Any]:
+        """JSON-serialisable description saved beside a subnet (``arch.json``): what a
+        user needs to feed it (shapes, dtypes, normalisation, vocabulary, ...)."""
