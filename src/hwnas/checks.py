@@ -53,6 +53,7 @@ NUMERIC: tuple[tuple[str, str, float | None], ...] = (
     ("final.weight_decay", "number", 0.0),
     ("final.label_smoothing", "number", 0.0),
     ("final.limit_train_batches", "fraction", None),
+    ("final.warmup_fraction", "number", 0.0),
     ("final.throughput_batch", "int", 1),
 )
 

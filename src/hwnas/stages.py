@@ -239,6 +239,7 @@ def _finetune(ctx: Context, net: torch.nn.Module, folder, tag: str) -> float:
         lr=f.lr,
         momentum=f.momentum,
         weight_decay=f.weight_decay,
+        warmup_fraction=float(f.warmup_fraction),
         task=ctx.dm.task(label_smoothing=float(f.label_smoothing)),
         optimizer=str(f.optimizer),
     )
