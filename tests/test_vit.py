@@ -175,6 +175,9 @@ def test_latency_units_share_keys_for_equal_pieces_and_compose(vit):
     assert keys[0].startswith("embed:") and keys[-1].startswith("head:")
     assert len(set(keys[1:-1])) == 1  # three identical layers, one key
     assert keys == unit_keys(vit, big)
+    rng = random.Random(3)
+    for arch in [vit.space.min_arch(), *(vit.space.sample(rng) for _ in range(10))]:
+        assert vit.latency_unit_keys(arch) == [k for k, _, _ in vit.latency_units(arch)]
     # the same layer config at another depth or position keeps its key
     other = vit.space.canonical(big.replace(depth=2, heads0=1, mlp0=1))
     other_keys = [k for k, _, _ in vit.latency_units(other)]

@@ -54,6 +54,12 @@ class ElasticModel(nn.Module):
         """The arch cut into independently measurable pieces: (key, module, input shape
         without batch). Equal keys mean equal pieces; a latency table is keyed by them."""
 
+    def latency_unit_keys(self, arch: Mapping[str, Any]) -> list[str]:
+        """The keys of :meth:`latency_units` (a latency table looks them up for every
+        searched arch). Override to compute them from the arch alone, without building
+        the subnet."""
+        return [key for key, _, _ in self.latency_units(arch)]
+
     @abstractmethod
     def forward_features(self, x: torch.Tensor) -> torch.Tensor: ...
 

@@ -261,6 +261,18 @@ class ElasticCNN(ElasticModel):
         return units
 
     # ---------------------------------------------------------------------- export
+    def latency_unit_keys(self, arch: Mapping[str, Any]) -> list[str]:
+        """The keys of :meth:`latency_units`, from the arch alone (no export)."""
+        arch = self.space.canonical(arch)
+        c, size = self.input_shape[0], self.input_shape[1]
+        keys = [f"stem:{c}x{size}"]
+        size = conv_out_size(size, self.stem[0].stride[0])
+        for s, stage in enumerate(self.stages):
+            for b in range(arch[f"d{s}"]):
+                keys.append(f"s{s}b{min(b, 1)}:k{arch[f'k{s}_{b}']}e{arch[f'e{s}_{b}']}")
+                size = conv_out_size(size, stage[b].stride)
+        return keys + [f"head:{self.head.in_features}x{size}"]
+
     def export(self, arch: Mapping[str, Any]) -> StaticCNN:
         with self.active(arch):
             stem = nn.Sequential(

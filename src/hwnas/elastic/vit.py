@@ -245,6 +245,21 @@ class ElasticViT(ElasticModel):
             + self.head.flops(1, batch_size)
         )
 
+    def latency_unit_keys(self, arch: Mapping[str, Any]) -> list[str]:
+        """The keys of :meth:`latency_units`, from the arch alone (no export)."""
+        arch = self.space.canonical(arch)
+        c, h, w = self.input_shape
+        t, e = self.tokens, arch["embed"]
+        layers = [
+            f"layer:t{t}e{e}h{arch[f'heads{i}']}m{self.hidden_dim(e, arch[f'mlp{i}'])}"
+            for i in range(arch["depth"])
+        ]
+        return [
+            f"embed:{c}x{h}x{w}p{self.patch_size}e{e}",
+            *layers,
+            f"head:t{t}e{e}c{self.num_classes}",
+        ]
+
     def latency_units(self, arch: Mapping[str, Any]) -> list[tuple[str, nn.Module, tuple]]:
         """Embedding at E, one unit per layer keyed by (tokens, E, heads, hidden) --
         equal layers share a key wherever they sit -- and norm + head at E."""

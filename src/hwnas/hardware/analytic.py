@@ -128,19 +128,8 @@ class AnalyticCost(CostModel):
 
 
 def unit_keys(model: ElasticModel, arch: Mapping[str, Any]) -> list[str]:
-    """The latency-unit keys of ``arch``; for :class:`ElasticCNN` computed from the
-    arch alone (the same keys as ``latency_units``, without exporting the subnet)."""
-    if not isinstance(model, ElasticCNN):
-        return [key for key, _, _ in model.latency_units(arch)]
-    arch = model.space.canonical(arch)
-    c, size = model.input_shape[0], model.input_shape[1]
-    keys = [f"stem:{c}x{size}"]
-    size = conv_out_size(size, model.stem[0].stride[0])
-    for s, stage in enumerate(model.stages):
-        for b in range(arch[f"d{s}"]):
-            keys.append(f"s{s}b{min(b, 1)}:k{arch[f'k{s}_{b}']}e{arch[f'e{s}_{b}']}")
-            size = conv_out_size(size, stage[b].stride)
-    return keys + [f"head:{model.head.in_features}x{size}"]
+    """The latency-unit keys of ``arch`` (the model's :meth:`latency_unit_keys`)."""
+    return model.latency_unit_keys(arch)
 
 
 def model_signature(model: ElasticModel) -> str:
