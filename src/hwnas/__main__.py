@@ -35,15 +35,20 @@ _state: dict[str, object] = {"started": False, "failed": []}
 
 
 def _objective(metrics: dict[str, float]) -> float:
-    """The optimised metric for sweepers: final test accuracy when the final stage ran,
-    else the best search/zero-shot figure available."""
-    for prefix in ("final/test_", "search/val_", "supernet/"):
-        keys = [k for k in metrics if k.startswith(prefix) and "_" not in k[len(prefix) :]]
-        if prefix == "supernet/":
-            keys = [k for k in metrics if k.startswith(prefix) and k.endswith("_largest")]
-        if keys:
-            return metrics[keys[0]]
-    return metrics.get("zero_shot/best_descore", float("nan"))
+    """The optimised metric for sweepers: the deployed subnet's test metric when the
+    final stage ran (``final/test_<metric>``), else the chosen subnet's validation
+    metric, the largest subnet's supernet metric, or the best DE-Score."""
+    candidates = (
+        (k for k in metrics if k.startswith("final/test_")),
+        (k for k in metrics if k.startswith("search/val_")),
+        (k for k in metrics if k.startswith("supernet/") and k.endswith("_largest")),
+        (k for k in ("zero_shot/best_descore",) if k in metrics),
+    )
+    for keys in candidates:
+        key = next(keys, None)
+        if key is not None:
+            return metrics[key]
+    return float("nan")
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")

@@ -211,11 +211,12 @@ def _refusal(metric: str, side: str, bound: float, achievable: float, where: str
 def search_constraints(ctx: Context) -> tuple[Constraints, float]:
     """The constraints of stage ``search``: ``constraints`` plus the latency cap of
     ``search.max_latency_ratio``; and the largest subnet's latency."""
-    largest = ctx.cost_model(ctx.model.space.max_arch()).get("latency_ms", float("nan"))
+    costs = ctx.cost_model(ctx.model.space.max_arch())
+    largest = costs.get("latency_ms", float("nan"))
     ratio = ctx.cfg.search.max_latency_ratio
     if ratio is None:
         return ctx.constraints, largest
-    if "latency_ms" not in ctx.cost_model(ctx.model.space.max_arch()):
+    if "latency_ms" not in costs:
         raise ConfigError(
             f"search.max_latency_ratio={ratio} needs latency, which the cost model "
             f"({ctx.cost_model.describe()}) does not estimate: set it to null or choose "

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from hwnas import stages as st
@@ -67,13 +68,8 @@ def record_run(out: Path, cfg: DictConfig, ctx: Context) -> None:
     (when run under Hydra) and the latency model the searches used."""
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / CONFIG_FILE, resolve=True)
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
-    except ImportError:  # pragma: no cover - hydra is a dependency
-        hydra_cfg = None
-    if hydra_cfg is not None:
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
         folder = out / ".hydra"
         folder.mkdir(exist_ok=True)
         OmegaConf.save(cfg, folder / "config.yaml")

@@ -115,7 +115,7 @@ def supernet(ctx: Context) -> dict[str, Any]:
             ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0),
         ],
         checkpointing=True,
-        **_progress(ctx),
+        **ctx.progress,
     )
     last = ckpt_dir / "last.ckpt"
     resume = str(last) if last.exists() else None
@@ -129,11 +129,6 @@ def supernet(ctx: Context) -> dict[str, Any]:
         "pools": {str(i): len(p) for i, p in module.pools.items()},
         "metrics": {f"supernet/{k[4:]}": v for k, v in metrics.items()},
     }
-
-
-def _progress(ctx: Context) -> dict[str, Any]:
-    p = ctx.progress
-    return {"progress": p["mode"], "progress_interval_s": p["interval_s"]}
 
 
 def load_supernet(ctx: Context) -> None:
@@ -250,7 +245,7 @@ def _finetune(ctx: Context, net: torch.nn.Module, folder, tag: str) -> float:
         log_name=f"logs_{tag}",
         title=f"final ({tag})",
         limit_train_batches=f.limit_train_batches,
-        **_progress(ctx),
+        **ctx.progress,
     )
     trainer.fit(module, datamodule=ctx.dm)
     (res,) = trainer.test(module, datamodule=ctx.dm, verbose=False)

@@ -13,6 +13,14 @@ from hwnas.proxies import ProxyInputs, gaussian_inputs
 from hwnas.tasks.base import Task
 
 
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) on temperature-softened logits, scaled by T²."""
+    t = temperature
+    return F.kl_div(
+        F.log_softmax(student / t, dim=1), F.softmax(teacher / t, dim=1), reduction="batchmean"
+    ) * (t * t)
+
+
 class ImageClassification(Task):
     """Cross-entropy with optional label smoothing; distillation is KL(teacher ||
     student) on temperature-softened logits, scaled by T²; metric ``acc`` (top-1)."""
@@ -57,10 +65,7 @@ class ImageClassification(Task):
     def distill_loss(
         self, student: torch.Tensor, teacher: torch.Tensor, temperature: float
     ) -> torch.Tensor:
-        t = temperature
-        return F.kl_div(
-            F.log_softmax(student / t, dim=1), F.softmax(teacher / t, dim=1), reduction="batchmean"
-        ) * (t * t)
+        return distill_loss(student, teacher, temperature)
 
     def batch_metrics(
         self, outputs: torch.Tensor, targets: torch.Tensor

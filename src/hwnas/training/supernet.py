@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from hwnas.elastic.base import ElasticModel
 from hwnas.spaces.base import Arch, SearchSpace
 from hwnas.tasks import ImageClassification, Task
+from hwnas.tasks.image import distill_loss  # noqa: F401  (re-exported)
 from hwnas.training.bn import recalibrate_bn
 from hwnas.training.optim import batch_size as _batch_size
 from hwnas.training.optim import check_optimizer, make_optimizer
@@ -40,12 +41,6 @@ class Phase:
     elastic: tuple[str, ...]
     epochs: int
     lr: float
-
-
-def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(teacher || student) on temperature-softened logits, scaled by T² (the image
-    classification task's distillation loss)."""
-    return ImageClassification((), 0).distill_loss(student, teacher, temperature)
 
 
 class SupernetModule(L.LightningModule):

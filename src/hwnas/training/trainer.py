@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -32,17 +33,13 @@ def check_trainer_config(cfg: Mapping[str, Any]) -> None:
         )
     if cfg["logger"] not in LOGGERS:
         raise ValueError(f"trainer.logger={cfg['logger']!r}: choose one of {list(LOGGERS)}")
-    if cfg["logger"] == "tensorboard":
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            try:
-                import tensorboardX  # noqa: F401
-            except ImportError:
-                raise ValueError(
-                    "trainer.logger=tensorboard needs the tensorboard package: "
-                    "pip install tensorboard, or use trainer.logger=csv"
-                ) from None
+    if cfg["logger"] == "tensorboard" and not any(
+        importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")
+    ):
+        raise ValueError(
+            "trainer.logger=tensorboard needs the tensorboard package: "
+            "pip install tensorboard, or use trainer.logger=csv"
+        )
     n = cfg["log_every_n_steps"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"trainer.log_every_n_steps={n!r} must be an integer >= 1")
@@ -117,18 +114,17 @@ def build_trainer(
     limit_train_batches: float | int = 1.0,
     callbacks: Sequence[Callback] = (),
     checkpointing: bool = False,
-    progress: str = "auto",
-    progress_interval_s: float = 30.0,
+    mode: str = "auto",
+    interval_s: float = 30.0,
 ) -> L.Trainer:
     """A Trainer from the ``trainer`` node (accelerator, devices, precision, logger,
     log_every_n_steps, deterministic), writing logs under ``folder/log_name``; a rich
-    bar on a terminal, :class:`LogProgress` lines otherwise (``progress`` mode)."""
+    bar on a terminal, :class:`LogProgress` lines otherwise (progress ``mode``, as
+    :func:`hwnas.progress.progress_bar` takes it)."""
     check_trainer_config(cfg)
     folder = Path(folder)
-    bars = use_bars(progress)
-    extra: list[Callback] = (
-        [RichProgressBar()] if bars else [LogProgress(title, progress_interval_s)]
-    )
+    bars = use_bars(mode)
+    extra: list[Callback] = [RichProgressBar()] if bars else [LogProgress(title, interval_s)]
     return L.Trainer(
         max_epochs=max_epochs,
         accelerator=cfg["accelerator"],
