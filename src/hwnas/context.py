@@ -92,7 +92,7 @@ def build_context(cfg: DictConfig) -> Context:
         x, y = dm.proxy_batch(int(zs.batch_size), seed)
         inputs = ProxyInputs(x=x.to(device), y=y.to(device), num_classes=dm.num_classes)
     else:
-        inputs = task.proxy_inputs(int(zs.batch_size), seed, device)
+        inputs = task.proxy_inputs(int(zs.batch_size), seed, device, shape=model.proxy_shape)
     return Context(
         cfg, out, dm, model, cost_model, constraints, descore, inputs, task, seed, device
     )

@@ -124,7 +124,7 @@ def plot_pareto(
 
 def _measure(ctx: Context, net: nn.Module) -> dict[str, float]:
     hw = ctx.cfg.hardware
-    shape = tuple(ctx.dm.input_shape)
+    shape = ctx.task.example_inputs
     common = dict(
         device=hw.device,
         threads=hw.threads,

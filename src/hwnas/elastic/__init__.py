@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from hwnas.elastic.base import ElasticModel
+from hwnas.elastic.bert import ElasticBert, StaticBert
 from hwnas.elastic.cnn import ElasticCNN, StaticCNN
 from hwnas.elastic.vit import ElasticViT, StaticViT
 
@@ -36,6 +37,26 @@ def _build_vit(input_shape: tuple[int, int, int], num_classes: int, **kw: Any) -
 register_model("elastic_vit", _build_vit)
 
 
+def _build_bert(
+    input_shape: tuple[int], num_classes: int, pretrained: str | None = None, **kw: Any
+) -> ElasticModel:
+    """``input_shape`` is ``(max_seq_length,)`` from the data; ``pretrained`` a Hugging
+    Face BERT checkpoint folder (``None``: random init from ``kw``, which then needs
+    ``vocab_size``)."""
+    (seq_len,) = input_shape
+    if num_classes != 2:
+        raise ValueError(f"elastic_bert predicts answer spans (2 logits), data gave {num_classes}")
+    if pretrained:
+        return ElasticBert.from_pretrained(pretrained, max_seq_length=seq_len, **kw)
+    kw = {k: v for k, v in kw.items() if v is not None}
+    if "vocab_size" not in kw:
+        raise ValueError("model=elastic_bert needs model.pretrained=PATH (or model.vocab_size)")
+    return ElasticBert(max_seq_length=seq_len, **kw)
+
+
+register_model("elastic_bert", _build_bert)
+
+
 def build_model(
     model_cfg: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int
 ) -> ElasticModel:
@@ -56,9 +77,11 @@ def build_model(
 
 
 __all__ = [
+    "ElasticBert",
     "ElasticModel",
     "ElasticCNN",
     "ElasticViT",
+    "StaticBert",
     "StaticCNN",
     "StaticViT",
     "build_model",

@@ -63,6 +63,20 @@ class ElasticModel(nn.Module):
     @abstractmethod
     def forward_features(self, x: torch.Tensor) -> torch.Tensor: ...
 
+    def example_inputs(self, batch_size: int, generator: torch.Generator) -> tuple:
+        """Positional inputs of a random batch (latency, memory tracing): a float
+        Gaussian ``(batch_size, *input_shape)`` unless a model takes other inputs."""
+        return (torch.randn((batch_size, *self.input_shape), generator=generator),)
+
+    # The continuous input its train-free proxies see (``None``: ``input_shape``), and
+    # the module they score for an exported subnet (models whose input is not
+    # continuous, e.g. token ids, cut after their embedding; see docs/proxies.md).
+    proxy_shape: tuple[int, ...] | None = None
+
+    def proxy_module(self, sub: nn.Module) -> nn.Module:
+        """What train-free proxies score for the exported subnet ``sub``."""
+        return sub
+
     @contextmanager
     def active(self, arch: Mapping[str, Any]) -> Iterator[ElasticModel]:
         """Activate ``arch`` for the block, then restore the previous one."""

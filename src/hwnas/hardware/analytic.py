@@ -33,6 +33,7 @@ from torch import nn
 from hwnas.elastic.base import ElasticModel
 from hwnas.elastic.cnn import ElasticCNN, conv_out_size
 from hwnas.hardware.base import CostModel
+from hwnas.hardware.latency import InputSpec, make_inputs
 from hwnas.spaces.base import Arch, Gene, SearchSpace
 
 BYTES_PER_ELEMENT = 4  # float32
@@ -69,9 +70,10 @@ def cnn_peak_elements(model: ElasticCNN, arch: Mapping[str, Any]) -> int:
     return max(peak, image + x + pooled, image + pooled + model.head.out_features)
 
 
-def traced_peak_elements(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+def traced_peak_elements(module: nn.Module, inputs: InputSpec) -> int:
     """Largest ``input + input-of-layer + output-of-layer`` over the leaf modules of
-    ``module`` for one sample (generic fallback; block inputs are not tracked)."""
+    ``module`` for one sample (generic fallback; block inputs are not tracked);
+    ``inputs`` is a shape without the batch dimension or an input callable."""
     sizes: list[int] = []
 
     def hook(_mod: nn.Module, args: tuple, output: Any) -> None:
@@ -84,17 +86,14 @@ def traced_peak_elements(module: nn.Module, input_shape: tuple[int, ...]) -> int
     was_training = module.training
     try:
         module.eval()
-        x = torch.zeros((1, *input_shape))
+        xs = make_inputs(inputs, 1, torch.Generator().manual_seed(0))
         with torch.inference_mode():
-            module(x)
+            module(*xs)
     finally:
         module.train(was_training)
         for h in handles:
             h.remove()
-    image = 1
-    for d in input_shape:
-        image *= d
-    return image + max(sizes, default=0)
+    return sum(x.numel() for x in xs) + max(sizes, default=0)
 
 
 class AnalyticCost(CostModel):
@@ -112,7 +111,7 @@ class AnalyticCost(CostModel):
     def peak_elements(self, arch: Arch) -> int:
         if isinstance(self.model, ElasticCNN):
             return cnn_peak_elements(self.model, arch)
-        return traced_peak_elements(self.model.export(arch), tuple(self.model.input_shape))
+        return traced_peak_elements(self.model.export(arch), self.model.example_inputs)
 
     def _compute(self, arch: Arch) -> dict[str, float]:
         costs = dict(self.model.cost_of(arch, batch_size=1))

@@ -70,7 +70,7 @@ class FlopsLine:
         flops = np.array([model.cost_of(a)["flops_m"] for a in archs], dtype=float)
         ms = np.array(
             [
-                measure_latency(model.export(a), tuple(model.input_shape), **setting).median_ms
+                measure_latency(model.export(a), model.example_inputs, **setting).median_ms
                 for a in archs
             ]
         )

@@ -32,6 +32,10 @@ from hwnas.spaces.base import Arch
 log = logging.getLogger(__name__)
 
 DEVICES = ("cpu", "cuda")
+# A module's input: a shape without the batch dimension (one float32 Gaussian batch) or
+# a callable ``(batch_size, generator) -> tuple of tensors`` (token ids, masks, ...).
+InputFactory = Callable[[int, torch.Generator], tuple[torch.Tensor, ...]]
+InputSpec = tuple[int, ...] | InputFactory
 BACKENDS = ("torch", "onnxruntime")
 
 
@@ -134,7 +138,7 @@ def torch_threads(threads: int | None) -> Iterator[int]:
 
 def measure_latency(
     module: nn.Module,
-    input_shape: tuple[int, ...],
+    inputs: InputSpec,
     batch_size: int = 1,
     device: str = "cpu",
     threads: int | None = None,
@@ -143,7 +147,8 @@ def measure_latency(
     backend: str = "torch",
     seed: int = 0,
 ) -> LatencyStats:
-    """Time ``module`` on a ``(batch_size, *input_shape)`` random batch.
+    """Time ``module`` on a random batch of ``batch_size`` built from ``inputs`` (a
+    shape without the batch dimension, or a callable; see ``InputSpec``).
 
     ``threads`` fixes the CPU intra-op threads (PyTorch's setting is restored
     afterwards; ``None`` keeps the current one). The module is run in eval mode under
@@ -152,15 +157,15 @@ def measure_latency(
     """
     check_setting(device, backend, threads, batch_size, warmup, repeats)
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn((batch_size, *input_shape), generator=gen)
+    xs = make_inputs(inputs, batch_size, gen)
     was_training = module.training
     module.eval()
     try:
         with torch_threads(threads) as n_threads:
             if backend == "torch":
-                times = _time_torch(module, x, device, warmup, repeats)
+                times = _time_torch(module, xs, device, warmup, repeats)
             else:
-                times = _time_onnxruntime(module, x, device, n_threads, warmup, repeats)
+                times = _time_onnxruntime(module, xs, device, n_threads, warmup, repeats)
     finally:
         module.train(was_training)
     t = np.asarray(times, dtype=np.float64)
@@ -179,6 +184,22 @@ def measure_latency(
         threads=n_threads,
         backend=backend,
     )
+
+
+def make_inputs(spec: InputSpec, batch_size: int, generator: torch.Generator) -> tuple:
+    """The positional inputs of one batch described by ``spec`` (see ``InputSpec``)."""
+    if callable(spec):
+        return tuple(spec(batch_size, generator))
+    return (torch.randn((batch_size, *spec), generator=generator),)
+
+
+def describe_inputs(spec: InputSpec) -> list:
+    """JSON-able description of ``spec``: the shape, or each input's shape and dtype
+    (batch of one) for a callable."""
+    if not callable(spec):
+        return [int(d) for d in spec]
+    xs = make_inputs(spec, 1, torch.Generator().manual_seed(0))
+    return [f"{list(x.shape[1:])}:{str(x.dtype).removeprefix('torch.')}" for x in xs]
 
 
 def _on_device(module: nn.Module, device: str) -> nn.Module:
@@ -202,34 +223,40 @@ def _no_gc() -> Iterator[None]:
 
 
 def _time_torch(
-    module: nn.Module, x: torch.Tensor, device: str, warmup: int, repeats: int
+    module: nn.Module, xs: tuple, device: str, warmup: int, repeats: int
 ) -> list[float]:
     net = _on_device(module, device)
-    x = x.to(device)
+    xs = tuple(x.to(device) for x in xs)
     times: list[float] = []
     with torch.inference_mode(), _no_gc():
         for _ in range(warmup):
-            net(x)
+            net(*xs)
         if device == "cuda":
             torch.cuda.synchronize()
             for _ in range(repeats):
                 start = torch.cuda.Event(enable_timing=True)
                 end = torch.cuda.Event(enable_timing=True)
                 start.record()
-                net(x)
+                net(*xs)
                 end.record()
                 torch.cuda.synchronize()
                 times.append(float(start.elapsed_time(end)))
         else:
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                net(x)
+                net(*xs)
                 times.append((time.perf_counter() - t0) * 1e3)
     return times
 
 
-def onnx_session(module: nn.Module, x: torch.Tensor, device: str, threads: int) -> Any:
-    """Export ``module`` (eval mode, traced on ``x``) to ONNX and open a session."""
+def input_names(xs: tuple) -> list[str]:
+    """ONNX input names of :func:`onnx_session`: ``x`` for one input, else ``x0, x1, ...``."""
+    return ["x"] if len(xs) == 1 else [f"x{i}" for i in range(len(xs))]
+
+
+def onnx_session(module: nn.Module, xs: tuple, device: str, threads: int) -> Any:
+    """Export ``module`` (eval mode, traced on the inputs ``xs``) to ONNX and open a
+    session; its inputs are named by :func:`input_names`."""
     import onnxruntime as ort
 
     providers = ["CPUExecutionProvider"]
@@ -246,9 +273,9 @@ def onnx_session(module: nn.Module, x: torch.Tensor, device: str, threads: int) 
         with torch.no_grad():
             torch.onnx.export(
                 net,
-                (x,),
+                tuple(xs),
                 str(path),
-                input_names=["x"],
+                input_names=input_names(xs),
                 output_names=["y"],
                 opset_version=17,
                 dynamo=False,
@@ -263,10 +290,10 @@ def onnx_session(module: nn.Module, x: torch.Tensor, device: str, threads: int) 
 
 
 def _time_onnxruntime(
-    module: nn.Module, x: torch.Tensor, device: str, threads: int, warmup: int, repeats: int
+    module: nn.Module, xs: tuple, device: str, threads: int, warmup: int, repeats: int
 ) -> list[float]:
-    session = onnx_session(module, x, device, threads)
-    feed = {"x": x.numpy()}
+    session = onnx_session(module, xs, device, threads)
+    feed = {n: x.numpy() for n, x in zip(input_names(xs), xs, strict=True)}
     times: list[float] = []
     with _no_gc():
         for _ in range(warmup):
@@ -313,7 +340,7 @@ class MeasuredLatency(CostModel):
 
     def _compute(self, arch: Arch) -> dict[str, float]:
         sub = self.model.export(arch)
-        stats = measure_latency(sub, tuple(self.model.input_shape), **self.settings())
+        stats = measure_latency(sub, self.model.example_inputs, **self.settings())
         self.stats[arch] = stats
         if self._progress is not None:
             self._progress(arch, stats)

@@ -29,7 +29,12 @@ import numpy as np
 from hwnas.elastic.base import ElasticModel
 from hwnas.hardware.analytic import covering_archs, unit_keys
 from hwnas.hardware.base import CostModel
-from hwnas.hardware.latency import check_setting, measure_latency, setting_label
+from hwnas.hardware.latency import (
+    check_setting,
+    describe_inputs,
+    measure_latency,
+    setting_label,
+)
 from hwnas.hardware.records import (
     FINGERPRINT_KEYS,
     RECORD_NAME,
@@ -173,14 +178,14 @@ class LatencyTable:
 
         unit_ms = _min_of_medians(list(pieces.items()), setting, rounds, tick)
         units = {
-            key: {"median_ms": ms, "input_shape": list(pieces[key][1])}
+            key: {"median_ms": ms, "input_shape": describe_inputs(pieces[key][1])}
             for key, ms in unit_ms.items()
         }
         table = cls(_metadata(model, setting, correction_samples, seed, rounds), units)
         if corr_archs:
             names = [f"network {i + 1}/{len(corr_archs)}" for i in range(len(corr_archs))]
             nets = [
-                (n, (model.export(a), tuple(model.input_shape)))
+                (n, (model.export(a), model.example_inputs))
                 for n, a in zip(names, corr_archs, strict=True)
             ]
             net_ms = _min_of_medians(nets, setting, rounds, tick)
@@ -338,11 +343,11 @@ def _distinct_units(model: ElasticModel, rng: random.Random, extra: int = 16) ->
     pieces: dict[str, tuple] = {}
     for arch in covering_archs(model.space):
         for key, module, shape in model.latency_units(arch):
-            pieces.setdefault(key, (module, tuple(shape)))
+            pieces.setdefault(key, (module, shape if callable(shape) else tuple(shape)))
     covered = len(pieces)
     for _ in range(extra):  # safety net: random archs must not reveal new keys
         for key, module, shape in model.latency_units(model.space.sample(rng)):
-            pieces.setdefault(key, (module, tuple(shape)))
+            pieces.setdefault(key, (module, shape if callable(shape) else tuple(shape)))
     if len(pieces) > covered:
         log.warning(
             "covering archs missed %d latency units of %s; random samples added them",

@@ -40,7 +40,7 @@ class ZeroShotObjective(Objective):
         for arch in archs:
             if arch not in self._cache:
                 latency = self.cost_model(arch).get("latency_ms") if self.cost_model else None
-                sub = self.model.export(arch).to(self.inputs.x.device)
+                sub = self.model.proxy_module(self.model.export(arch)).to(self.inputs.x.device)
                 self._cache[arch] = self.descore.components(sub, self.inputs, self.seed, latency)
             out.append(dict(self._cache[arch]))
         return out

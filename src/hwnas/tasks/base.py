@@ -44,11 +44,16 @@ class Task(ABC):
 
     @abstractmethod
     def proxy_inputs(
-        self, batch_size: int, seed: int, device: str | torch.device = "cpu"
+        self,
+        batch_size: int,
+        seed: int,
+        device: str | torch.device = "cpu",
+        shape: tuple[int, ...] | None = None,
     ) -> ProxyInputs:
         """Data-free inputs for train-free proxies. They must be continuous: images go
         in as they are (a ViT's patch embedding is scored too); for token ids or audio
-        a task supplies what follows the embedding or front end (docs/proxies.md)."""
+        a task supplies what follows the embedding or front end, shaped ``shape`` (the
+        model's ``proxy_shape``; docs/proxies.md)."""
 
     @abstractmethod
     def split_batch(self, batch: Any) -> tuple[tuple[Any, ...], Any]:

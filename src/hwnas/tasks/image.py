@@ -48,9 +48,15 @@ class ImageClassification(Task):
         return (torch.randn((batch_size, *self.input_shape), generator=generator),)
 
     def proxy_inputs(
-        self, batch_size: int, seed: int, device: str | torch.device = "cpu"
+        self,
+        batch_size: int,
+        seed: int,
+        device: str | torch.device = "cpu",
+        shape: tuple[int, ...] | None = None,
     ) -> ProxyInputs:
-        return gaussian_inputs(self.input_shape, batch_size, self.num_classes, seed, device)
+        """Gaussian images (``shape`` overrides the data's image shape)."""
+        shape = self.input_shape if shape is None else shape
+        return gaussian_inputs(shape, batch_size, self.num_classes, seed, device)
 
     def split_batch(self, batch: Any) -> tuple[tuple[torch.Tensor], torch.Tensor]:
         x, y = batch

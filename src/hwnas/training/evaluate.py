@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -12,13 +13,30 @@ from hwnas.tasks import Task
 from hwnas.training.bn import recalibrate_bn
 
 
+def batch_size_of(batch: Any) -> int:
+    """Samples in a batch: the leading size of its first tensor (tuples, lists, dicts)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0])
+    first = next(iter(batch.values())) if isinstance(batch, Mapping) else batch[0]
+    return batch_size_of(first)
+
+
+def take(batch: Any, n: int) -> Any:
+    """The first ``n`` samples of a batch of tensors (tuples, lists, dicts kept)."""
+    if isinstance(batch, torch.Tensor):
+        return batch[:n]
+    if isinstance(batch, Mapping):
+        return {k: take(v, n) for k, v in batch.items()}
+    return type(batch)(take(v, n) for v in batch)
+
+
 def first_samples(loader: Iterable, n: int) -> list:
-    """The first ``n`` samples of ``loader`` as a list of (x, y) batches."""
+    """The first ``n`` samples of ``loader`` as a list of batches."""
     out: list = []
     seen = 0
-    for x, y in loader:
-        out.append((x[: n - seen], y[: n - seen]))
-        seen += len(out[-1][1])
+    for batch in loader:
+        out.append(take(batch, n - seen))
+        seen += batch_size_of(out[-1])
         if seen >= n:
             break
     return out

