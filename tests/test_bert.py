@@ -150,3 +150,17 @@ def test_default_choices_follow_the_checkpoint():
     assert default_choices("head_choices", 12) == [3, 6, 9, 12]
     assert default_choices("ffn_choices", 1536) == [384, 768, 1152, 1536]
     assert default_choices("embed_choices", 384) == [288, 384]
+
+
+def test_latency_table_times_token_id_units(checkpoint):
+    from hwnas.hardware.table import LatencyTable
+
+    model = ElasticBert.from_pretrained(checkpoint[0], max_seq_length=SEQ,
+                                        depth_choices=[2, 3], head_choices=[2, 4],
+                                        ffn_choices=[24, 48], embed_choices=[24, 32])  # fmt: skip
+    table = LatencyTable.build(model, threads=1, warmup=1, repeats=2, correction_samples=3,
+                               rounds=1)  # fmt: skip
+    embed_keys = [k for k in table.units if k.startswith("embed:")]
+    assert len(embed_keys) == 2  # one per hidden size
+    assert table.units[embed_keys[0]]["input_shape"] == [f"[{SEQ}]:int64", f"[{SEQ}]:int64"]
+    assert table.predict(model, model.space.max_arch()) > 0

@@ -142,6 +142,12 @@ def _measure(ctx: Context, net: nn.Module) -> dict[str, float]:
     }
 
 
+def _all_metrics(value: dict[str, Any], tuned: bool) -> dict[str, float]:
+    """Every test metric of a side, obtained as the compared one was."""
+    every = value.get("all") or {}
+    return dict(every.get("finetuned" if tuned else "inherited") or {})
+
+
 def _method(value: dict[str, float | None], epochs: int) -> tuple[float, str]:
     """The score a side is compared with, and how it was obtained."""
     if value.get("finetuned") is not None:
@@ -178,6 +184,9 @@ def final_report(
             "test_method": method,
             f"inherited_test_{m}": value["inherited"],
             f"finetuned_test_{m}": value.get("finetuned"),
+            "test_metrics": {
+                k: v for k, v in _all_metrics(value, both_tuned).items() if k in ctx.task.metrics
+            },
             **ctx.model.cost_of(a),
             **_measure(ctx, module),
         }
@@ -241,6 +250,10 @@ def final_report(
     }
 
 
+def _field(row: dict[str, Any], key: str) -> Any:
+    return row[key] if key in row else row.get("test_metrics", {}).get(key)
+
+
 def _fmt(value: Any, fmt: str) -> str:
     return "n/a (not fine-tuned)" if value is None else fmt.format(value)
 
@@ -257,6 +270,8 @@ def _markdown(r: dict[str, Any]) -> str:
         ("latency (ms, p90)", "latency_p90_ms", "{:.3f}"),
         (f"throughput ({r['sample_unit']}/s)", "throughput_per_s", "{:.0f}"),
     ]
+    extra = [k for k in r["largest"].get("test_metrics", {}) if k not in (m, "loss")]
+    fields[1:1] = [(f"test {k} compared", k, "{:.4f}") for k in extra]
     lines = [
         f"# hwnas report: {r['space']} on {r['data']}",
         "",
@@ -265,7 +280,8 @@ def _markdown(r: dict[str, Any]) -> str:
     ]
     for label, key, fmt in fields:
         lines.append(
-            f"| {label} | {_fmt(r['largest'][key], fmt)} | {_fmt(r['subnet'][key], fmt)} |"
+            f"| {label} | {_fmt(_field(r['largest'], key), fmt)} "
+            f"| {_fmt(_field(r['subnet'], key), fmt)} |"
         )
     lines += [
         "",

@@ -225,8 +225,9 @@ def search(ctx: Context) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- 4. final
-def _finetune(ctx: Context, net: torch.nn.Module, folder, tag: str) -> float:
-    """Fine-tune ``net`` for final.epochs and return its test accuracy."""
+def _finetune(ctx: Context, net: torch.nn.Module, folder, tag: str) -> dict[str, float]:
+    """Fine-tune ``net`` for final.epochs and return every test metric of the task
+    (``Task.evaluate``, as the inherited weights are scored)."""
     f = ctx.cfg.final
     module = SubnetModule(
         net,
@@ -248,8 +249,7 @@ def _finetune(ctx: Context, net: torch.nn.Module, folder, tag: str) -> float:
         **ctx.progress,
     )
     trainer.fit(module, datamodule=ctx.dm)
-    (res,) = trainer.test(module, datamodule=ctx.dm, verbose=False)
-    return float(res[f"test/{ctx.task.primary_metric}"])
+    return ctx.task.evaluate(net, ctx.dm.test_dataloader(), module.device)
 
 
 def final(ctx: Context) -> dict[str, Any]:
@@ -274,9 +274,13 @@ def final(ctx: Context) -> dict[str, Any]:
     ):
         net = ev.subnet(arch)
         inherited = ctx.task.evaluate(net, ctx.dm.test_dataloader())
-        acc = {"inherited": ctx.task.primary(inherited)}
-        acc["finetuned"] = _finetune(ctx, net, folder, tag) if tune else None
-        sides[tag], nets[tag] = acc, net.eval()
+        tuned = _finetune(ctx, net, folder, tag) if tune else None
+        sides[tag] = {
+            "inherited": ctx.task.primary(inherited),
+            "finetuned": None if tuned is None else ctx.task.primary(tuned),
+            "all": {"inherited": inherited, "finetuned": tuned},
+        }
+        nets[tag] = net.eval()
     save_subnet(folder, nets["subnet"], chosen, ctx, onnx=bool(f.onnx))
     return final_report(
         ctx,

@@ -5,21 +5,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from hwnas.data.base import HwnasDataModule
 from hwnas.data.cifar10 import CIFAR10DataModule
 from hwnas.data.fashion_mnist import FashionMNISTDataModule
+from hwnas.data.squad import SquadDataModule
 from hwnas.data.synthetic import SyntheticDataModule
 
-DATAMODULES: dict[str, type[HwnasDataModule]] = {
+DATAMODULES: dict[str, type[L.LightningDataModule]] = {
     CIFAR10DataModule.name: CIFAR10DataModule,
     FashionMNISTDataModule.name: FashionMNISTDataModule,
+    SquadDataModule.name: SquadDataModule,
     SyntheticDataModule.name: SyntheticDataModule,
 }
 
 
-def build_datamodule(cfg: Mapping[str, Any]) -> HwnasDataModule:
+def build_datamodule(cfg: Mapping[str, Any]) -> HwnasDataModule | SquadDataModule:
     """Build the data module ``cfg["name"]`` with the remaining keys as constructor args.
 
     ``cfg`` is the Hydra ``data`` node (a ``DictConfig``, resolved here) or a plain dict.
@@ -38,6 +41,7 @@ __all__ = [
     "CIFAR10DataModule",
     "FashionMNISTDataModule",
     "HwnasDataModule",
+    "SquadDataModule",
     "SyntheticDataModule",
     "build_datamodule",
 ]

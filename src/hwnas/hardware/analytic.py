@@ -2,7 +2,7 @@
 
 Parameters and FLOPs are exact, from the elastic model's per-op formulas
 (``ElasticModel.cost_of``; FLOPs count 2 per multiply-add of convolutions and linear
-layers, as ``torch.utils.flop_counter.FlopCounterMode`` does, per image).
+layers, as ``torch.utils.flop_counter.FlopCounterMode`` does, per sample).
 
 ``memory_mb`` estimates the peak activation memory of one eager float32 inference
 pass at the configured batch size, in MB (10^6 bytes); weights are not included.
@@ -97,7 +97,7 @@ def traced_peak_elements(module: nn.Module, inputs: InputSpec) -> int:
 
 
 class AnalyticCost(CostModel):
-    """``params_m`` (millions), ``flops_m`` (MFLOPs per image) and ``memory_mb`` (peak
+    """``params_m`` (millions), ``flops_m`` (MFLOPs per sample) and ``memory_mb`` (peak
     activation MB at ``batch_size``, float32) of each arch."""
 
     name = "analytic"
@@ -121,7 +121,7 @@ class AnalyticCost(CostModel):
 
     def describe(self) -> str:
         return (
-            f"analytic: params, FLOPs per image, peak activation memory "
+            f"analytic: params, FLOPs per sample, peak activation memory "
             f"(batch {self.batch_size}, float32)"
         )
 

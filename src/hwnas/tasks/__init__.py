@@ -2,5 +2,6 @@
 
 from hwnas.tasks.base import Task
 from hwnas.tasks.image import ImageClassification
+from hwnas.tasks.qa import ExtractiveQA
 
-__all__ = ["ImageClassification", "Task"]
+__all__ = ["ExtractiveQA", "ImageClassification", "Task"]

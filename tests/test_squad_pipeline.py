@@ -1,0 +1,76 @@
+"""The whole pipeline (all four stages) with a tiny BERT checkpoint on the SQuAD fixture."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hwnas.data import build_datamodule
+from hwnas.pipeline import run
+from hwnas.subnet_io import load_subnet
+from tests.conftest import compose_config
+
+FIXTURE = Path(__file__).parent / "fixtures" / "squad"
+
+
+def squad_config(out: Path, *extra: str):
+    return compose_config(["experiment=squad_tiny", f"paths.output_dir={out}",
+                           f"paths.cache_dir={out.parent / 'cache'}",
+                           f"data.data_dir={FIXTURE}", f"model.pretrained={FIXTURE / 'tiny_bert'}",
+                           *extra])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def squad_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("squad") / "run"
+    start = time.perf_counter()
+    metrics = run(squad_config(out))
+    return out, metrics, time.perf_counter() - start
+
+
+def test_every_stage_finishes_within_a_minute(squad_run):
+    out, metrics, seconds = squad_run
+    assert seconds < 60
+    for stage in ("zero_shot", "supernet", "search", "final"):
+        assert (out / stage / "DONE.json").is_file(), stage
+    report = json.loads((out / "final/report.json").read_text())
+    assert report["space"] == "elastic_bert" and report["metric"] == "f1"
+    assert report["task"] == "extractive_qa" and report["sample_unit"] == "questions"
+    for side in ("largest", "subnet"):
+        assert set(report[side]["test_metrics"]) == {"f1", "exact_match", "loss"}
+        assert 0.0 <= report[side]["test_f1"] <= 1.0
+        assert report[side]["test_metrics"]["exact_match"] <= report[side]["test_f1"] + 1e-9
+    assert report["subnet"]["flops_m"] <= report["largest"]["flops_m"]
+    assert metrics["final/test_f1"] == report["deployed_test_f1"]
+    assert "exact_match" in (out / "final/report.md").read_text()
+
+
+def test_saved_bert_reloads_and_matches_its_onnx(squad_run):
+    import onnxruntime as ort
+
+    out, _, _ = squad_run
+    spec = json.loads((out / "final/arch.json").read_text())
+    assert spec["task"] == "extractive_qa" and spec["tokenizer"]
+    net = load_subnet(out / "final").eval()
+    dm = build_datamodule(squad_config(out).data)
+    batch = next(iter(dm.test_dataloader()))
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    sess = ort.InferenceSession(str(out / "final/subnet.onnx"))
+    assert [i.name for i in sess.get_inputs()] == names
+    (onnx_out,) = sess.run(None, {n: batch[n].numpy() for n in names})
+    with torch.no_grad():
+        expected = net(*(batch[n] for n in names)).numpy()
+    assert expected.shape == (len(batch["input_ids"]), spec["max_seq_length"], 2)
+    np.testing.assert_allclose(onnx_out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_search_scores_subnets_by_official_f1(squad_run):
+    out, _, _ = squad_run
+    chosen = json.loads((out / "search/chosen.json").read_text())
+    assert chosen["val_primary"] == "f1"
+    assert set(chosen["val_metrics"]) >= {"f1", "exact_match"}
