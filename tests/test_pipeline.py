@@ -59,7 +59,7 @@ def test_report_compares_like_with_like(full_run):
     every accuracy says how it was obtained."""
     out, metrics = full_run
     report = json.loads((out / "final/report.json").read_text())
-    assert report["comparison"].startswith("fine-tuned 1 epochs")
+    assert report["comparison"].startswith("fine-tuned 1 epoch ")
     for side in ("largest", "subnet"):
         row = report[side]
         assert row["test_acc"] == row["finetuned_test_acc"]
@@ -69,7 +69,7 @@ def test_report_compares_like_with_like(full_run):
         report["largest"]["test_acc"] - report["subnet"]["test_acc"])
     assert metrics["final/drop"] == pytest.approx(report["drop"])
     md = (out / "final/report.md").read_text()
-    assert "inherited weights (BN recalibrated)" in md and "fine-tuned 1 epochs" in md
+    assert "inherited weights (BN recalibrated)" in md and "fine-tuned 1 epoch " in md
 
 
 def test_report_without_finetuning_the_largest_compares_inherited(tmp_path):

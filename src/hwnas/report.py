@@ -148,10 +148,21 @@ def _all_metrics(value: dict[str, Any], tuned: bool) -> dict[str, float]:
     return dict(every.get("finetuned" if tuned else "inherited") or {})
 
 
-def _method(value: dict[str, float | None], epochs: int) -> tuple[float, str]:
+def finetune_budget(epochs: int, limit: float | int) -> str:
+    """``3 epochs``, or with Lightning's ``limit_train_batches`` below a full epoch
+    ``1 epoch of 100 batches`` / ``2 epochs of 30% of the batches``."""
+    unit = "epoch" if epochs == 1 else "epochs"
+    if isinstance(limit, int) or (isinstance(limit, float) and limit > 1):
+        return f"{epochs} {unit} of {int(limit)} batches"
+    if limit < 1:
+        return f"{epochs} {unit} of {limit:.0%} of the batches"
+    return f"{epochs} {unit}"
+
+
+def _method(value: dict[str, float | None], budget: str) -> tuple[float, str]:
     """The score a side is compared with, and how it was obtained."""
     if value.get("finetuned") is not None:
-        return float(value["finetuned"]), f"fine-tuned {epochs} epochs from inherited weights"
+        return float(value["finetuned"]), f"fine-tuned {budget} from inherited weights"
     return float(value["inherited"]), "inherited supernet weights, BN recalibrated"
 
 
@@ -164,7 +175,7 @@ def final_report(
     largest: Arch,
     sub: dict[str, float | None],
     ref: dict[str, float | None],
-    epochs: int,
+    budget: str,
 ) -> dict[str, Any]:
     """Measure both nets on this machine and write ``report.json`` and ``report.md``.
 
@@ -178,7 +189,7 @@ def final_report(
     both_tuned = sub.get("finetuned") is not None and ref.get("finetuned") is not None
     rows = {}
     for tag, module, a, value in (("largest", big, largest, ref), ("subnet", net, arch, sub)):
-        score, method = _method(value if both_tuned else {"inherited": value["inherited"]}, epochs)
+        score, method = _method(value if both_tuned else {"inherited": value["inherited"]}, budget)
         rows[tag] = {
             f"test_{m}": score,
             "test_method": method,
@@ -190,7 +201,7 @@ def final_report(
             **ctx.model.cost_of(a),
             **_measure(ctx, module),
         }
-    deployed, deployed_method = _method(sub, epochs)
+    deployed, deployed_method = _method(sub, budget)
     sign = 1.0 if ctx.task.higher_is_better else -1.0
     speedup = rows["largest"]["latency_ms"] / rows["subnet"]["latency_ms"]
     thr_gain = rows["subnet"]["throughput_per_s"] / rows["largest"]["throughput_per_s"]

@@ -16,7 +16,7 @@ from hwnas.checks import build_configured_strategy, search_constraints
 from hwnas.context import ConfigError, Context
 from hwnas.hardware.constraints import InfeasibleError
 from hwnas.progress import progress_bar
-from hwnas.report import final_report, plot_pareto, save_pareto
+from hwnas.report import final_report, finetune_budget, plot_pareto, save_pareto
 from hwnas.search.base import Evaluated, SearchProblem, SearchResult, Strategy
 from hwnas.search.objectives import TaskObjective, ZeroShotObjective
 from hwnas.spaces.base import SearchSpace
@@ -291,5 +291,5 @@ def final(ctx: Context) -> dict[str, Any]:
         largest,
         sides["subnet"],
         sides["largest"],
-        epochs,
+        finetune_budget(epochs, f.limit_train_batches),
     )
