@@ -69,3 +69,40 @@ def test_from_config_rejects_unknown_keys_listing_the_valid_ones():
         assert key in str(e.value)
     ok = DEScore.from_config({"weights": {"saliency": 1.0}, "normalize": "zlog"})
     assert ok.normalize == "zlog"
+
+
+def test_a_failing_proxy_ranks_its_candidates_last_and_the_search_goes_on():
+    """One proxy raising for some candidates must not abort the zero-shot search: those
+    candidates are NaN on its term (ranked last there) and the failures are counted."""
+    import random
+
+    from hwnas.proxies import gaussian_inputs, register_proxy
+    from hwnas.proxies.base import _REGISTRY
+    from hwnas.search.objectives import ZeroShotObjective
+    from tests.conftest import tiny_cnn
+
+    @register_proxy("test_flaky_params")
+    def flaky(model, inputs, gen):  # fails on the larger networks
+        n = sum(p.numel() for p in model.parameters())
+        if n > 3000:
+            raise RuntimeError("flaky proxy failure")
+        return float(n)
+
+    try:
+        model = tiny_cnn()
+        descore = DEScore({"saliency": 1.0}, "rank", {"test_flaky_params": 1.0})
+        inputs = gaussian_inputs((1, 16, 16), 4, 10, seed=0)
+        objective = ZeroShotObjective(model, descore, inputs, seed=0)
+        rng = random.Random(0)
+        archs = list(dict.fromkeys(model.space.sample(rng) for _ in range(8)))
+        archs += [model.space.max_arch(), model.space.min_arch()]
+        raws = objective.measure(archs)
+        failed = [math.isnan(r["test_flaky_params"]) for r in raws]
+        assert any(failed) and not all(failed)
+        assert objective.failures["test_flaky_params"] == sum(failed)
+        ranks = DEScore({"saliency": 0.0}, "rank", {"test_flaky_params": 1.0}).combine(raws)
+        assert max(ranks[np.array(failed)]) < min(ranks[~np.array(failed)])
+        with pytest.raises(RuntimeError, match="flaky"):  # strict without a failures dict
+            descore.components(model.export(model.space.max_arch()), inputs)
+    finally:
+        _REGISTRY.pop("test_flaky_params", None)

@@ -37,7 +37,11 @@ def _zero_shot_search(
     strategy = build_configured_strategy(ctx.cfg.zero_shot.strategy, "zero_shot.strategy")
     with progress_bar(title, **ctx.progress) as update:
         problem = SearchProblem(space, objective, ctx.cost_model, ctx.constraints, seed, update)
-        return strategy.run(problem, budget)
+        result = strategy.run(problem, budget)
+    if objective.failures:
+        log.warning("%s: proxy failures (candidates): %s", title, dict(objective.failures))
+    result.proxy_failures = dict(objective.failures)
+    return result
 
 
 # ------------------------------------------------------------------ 1. zero-shot
@@ -65,9 +69,11 @@ def zero_shot(ctx: Context) -> dict[str, Any]:
     return {
         "best": result.best.arch.to_dict(),
         "pool": [a.to_dict() for a in pool],
+        "proxy_failures": result.proxy_failures,
         "metrics": {
             "zero_shot/candidates_per_s": n / seconds,
             "zero_shot/best_descore": result.best.fitness,
+            "zero_shot/proxy_failures": float(sum(result.proxy_failures.values())),
         },
     }
 

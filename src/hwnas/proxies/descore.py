@@ -10,7 +10,7 @@ import numpy as np
 from scipy.stats import rankdata
 from torch import nn
 
-from hwnas.proxies.base import ProxyInputs, get_proxy, score_proxies
+from hwnas.proxies.base import ProxyInputs, get_proxy, score_proxies, score_proxies_report
 
 log = logging.getLogger(__name__)
 
@@ -156,17 +156,25 @@ class DEScore:
         inputs: ProxyInputs,
         seed: int = 0,
         latency_ms: float | None = None,
+        failures: dict[str, str] | None = None,
     ) -> dict[str, float]:
         """Raw values of every weighted component and extra proxy, each scored on a copy
         of ``model`` (:func:`~hwnas.proxies.base.score_proxies`). ``latency_ms`` is
         required iff latency is weighted or limited (it is measured or predicted
-        elsewhere)."""
+        elsewhere). Without ``failures`` the first proxy that fails raises; with a dict,
+        each failed proxy's one-line error is stored there under its name and its
+        terms are NaN, which :meth:`combine` ranks last on those terms."""
         if self.needs_latency and latency_ms is None:
             raise ValueError(
                 "this DE-Score uses latency: pass latency_ms= (measured or predicted), or "
                 "set its weight to 0 / latency_penalty=False and latency_limit_ms=null"
             )
-        scores = score_proxies(self.proxies(), model, inputs, seed)
+        if failures is None:
+            scores = score_proxies(self.proxies(), model, inputs, seed)
+        else:  # lenient: a failed proxy is NaN, which ranks last on its term
+            report = score_proxies_report(self.proxies(), model, inputs, seed)
+            failures.update(report.failures)
+            scores = {name: report.scores.get(name, math.nan) for name in self.proxies()}
         raw = {key: scores[self.PROXY_OF.get(key, key)] for key in self.terms if key != "latency"}
         if latency_ms is not None and self.needs_latency:
             raw["latency"] = float(latency_ms)

@@ -180,6 +180,8 @@ class SearchResult:
     best: Evaluated
     top: list[Evaluated] = field(default_factory=list)
     rank: str = "history"
+    # proxy -> candidates it failed on (zero-shot searches; they ranked last on its term)
+    proxy_failures: dict[str, int] = field(default_factory=dict)
 
     @property
     def cost_key(self) -> str:
@@ -264,6 +266,7 @@ class SearchResult:
             "top": [e.row() for e in self.top],
             "history_best": self.history_best.row(),
             "evaluations": len(self.history),
+            "proxy_failures": self.proxy_failures,
         }
 
     def save(self, folder: str | Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 import numpy as np
@@ -34,6 +35,7 @@ class ZeroShotObjective(Objective):
         self.model, self.descore, self.inputs = model, descore, inputs
         self.cost_model, self.seed = cost_model, seed
         self._cache: dict[Arch, dict[str, float]] = {}
+        self.failures: Counter[str] = Counter()  # proxy -> candidates it failed on
 
     def measure(self, archs: Sequence[Arch]) -> list[dict[str, float]]:
         out = []
@@ -41,7 +43,20 @@ class ZeroShotObjective(Objective):
             if arch not in self._cache:
                 latency = self.cost_model(arch).get("latency_ms") if self.cost_model else None
                 sub = self.model.proxy_module(self.model.export(arch)).to(self.inputs.x.device)
-                self._cache[arch] = self.descore.components(sub, self.inputs, self.seed, latency)
+                failed: dict[str, str] = {}
+                self._cache[arch] = self.descore.components(
+                    sub, self.inputs, self.seed, latency, failures=failed
+                )
+                for name, error in failed.items():
+                    if not self.failures[name]:
+                        log.warning(
+                            "proxy %s failed on %s (%s); such candidates rank last on its "
+                            "term and the search goes on",
+                            name,
+                            arch.to_str(),
+                            error,
+                        )
+                    self.failures[name] += 1
             out.append(dict(self._cache[arch]))
         return out
 
