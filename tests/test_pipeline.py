@@ -69,7 +69,7 @@ def test_report_compares_like_with_like(full_run):
         report["largest"]["test_acc"] - report["subnet"]["test_acc"])
     assert metrics["final/drop"] == pytest.approx(report["drop"])
     md = (out / "final/report.md").read_text()
-    assert "inherited weights (BN recalibrated)" in md and "fine-tuned 1 epoch " in md
+    assert "inherited supernet weights, BN recalibrated" in md and "fine-tuned 1 epoch " in md
 
 
 def test_report_without_finetuning_the_largest_compares_inherited(tmp_path):

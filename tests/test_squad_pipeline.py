@@ -74,3 +74,11 @@ def test_search_scores_subnets_by_official_f1(squad_run):
     chosen = json.loads((out / "search/chosen.json").read_text())
     assert chosen["val_primary"] == "f1"
     assert set(chosen["val_metrics"]) >= {"f1", "exact_match"}
+
+
+def test_bn_free_models_do_not_claim_bn_recalibration(squad_run):
+    out, _, _ = squad_run
+    report = json.loads((out / "final/report.json").read_text())
+    assert report["inherited_method"] == "inherited supernet weights"
+    chosen = json.loads((out / "search/chosen.json").read_text())
+    assert "BN" not in chosen["val_method"]

@@ -20,6 +20,7 @@ from hwnas.hardware.constraints import Constraints  # noqa: E402
 from hwnas.hardware.latency import device_name, measure_latency  # noqa: E402
 from hwnas.search.base import Evaluated, SearchResult  # noqa: E402
 from hwnas.spaces.base import Arch  # noqa: E402
+from hwnas.training.bn import inherited_label  # noqa: E402
 
 if TYPE_CHECKING:
     from hwnas.context import Context
@@ -159,11 +160,12 @@ def finetune_budget(epochs: int, limit: float | int) -> str:
     return f"{epochs} {unit}"
 
 
-def _method(value: dict[str, float | None], budget: str) -> tuple[float, str]:
-    """The score a side is compared with, and how it was obtained."""
+def _method(value: dict[str, float | None], budget: str, inherited: str) -> tuple[float, str]:
+    """The score a side is compared with, and how it was obtained (``inherited``: the
+    label of an inherited-weights score, :func:`~hwnas.training.bn.inherited_label`)."""
     if value.get("finetuned") is not None:
         return float(value["finetuned"]), f"fine-tuned {budget} from inherited weights"
-    return float(value["inherited"]), "inherited supernet weights, BN recalibrated"
+    return float(value["inherited"]), inherited
 
 
 def final_report(
@@ -188,8 +190,10 @@ def final_report(
     m = ctx.task.primary_metric
     both_tuned = sub.get("finetuned") is not None and ref.get("finetuned") is not None
     rows = {}
+    label = inherited_label(net)
     for tag, module, a, value in (("largest", big, largest, ref), ("subnet", net, arch, sub)):
-        score, method = _method(value if both_tuned else {"inherited": value["inherited"]}, budget)
+        kept = value if both_tuned else {"inherited": value["inherited"]}
+        score, method = _method(kept, budget, label)
         rows[tag] = {
             f"test_{m}": score,
             "test_method": method,
@@ -201,7 +205,7 @@ def final_report(
             **ctx.model.cost_of(a),
             **_measure(ctx, module),
         }
-    deployed, deployed_method = _method(sub, budget)
+    deployed, deployed_method = _method(sub, budget, label)
     sign = 1.0 if ctx.task.higher_is_better else -1.0
     speedup = rows["largest"]["latency_ms"] / rows["subnet"]["latency_ms"]
     thr_gain = rows["subnet"]["throughput_per_s"] / rows["largest"]["throughput_per_s"]
@@ -228,6 +232,7 @@ def final_report(
         "largest": rows["largest"],
         "subnet": rows["subnet"],
         "comparison": rows["subnet"]["test_method"],
+        "inherited_method": label,
         f"deployed_test_{m}": deployed,
         "deployed_method": deployed_method,
         "speedup_latency": speedup,
@@ -273,7 +278,7 @@ def _markdown(r: dict[str, Any]) -> str:
     env, m = r["environment"], r["metric"]
     fields = [
         (f"test {m} compared ({r['comparison']})", f"test_{m}", "{:.4f}"),
-        (f"test {m}, inherited weights (BN recalibrated)", f"inherited_test_{m}", "{:.4f}"),
+        (f"test {m}, {r['inherited_method']}", f"inherited_test_{m}", "{:.4f}"),
         (f"test {m}, fine-tuned", f"finetuned_test_{m}", "{:.4f}"),
         ("parameters (M)", "params_m", "{:.4f}"),
         ("FLOPs (M)", "flops_m", "{:.2f}"),

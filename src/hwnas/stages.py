@@ -21,6 +21,7 @@ from hwnas.search.base import Evaluated, SearchProblem, SearchResult, Strategy
 from hwnas.search.objectives import TaskObjective, ZeroShotObjective
 from hwnas.spaces.base import SearchSpace
 from hwnas.subnet_io import save_subnet
+from hwnas.training.bn import inherited_label
 from hwnas.training.callbacks import ZeroShotSearchCallback
 from hwnas.training.evaluate import SubnetEvaluator, first_samples
 from hwnas.training.subnet import SubnetModule
@@ -201,7 +202,7 @@ def search(ctx: Context) -> dict[str, Any]:
                 "arch": chosen.arch.to_dict(),
                 "val_metrics": chosen.metrics,
                 "val_primary": metric,
-                "val_method": "inherited supernet weights, BN recalibrated",
+                "val_method": inherited_label(ctx.model),
                 "costs": chosen.costs,
                 "largest_latency_ms": largest_latency,
                 "constraints": constraints.describe(),

@@ -40,3 +40,10 @@ def recalibrate_bn(
     for bn, m in zip(bns, saved):
         bn.momentum = m
     return module.eval()
+
+
+def inherited_label(module: nn.Module) -> str:
+    """How inherited weights were scored: ``inherited supernet weights`` (+ ``, BN
+    recalibrated`` when ``module`` has BatchNorm layers, as they then were)."""
+    has_bn = any(isinstance(m, _BatchNorm) for m in module.modules())
+    return "inherited supernet weights" + (", BN recalibrated" if has_bn else "")
