@@ -446,7 +446,7 @@ def default_choices(key: str, full: int) -> list[int]:
     layers; heads and intermediate size at 1/4, 1/2, 3/4 and all (DynaBERT's width
     multipliers); hidden size at 3/4 (a multiple of 8) and all."""
     if key == "depth_choices":
-        return sorted({max(1, math.ceil(full / 2)), *range(math.ceil(full / 2), full + 1)})
+        return list(range(max(1, math.ceil(full / 2)), full + 1))
     if key == "embed_choices":
         return sorted({max(8, round(0.75 * full / 8) * 8), full})
     return sorted({max(1, round(full * r)) for r in (0.25, 0.5, 0.75, 1.0)})
@@ -486,10 +486,10 @@ def load_hf_qa_model(path: str | Path) -> tuple[nn.Module, bool]:
         transformers.logging.set_verbosity(verbosity)
     missing = set(info.get("missing_keys", ()))
     has_head = not any(k.startswith("qa_outputs") for k in missing)
-    unexpected_body = [k for k in missing if not k.startswith("qa_outputs")]
-    if unexpected_body:
+    missing_body = [k for k in missing if not k.startswith("qa_outputs")]
+    if missing_body:
         raise ValueError(
-            f"model.pretrained={path}: checkpoint lacks {sorted(unexpected_body)[:3]}...; "
+            f"model.pretrained={path}: checkpoint lacks {sorted(missing_body)[:3]}...; "
             f"it is not a complete BERT"
         )
     if not has_head:
