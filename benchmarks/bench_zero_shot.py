@@ -1,4 +1,4 @@
-"""Zero-shot scoring rate: candidates per second for the full DE-Score (zen, ntk, dss,
+"""Zero-shot scoring rate: candidates per second for the full DE-Score (zen, ntk, nuclear_diversity,
 synflow + latency, and the config's extra proxies), with the time of each part.
 Target: >= 5 candidates/s on 2 CPU cores (CNN space).
 

@@ -10,8 +10,18 @@ from omegaconf import OmegaConf
 from hwnas.pipeline import ConfigError, validate
 from tests.conftest import CONF_DIR, compose_config
 
-GROUPS = ["data", "model", "proxy", "zero_shot/strategy", "search/strategy", "hardware",
-          "supernet", "final", "trainer", "paths"]
+GROUPS = [
+    "data",
+    "model",
+    "proxy",
+    "zero_shot/strategy",
+    "search/strategy",
+    "hardware",
+    "supernet",
+    "final",
+    "trainer",
+    "paths",
+]
 
 
 def _options(group: str) -> list[str]:
@@ -25,8 +35,9 @@ def test_every_group_option_composes_and_validates(group, option):
     validate(cfg)
 
 
-@pytest.mark.parametrize("experiment", sorted(p.stem for p in Path(CONF_DIR, "experiment")
-                                              .glob("*.yaml")))
+@pytest.mark.parametrize(
+    "experiment", sorted(p.stem for p in Path(CONF_DIR, "experiment").glob("*.yaml"))
+)
 def test_every_experiment_composes(experiment):
     cfg = compose_config([f"experiment={experiment}", "paths.output_dir=/tmp/x"])
     OmegaConf.to_container(cfg, resolve=True)
@@ -51,26 +62,30 @@ def test_unknown_keys_are_rejected():
         compose_config(["zero_shot.strategy.populaton=5"])
 
 
-@pytest.mark.parametrize("override,match", [
-    ("stages=[final,zero_shot]", "order"),
-    ("stages=[train]", "subset"),
-    ("zero_shot.strategy.name=annealing", "choose one of"),
-    ("search.max_latency_ratio=1.5", "max_latency_ratio"),
-    ("zero_shot.inputs=images", "gaussian or data"),
-    ("search.budget=0", "search.budget"),
-    # values of the wrong type name the key instead of failing deep inside
-    ("zero_shot.strategy.population=abc", "zero_shot.strategy.*population"),
-    ("search.strategy.top_k=1.5", "search.strategy.*top_k"),
-    ("constraints.latency_ms.max=abc", "constraints.latency_ms.max='abc'"),
-    ("final.epochs=abc", "final.epochs='abc'"),
-    ("search.val_samples=0", "search.val_samples"),
-    ("supernet.phases.0.epochs=two", r"supernet.phases\[0\].epochs"),
-    ("threads=0", "threads"),
-    ("progress=quiet", "progress"),
-    ("trainer.logger=wandb", "trainer.logger"),
-    ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps"),
-    ("trainer.accelerator=tpu", "trainer.accelerator"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("stages=[final,zero_shot]", "order"),
+        ("stages=[train]", "subset"),
+        ("zero_shot.strategy.name=annealing", "choose one of"),
+        ("search.max_latency_ratio=1.5", "max_latency_ratio"),
+        ("zero_shot.inputs=images", "gaussian or data"),
+        ("zero_shot.device=gpu", "auto, cpu or cuda"),
+        ("search.budget=0", "search.budget"),
+        # values of the wrong type name the key instead of failing deep inside
+        ("zero_shot.strategy.population=abc", "zero_shot.strategy.*population"),
+        ("search.strategy.top_k=1.5", "search.strategy.*top_k"),
+        ("constraints.latency_ms.max=abc", "constraints.latency_ms.max='abc'"),
+        ("final.epochs=abc", "final.epochs='abc'"),
+        ("search.val_samples=0", "search.val_samples"),
+        ("supernet.phases.0.epochs=two", r"supernet.phases\[0\].epochs"),
+        ("threads=0", "threads"),
+        ("progress=quiet", "progress"),
+        ("trainer.logger=wandb", "trainer.logger"),
+        ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps"),
+        ("trainer.accelerator=tpu", "trainer.accelerator"),
+    ],
+)
 def test_invalid_values_get_one_line_errors(override, match):
     cfg = compose_config([override, "paths.output_dir=/tmp/x"])
     with pytest.raises(ConfigError, match=match) as err:
@@ -83,6 +98,16 @@ def test_gpu_accelerator_without_gpu_names_the_fix(monkeypatch):
     cfg = compose_config(["trainer.accelerator=gpu", "paths.output_dir=/tmp/x"])
     with pytest.raises(ConfigError, match="trainer.accelerator=cpu"):
         validate(cfg)
+
+
+def test_zero_shot_device_auto_takes_the_gpu_when_there(monkeypatch):
+    from hwnas.context import zero_shot_device
+
+    assert compose_config(["paths.output_dir=/tmp/x"]).zero_shot.device == "auto"
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert zero_shot_device("auto") == "cpu" and zero_shot_device("cuda") == "cuda"
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert zero_shot_device("auto") == "cuda" and zero_shot_device("cpu") == "cpu"
 
 
 def test_stage_groups_share_the_stage_names():
@@ -99,8 +124,14 @@ def test_phase_groups_must_be_the_models(tmp_path):
     from hwnas.checks import preflight
     from hwnas.context import build_context
 
-    cfg = compose_config(["experiment=synthetic_tiny", "supernet.phases.0.elastic=[colour]",
-                          f"paths.output_dir={tmp_path}/r", f"paths.cache_dir={tmp_path}/c"])
+    cfg = compose_config(
+        [
+            "experiment=synthetic_tiny",
+            "supernet.phases.0.elastic=[colour]",
+            f"paths.output_dir={tmp_path}/r",
+            f"paths.cache_dir={tmp_path}/c",
+        ]
+    )
     validate(cfg)
     with pytest.raises(ConfigError, match=r"elastic must be a subset of the elastic_cnn groups"):
         preflight(build_context(cfg))

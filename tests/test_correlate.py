@@ -144,18 +144,36 @@ def test_descore_columns(tmp_path):
     cfg = make_cfg(tmp_path, "descore=true", "proxies=[params]", "n=6", "batch_size=3")
     run_correlation(cfg)
     scores = pd.read_csv(tmp_path / "scores.csv")
-    assert {"descore", "descore_denas", "zen", "ntk", "dss", "synflow"} <= set(scores.columns)
+    assert {"descore", "descore_denas_rank", "descore_denas_reference", "zen", "ntk",
+            "nuclear_diversity", "synflow", "az_expressivity", "flops", "naswot"} <= set(
+        scores.columns
+    )  # fmt: skip
     # The DE-NAS variant is the equal-weight rank sum of its four terms (latency off).
-    ok = scores[["zen", "ntk", "dss", "synflow"]].notna().all(axis=1)
+    ok = scores[["zen", "ntk", "nuclear_diversity", "synflow"]].notna().all(axis=1)
     denas = proxy_lib.DEScore(
         {c: 1.0 for c in ("expressivity", "complexity", "diversity", "saliency")}
     )
     sub = scores[ok]
     raws = [
-        {"expressivity": r.zen, "complexity": r.ntk, "diversity": r.dss, "saliency": r.synflow}
+        {
+            "expressivity": r.zen,
+            "complexity": r.ntk,
+            "diversity": r.nuclear_diversity,
+            "saliency": r.synflow,
+        }
         for r in sub.itertuples()
     ]
-    assert np.allclose(sub["descore_denas"], denas.combine(raws))
+    assert np.allclose(sub["descore_denas_rank"], denas.combine(raws))
+    # the reference variant is DE-NAS's formula on each arch's raw values alone
+    formula = sub.zen / sub.synflow - sub.ntk + sub.nuclear_diversity
+    assert np.allclose(sub["descore_denas_reference"], formula)
+    # the shipped score: AZ-NAS's terms and NASWOT, log-rank aggregated
+    shipped = proxy_lib.DEScore.default()
+    terms = {"expressivity": "az_expressivity", "complexity": "flops",
+             "az_progressivity": "az_progressivity", "az_trainability": "az_trainability",
+             "naswot": "naswot"}  # fmt: skip
+    raws = [{k: getattr(r, v) for k, v in terms.items()} for r in scores.itertuples()]
+    assert np.allclose(scores["descore"], shipped.combine(raws, drop=("latency",)))
 
 
 @pytest.mark.parametrize(
@@ -184,7 +202,7 @@ def test_failed_terms_rank_last_in_descore(tmp_path, monkeypatch):
     proxy = proxy_base.Proxy("test_fail_on_pool", fail_on_pool, True, "")
     monkeypatch.setitem(proxy_base._REGISTRY, proxy.name, proxy)
     run_correlation(
-        make_cfg(tmp_path, "descore=true", "proxies=[params]", "~variants", "proxy=denas",
+        make_cfg(tmp_path, "descore=true", "proxies=[params]", "~variants", "proxy=denas_rank",
                  *(f"proxy.weights.{c}=0" for c in ("expressivity", "complexity", "diversity")),
                  "+proxy.extra.test_fail_on_pool=1.0")
     )  # fmt: skip
@@ -203,11 +221,17 @@ def test_failed_terms_rank_last_in_descore(tmp_path, monkeypatch):
 
 
 def test_latency_stand_in(tmp_path):
-    over = ["descore=true", "proxies=[params]", "~variants", "proxy=denas", "latency_proxy=flops"]
+    over = [
+        "descore=true",
+        "proxies=[params]",
+        "~variants",
+        "proxy=denas_rank",
+        "latency_proxy=flops",
+    ]
     run_correlation(make_cfg(tmp_path, *over, "n=6", "batch_size=3"))
     scores = pd.read_csv(tmp_path / "scores.csv")
     five = {c: 1.0 for c in proxy_lib.DEScore.COMPONENTS}
-    raws = [{"expressivity": r.zen, "complexity": r.ntk, "diversity": r.dss,
+    raws = [{"expressivity": r.zen, "complexity": r.ntk, "diversity": r.nuclear_diversity,
              "saliency": r.synflow, "latency": r.flops} for r in scores.itertuples()]  # fmt: skip
     assert np.allclose(scores["descore"], proxy_lib.DEScore(five).combine(raws))
     with pytest.raises(KeyError, match="registered proxies"):

@@ -78,6 +78,7 @@ def make(kind: str, seed: int = 0) -> tuple[nn.Module, P.ProxyInputs]:
 def test_every_proxy_finite_deterministic_and_on_a_copy(name, kind, training):
     model, inputs = make(kind)
     model.train(training)
+    model.head.bias.requires_grad_(False)  # a frozen tensor must stay frozen
     before = {k: v.clone() for k, v in model.state_dict().items()}
     grads = [p.requires_grad for p in model.parameters()]
     rng = torch.random.get_rng_state()
@@ -102,8 +103,8 @@ def test_shared_passes_equal_single_proxies(kind):
     assert set(report.seconds) == set(names)
     for name in names:
         assert report.scores[name] == P.score_proxy(name, model, inputs, seed=1), name
-    assert P.score_proxies(["snip", "dss"], model, inputs, 1) == {
-        k: report.scores[k] for k in ("snip", "dss")
+    assert P.score_proxies(["snip", "nuclear_diversity"], model, inputs, 1) == {
+        k: report.scores[k] for k in ("snip", "nuclear_diversity")
     }
 
 
@@ -191,9 +192,11 @@ def test_gradient_proxies_match_definitions():
     fisher = sum(0.5 * w.shape[1] * float((a * a.grad).pow(2).mean(0).sum())
                  for a, w in ((h, ws[0]), (out, ws[1])))  # fmt: skip
     nuc = torch.linalg.matrix_norm
-    dss = sum(float(nuc(w.grad, ord="nuc") * nuc(w, ord="nuc")) for w in ws)
-    got = P.score_proxies(["snip", "grad_norm", "fisher", "dss"], model, inputs)
-    assert got == pytest.approx({"snip": snip, "grad_norm": norm, "fisher": fisher, "dss": dss})
+    nuclear_diversity = sum(float(nuc(w.grad, ord="nuc") * nuc(w, ord="nuc")) for w in ws)
+    got = P.score_proxies(["snip", "grad_norm", "fisher", "nuclear_diversity"], model, inputs)
+    assert got == pytest.approx(
+        {"snip": snip, "grad_norm": norm, "fisher": fisher, "nuclear_diversity": nuclear_diversity}
+    )
     # GraSP: -Σ W ⊙ (H g), H g by differentiating g·stop_grad(g).
     grads = torch.autograd.grad(F.cross_entropy(ref(inputs.x), inputs.y), ws, create_graph=True)
     hg = torch.autograd.grad(sum((g.detach() * g).sum() for g in grads), ws)
@@ -285,9 +288,15 @@ def test_descore_components_and_population():
     with pytest.raises(ValueError, match="latency_ms"):
         ds.components(models[0], inputs)
     raws = [ds.components(m, inputs, 0, latency_ms=float(i)) for i, m in enumerate(models)]
-    keys = {"expressivity", "complexity", "diversity", "saliency", "latency", "naswot", "jacob_cov"}
+    keys = {"expressivity", "complexity", "latency", "az_progressivity", "az_trainability",
+            "naswot"}  # fmt: skip
     assert set(raws[0]) == keys
-    assert raws[0]["complexity"] == P.score_proxy("ntk", models[0], inputs, 0)
+    assert raws[0]["complexity"] == P.score_proxy("flops", models[0], inputs, 0)
+    assert raws[0]["expressivity"] == P.score_proxy("az_expressivity", models[0], inputs, 0)
+    five = P.DEScore.denas()
+    assert five.components(models[0], inputs, 0, 1.0)["complexity"] == P.score_proxy(
+        "ntk", models[0], inputs, 0
+    )
     scores = ds.score_population(models, inputs, 0, latencies_ms=[0.0, 1.0, 2.0])
     assert np.allclose(scores, ds.combine(raws))
 
@@ -295,15 +304,30 @@ def test_descore_components_and_population():
 def test_descore_configs_and_errors():
     shipped = P.DEScore.from_config(yaml.safe_load((CONF / "descore.yaml").read_text()))
     assert repr(shipped) == repr(P.DEScore.default())
-    five = P.DEScore.from_config(yaml.safe_load((CONF / "denas.yaml").read_text()))
+    assert shipped.proxies() == ["az_expressivity", "flops", "az_progressivity",
+                                 "az_trainability", "naswot"]  # fmt: skip
+    five = P.DEScore.from_config(yaml.safe_load((CONF / "denas_rank.yaml").read_text()))
     assert repr(five) == repr(P.DEScore.denas()) and five.extra == {}
-    assert five.proxies() == ["zen", "ntk", "dss", "synflow"]
+    assert five.proxies() == ["zen", "ntk", "nuclear_diversity", "synflow"]
+    ref = P.DEScore.from_config(yaml.safe_load((CONF / "denas_reference.yaml").read_text()))
+    assert repr(ref) == repr(P.DEScore.denas_reference("cnn"))
     for kwargs, match in (
         ({"weights": {"speed": 1.0}}, "unknown DE-Score components"),
         ({"weights": {"saliency": -1.0}}, ">= 0"),
         ({"weights": {"saliency": 0.0}}, "no non-zero weight"),
         ({"weights": {"saliency": 1.0}, "normalize": "minmax"}, "choose one of"),
         ({"weights": {"saliency": 1.0}, "extra": {"nope": 1.0}}, "registered proxies"),
+        ({"weights": {"saliency": 1.0}, "proxies": {"latency": "flops"}}, "proxy-backed"),
+        ({"weights": {"saliency": 1.0}, "proxies": {"saliency": "nope"}}, "registered"),
+        ({"weights": {"saliency": 1.0}, "normalize": "reference_cnn"}, "divides"),
+        (
+            {
+                "weights": {"saliency": 1.0},
+                "extra": {"params": 1.0},
+                "normalize": "reference_transformer",
+            },
+            "no extra",
+        ),
     ):
         with pytest.raises((ValueError, KeyError), match=match):
             P.DEScore(**kwargs)

@@ -106,3 +106,33 @@ def test_a_failing_proxy_ranks_its_candidates_last_and_the_search_goes_on():
             descore.components(model.export(model.space.max_arch()), inputs)
     finally:
         _REGISTRY.pop("test_flaky_params", None)
+
+
+def test_zero_shot_takes_flops_from_the_cost_model_and_they_equal_the_proxy():
+    """The objective does not count FLOPs again: the cost model's flops_m is the same
+    count as the ``flops`` proxy on the proxy module, for the CNN, the ViT and BERT."""
+    import random
+    from pathlib import Path
+
+    from hwnas.elastic.bert import ElasticBert
+    from hwnas.proxies import gaussian_inputs, score_proxy
+    from hwnas.search.objectives import ZeroShotObjective
+    from tests.conftest import tiny_cnn
+    from tests.test_vit import tiny_vit
+
+    bert = Path(__file__).parent / "fixtures" / "squad" / "tiny_bert"
+    models = [tiny_cnn(), tiny_vit(), ElasticBert.from_pretrained(str(bert), max_seq_length=16)]
+    rng = random.Random(0)
+    for model in models:
+        inputs = gaussian_inputs(model.proxy_shape or model.input_shape, 2, 2, seed=0)
+        for arch in (model.space.max_arch(), model.space.min_arch(), model.space.sample(rng)):
+            sub = model.proxy_module(model.export(arch))
+            flops = model.cost_of(arch)["flops_m"] * 1e6
+            assert score_proxy("flops", sub, inputs) == pytest.approx(flops, rel=1e-9)
+    # the objective's complexity term is the cost model's count, not a re-count
+    model = models[0]
+    fake = {"flops_m": 1.25, "latency_ms": 2.0, "params_m": 0.1}
+    objective = ZeroShotObjective(model, DEScore.default(), gaussian_inputs((1, 16, 16), 4, 10, 0),
+                                  lambda arch: dict(fake), seed=0)  # fmt: skip
+    (raw,) = objective.measure([model.space.max_arch()])
+    assert raw["complexity"] == 1.25e6 and raw["latency"] == 2.0

@@ -133,8 +133,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} must be null (the strategy's own) or >= 1")
     if cfg.zero_shot.inputs not in ("gaussian", "data"):
         raise ConfigError(f"zero_shot.inputs={cfg.zero_shot.inputs!r}: use gaussian or data")
-    if cfg.zero_shot.device not in ("cpu", "cuda"):
-        raise ConfigError(f"zero_shot.device={cfg.zero_shot.device!r}: use cpu or cuda")
+    if cfg.zero_shot.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"zero_shot.device={cfg.zero_shot.device!r}: use auto, cpu or cuda")
     if cfg.zero_shot.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("zero_shot.device=cuda but no CUDA device is visible: use cpu")
     threads = cfg.threads

@@ -69,6 +69,14 @@ def _hardware(cfg: DictConfig, out: Path) -> Any:
     return hw
 
 
+def zero_shot_device(setting: str) -> str:
+    """The device train-free scoring runs on: ``auto`` is CUDA when a GPU is visible,
+    else the CPU; ``cpu`` / ``cuda`` as given (``checks`` rejects CUDA without a GPU)."""
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(setting)
+
+
 def build_context(cfg: DictConfig) -> Context:
     """Data, supernet, cost model, constraints, DE-Score and proxy inputs of a run.
 
@@ -87,7 +95,7 @@ def build_context(cfg: DictConfig) -> Context:
     descore = DEScore.from_config(OmegaConf.to_container(cfg.proxy, resolve=True))
     task = dm.task()
     zs = cfg.zero_shot
-    device = torch.device(zs.device)
+    device = torch.device(zero_shot_device(zs.device))
     if zs.inputs == "data":
         x, y = dm.proxy_batch(int(zs.batch_size), seed)
         inputs = ProxyInputs(x=x.to(device), y=y.to(device), num_classes=dm.num_classes)

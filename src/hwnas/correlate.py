@@ -68,12 +68,14 @@ def run_correlation(cfg: DictConfig | Mapping[str, Any]) -> dict[str, float]:
     parser = get_arch_parser(cfg.space)
     build_kwargs = _plain(cfg.get(cfg.space)) or {}
     device = make_device(str(cfg.get("device", "cpu")))
-    inputs, source = make_inputs(cfg, parser.input_shape, device)
+    shape = tuple(int(v) for v in cfg.get("input_shape") or parser.input_shape)
+    inputs, source = make_inputs(cfg, shape, device)
     settings = {
         "space": cfg.space,
         "build": build_kwargs,
         "num_classes": int(cfg.num_classes),
         "batch_size": int(cfg.batch_size),
+        "input_shape": list(shape),
         "inputs": str(cfg.inputs),
         "source": source,
         "seed": int(cfg.seed),
@@ -158,7 +160,7 @@ def descore_terms(scorer: Any, latency_proxy: str | None = None) -> dict[str, st
             if latency_proxy:
                 out[key] = str(latency_proxy)
             continue
-        out[key] = scorer.PROXY_OF.get(key, key)
+        out[key] = scorer.proxy_for(key)
     return out
 
 

@@ -183,6 +183,10 @@ class BertProxyView(nn.Module):
         self.encoder, self.head = sub.encoder, sub.head
         self.dim = sub.head.in_features
 
+    def proxy_blocks(self) -> list[nn.Module]:
+        """The encoder layers, in order (the blocks AZ-NAS's proxies read)."""
+        return list(self.encoder.layers)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x[..., : self.dim])
 

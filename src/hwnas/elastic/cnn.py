@@ -129,6 +129,10 @@ class StaticCNN(nn.Module):
         super().__init__()
         self.stem, self.blocks, self.head = stem, nn.Sequential(*blocks), head
 
+    def proxy_blocks(self) -> list[nn.Module]:
+        """The inverted-residual blocks, in order (the blocks AZ-NAS's proxies read)."""
+        return list(self.blocks)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B,C,H,W) -> (B,C',h,w)
         return self.blocks(self.stem(x))
 

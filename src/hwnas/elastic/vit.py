@@ -106,6 +106,10 @@ class StaticViT(nn.Module):
         super().__init__()
         self.embed, self.encoder, self.head = embed, encoder, head
 
+    def proxy_blocks(self) -> list[nn.Module]:
+        """The encoder layers, in order (the blocks AZ-NAS's proxies read)."""
+        return list(self.encoder.layers)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B,C,H,W) -> (B,1+N,E)
         return self.encoder(self.embed(x))
 

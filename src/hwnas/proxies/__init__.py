@@ -1,4 +1,4 @@
-"""Train-free proxies (zen, ntk, dss, synflow and classic ones) and the DE-Score.
+"""Train-free proxies (zen, ntk, nuclear_diversity, synflow and classic ones) and the DE-Score.
 
 Importing this package registers every built-in proxy; list them with
 :func:`list_proxies` and score with :func:`score_proxy` (always on a deep copy).
@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from hwnas.proxies import classic, gradient, ntk, zen  # noqa: F401  (register)
+from hwnas.proxies import aznas, classic, gradient, ntk, recent, zen  # noqa: F401  (register)
 from hwnas.proxies.base import (
     ProxyInputs,
     ScoreReport,

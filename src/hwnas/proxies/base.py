@@ -140,15 +140,22 @@ def _score_all(
         t0 = time.perf_counter()
         try:
             gen = torch.Generator(device=inputs.x.device).manual_seed(int(seed))
-            values = fn(copy.deepcopy(model), inputs, gen, batch)
-            shared = {n: _finite(n, values[n]) for n in batch}
+            values = {n: float(values_n) for n, values_n in fn(
+                copy.deepcopy(model), inputs, gen, batch).items()}  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - a shared pass failed: score one by one
             log.debug("shared pass for %s failed (%s); scoring one by one", batch, exc)
             left.extend(batch)
             continue
-        report.scores.update(shared)
         share = (time.perf_counter() - t0) / len(batch)
         report.seconds.update(dict.fromkeys(batch, share))
+        for n in batch:  # a member's non-finite value is that proxy's own failure
+            try:
+                report.scores[n] = _finite(n, values[n])
+            except FloatingPointError as exc:
+                if strict:
+                    exc.add_note(f"(while scoring proxy {n!r})")
+                    raise
+                report.failures[n] = str(exc)
     for name in wanted:
         if name not in left:
             continue

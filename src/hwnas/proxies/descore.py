@@ -14,57 +14,70 @@ from hwnas.proxies.base import ProxyInputs, get_proxy, score_proxies, score_prox
 
 log = logging.getLogger(__name__)
 
-_CONFIG_KEYS = ("weights", "normalize", "extra", "latency_penalty", "latency_limit_ms")
+_CONFIG_KEYS = ("weights", "normalize", "extra", "proxies", "latency_penalty", "latency_limit_ms")
 
 
 class DEScore:
     """The DE-Score of a candidate population; higher is better.
 
-    Components, their proxies and the sign with which they enter the sum:
+    Components and the proxies behind them by default (DE-NAS's; ``proxies=`` maps a
+    component to any registered proxy, e.g. ``{"complexity": "flops"}``):
 
-    ============  =================================  ============================
-    component     raw value                          sign
-    ============  =================================  ============================
-    expressivity  ``zen`` (Zen-score, BN term)       + (higher is better)
-    complexity    ``ntk`` (NTK condition number)     - (lower is better)
-    diversity     ``dss`` (nuclear-norm DSS)         + (higher is better)
-    saliency      ``synflow`` (float64, BN off)      + (higher is better)
-    latency       ``latency_ms`` passed in           - (lower is better)
-    ============  =================================  ============================
+    ============  ======================================  =====================
+    component     raw value                               sign
+    ============  ======================================  =====================
+    expressivity  ``zen`` (Zen-score, BN term)            +
+    complexity    ``ntk`` (NTK condition number)          - (lower is better)
+    diversity     ``nuclear_diversity`` (nuclear norms)   +
+    saliency      ``synflow`` (float64, BN off)           +
+    latency       ``latency_ms`` passed in                - (lower is better)
+    ============  ======================================  =====================
 
-    The raw values differ by orders of magnitude, so :meth:`combine` normalises each
-    across the population before the weighted sum ``Σ_c w_c · norm_c(sign_c · raw_c)``:
+    Every proxy-backed term takes the sign of its proxy's ``higher_is_better``. The raw
+    values differ by orders of magnitude, so :meth:`combine` normalises each across the
+    population before the weighted sum ``Σ_t w_t · norm_t(sign_t · raw_t)``:
 
+    - ``"logrank"``: AZ-NAS's non-linear aggregation, ``log(rank / n)`` with rank 1 the
+      worst and n the best (the best gets 0; one low rank costs a lot);
     - ``"rank"``: average ranks scaled to [0, 1] (best 1, worst 0; a population of one
       gets 0.5), so every weighted term spans the same range;
-    - ``"zlog"``: z-score across the population of ``sign · sign(v) · log1p(|v|)``.
+    - ``"zlog"``: z-score across the population of ``sign · sign(v) · log1p(|v|)``;
+    - ``"reference_cnn"`` / ``"reference_transformer"``: no normalisation, DE-NAS's own
+      formula on the raw values (:meth:`_reference`), for comparison.
 
     :meth:`combine_against` normalises candidates against a fixed reference population
-    instead (rank: the fraction of the reference beaten; zlog: the reference's mean and
-    standard deviation), so a score never changes as more archs are evaluated; samplers
-    that remember told values (NSGA-II, TPE) use it.
+    instead (rank: the fraction of the reference beaten; logrank: the log-rank among
+    the reference; zlog: the reference's mean and standard deviation), so a score
+    never changes as more archs are evaluated; samplers that remember told values
+    (NSGA-II, TPE) use it.
 
     NaN or infinite raw values rank worst (below every finite value; in ``zlog`` one
     unit under the lowest finite z-score). Weights must be ``>= 0``; a zero or missing
     weight means the component is neither computed nor combined. ``extra`` maps further
-    registered proxies to weights (e.g. ``{"naswot": 1.0}``); each enters with the sign
-    of its ``higher_is_better``. Latency acts as a penalty when weighted and
-    ``latency_penalty`` is true, and as a hard constraint when ``latency_limit_ms`` is
-    set: candidates over the limit score ``-inf`` and the others are normalised among
-    themselves.
+    registered proxies to weights (e.g. ``{"naswot": 1.0}``). Latency acts as a penalty
+    when weighted and ``latency_penalty`` is true, and as a hard constraint when
+    ``latency_limit_ms`` is set: candidates over the limit score ``-inf`` and the others
+    are normalised among themselves.
 
-    :meth:`denas` is the five-part score as DE-NAS defines it (equal weights, ranks).
-    :meth:`default` (shipped in ``conf/proxy/descore.yaml``) adds NASWOT and jacob_cov
-    as two further equal-weight terms; ``docs/proxies.md`` explains the choice.
+    Named scores: :meth:`default` (``conf/proxy/descore.yaml``: AZ-NAS's four terms,
+    NASWOT and latency, log-rank), :meth:`denas` (``denas_rank.yaml``: DE-NAS's five
+    components, ranks) and :meth:`denas_reference` (``denas_reference.yaml``: DE-NAS's
+    formula on raw values); ``docs/proxies.md`` explains the choice.
     """
 
     COMPONENTS = ("expressivity", "complexity", "diversity", "saliency", "latency")
-    PROXY_OF = {"expressivity": "zen", "complexity": "ntk", "diversity": "dss",
-                "saliency": "synflow"}  # fmt: skip
-    SIGN = {"expressivity": 1.0, "complexity": -1.0, "diversity": 1.0, "saliency": 1.0,
-            "latency": -1.0}  # fmt: skip
-    NORMALIZE = ("rank", "zlog")
-    DEFAULT_EXTRA = {"naswot": 1.0, "jacob_cov": 1.0}
+    PROXY_OF = {
+        "expressivity": "zen",
+        "complexity": "ntk",
+        "diversity": "nuclear_diversity",
+        "saliency": "synflow",
+    }  # fmt: skip  (DE-NAS's proxies; see ``proxies=``)
+    NORMALIZE = ("rank", "zlog", "logrank", "reference_cnn", "reference_transformer")
+    REFERENCE = ("reference_cnn", "reference_transformer")
+    # The shipped default: AZ-NAS's four terms with its log-rank aggregation, NASWOT
+    # for the activation patterns, and latency (docs/proxies.md explains the choice).
+    DEFAULT_PROXIES = {"expressivity": "az_expressivity", "complexity": "flops"}
+    DEFAULT_EXTRA = {"az_progressivity": 1.0, "az_trainability": 1.0, "naswot": 1.0}
 
     def __init__(
         self,
@@ -73,6 +86,7 @@ class DEScore:
         extra: Mapping[str, float] | None = None,
         latency_penalty: bool = True,
         latency_limit_ms: float | None = None,
+        proxies: Mapping[str, str] | None = None,
     ) -> None:
         unknown = sorted(set(weights) - set(self.COMPONENTS))
         if unknown:
@@ -83,6 +97,15 @@ class DEScore:
         if normalize not in self.NORMALIZE:
             raise ValueError(f"normalize={normalize!r}; choose one of {list(self.NORMALIZE)}")
         self.normalize = normalize
+        self.proxy_of = dict(self.PROXY_OF)
+        for comp, name in (proxies or {}).items():
+            if comp not in self.PROXY_OF:
+                raise ValueError(
+                    f"proxies: {comp!r} is not a proxy-backed component; remap any of "
+                    f"{list(self.PROXY_OF)}"
+                )
+            get_proxy(str(name))  # KeyError listing the registered proxies
+            self.proxy_of[comp] = str(name)
         self.latency_penalty = bool(latency_penalty)
         self.weights = {c: _weight(c, w) for c, w in weights.items() if _weight(c, w) != 0.0}
         if not self.latency_penalty:
@@ -99,17 +122,40 @@ class DEScore:
                 self.extra[name] = _weight(name, w)
         if not self.weights and not self.extra:
             raise ValueError("DE-Score has no non-zero weight; set at least one in weights=")
+        if normalize in self.REFERENCE:
+            if self.extra:
+                raise ValueError(
+                    f"normalize={normalize} is DE-NAS's own formula over its five components; "
+                    "it takes no extra= proxies (use rank, zlog or logrank for those)"
+                )
+            if normalize == "reference_cnn" and {"expressivity", "saliency"} - set(self.weights):
+                raise ValueError(
+                    "normalize=reference_cnn divides expressivity by saliency: give both a "
+                    "non-zero weight"
+                )
 
     @classmethod
     def denas(cls) -> DEScore:
-        """The five components exactly as DE-NAS combines them: weight 1.0 each, ranks."""
+        """DE-NAS's five components (zen, ntk, nuclear_diversity, synflow, latency),
+        weight 1.0 each, rank-normalised across the population (``proxy=denas_rank``)."""
         return cls(dict.fromkeys(cls.COMPONENTS, 1.0), normalize="rank")
 
     @classmethod
+    def denas_reference(cls, form: str = "cnn") -> DEScore:
+        """DE-NAS's reference formula on raw values (``proxy=denas_reference``; see
+        :meth:`combine_against`), weight 1.0 each; ``form`` is ``cnn`` or ``transformer``."""
+        if form not in ("cnn", "transformer"):
+            raise ValueError(f"form={form!r}; choose cnn or transformer")
+        return cls(dict.fromkeys(cls.COMPONENTS, 1.0), normalize=f"reference_{form}")
+
+    @classmethod
     def default(cls) -> DEScore:
-        """The shipped default (``conf/proxy/descore.yaml``): the five DE-NAS components
-        plus NASWOT and jacob_cov, every term weight 1.0, rank normalisation."""
-        return cls(dict.fromkeys(cls.COMPONENTS, 1.0), "rank", dict(cls.DEFAULT_EXTRA))
+        """The shipped default (``conf/proxy/descore.yaml``): expressivity from
+        ``az_expressivity``, complexity from ``flops``, plus ``az_progressivity``,
+        ``az_trainability`` and ``naswot``, and latency; every term weight 1.0, AZ-NAS's
+        log-rank aggregation."""
+        weights = {"expressivity": 1.0, "complexity": 1.0, "latency": 1.0}
+        return cls(weights, "logrank", dict(cls.DEFAULT_EXTRA), proxies=cls.DEFAULT_PROXIES)
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> DEScore:
@@ -125,12 +171,14 @@ class DEScore:
             raise ValueError("DE-Score config needs a 'weights' mapping (component -> weight)")
         extra = cfg.get("extra")
         limit = cfg.get("latency_limit_ms")
+        proxies = cfg.get("proxies")
         return cls(
             weights={str(k): float(v) for k, v in dict(cfg["weights"]).items()},
             normalize=str(cfg.get("normalize", "rank")),
             extra={str(k): float(v) for k, v in dict(extra).items()} if extra else None,
             latency_penalty=bool(cfg.get("latency_penalty", True)),
             latency_limit_ms=None if limit is None else float(limit),
+            proxies={str(k): str(v) for k, v in dict(proxies).items()} if proxies else None,
         )
 
     @property
@@ -141,14 +189,23 @@ class DEScore:
     @property
     def terms(self) -> dict[str, tuple[float, float]]:
         """Key in a raw dict -> (weight, sign) of every term that enters the score."""
-        out = {c: (w, self.SIGN[c]) for c, w in self.weights.items()}
+        out = {c: (w, self._sign(self.proxy_of.get(c))) for c, w in self.weights.items()}
         for name, w in self.extra.items():
-            out[name] = (w, 1.0 if get_proxy(name).higher_is_better else -1.0)
+            out[name] = (w, self._sign(name))
         return out
+
+    @staticmethod
+    def _sign(proxy: str | None) -> float:
+        """+1 for a proxy where higher is better, -1 otherwise; latency (None) is -1."""
+        return -1.0 if proxy is None or not get_proxy(proxy).higher_is_better else 1.0
+
+    def proxy_for(self, key: str) -> str:
+        """The registered proxy behind a term (a component or an extra proxy)."""
+        return self.proxy_of.get(key, key)
 
     def proxies(self) -> list[str]:
         """Registered proxies whose scores the weighted terms need."""
-        return [self.PROXY_OF.get(k, k) for k in self.terms if k != "latency"]
+        return list(dict.fromkeys(self.proxy_for(k) for k in self.terms if k != "latency"))
 
     def components(
         self,
@@ -157,25 +214,30 @@ class DEScore:
         seed: int = 0,
         latency_ms: float | None = None,
         failures: dict[str, str] | None = None,
+        known: Mapping[str, float] | None = None,
     ) -> dict[str, float]:
         """Raw values of every weighted component and extra proxy, each scored on a copy
         of ``model`` (:func:`~hwnas.proxies.base.score_proxies`). ``latency_ms`` is
         required iff latency is weighted or limited (it is measured or predicted
-        elsewhere). Without ``failures`` the first proxy that fails raises; with a dict,
-        each failed proxy's one-line error is stored there under its name and its
-        terms are NaN, which :meth:`combine` ranks last on those terms."""
+        elsewhere). ``known`` gives proxy values already at hand (e.g. ``flops`` and
+        ``params`` from an analytic cost model), which are then not scored again.
+        Without ``failures`` the first proxy that fails raises; with a dict, each failed
+        proxy's one-line error is stored there under its name and its terms are NaN,
+        which :meth:`combine` ranks last on those terms."""
         if self.needs_latency and latency_ms is None:
             raise ValueError(
                 "this DE-Score uses latency: pass latency_ms= (measured or predicted), or "
                 "set its weight to 0 / latency_penalty=False and latency_limit_ms=null"
             )
+        scores = {k: float(v) for k, v in (known or {}).items() if k in self.proxies()}
+        todo = [name for name in self.proxies() if name not in scores]
         if failures is None:
-            scores = score_proxies(self.proxies(), model, inputs, seed)
+            scores.update(score_proxies(todo, model, inputs, seed))
         else:  # lenient: a failed proxy is NaN, which ranks last on its term
-            report = score_proxies_report(self.proxies(), model, inputs, seed)
+            report = score_proxies_report(todo, model, inputs, seed)
             failures.update(report.failures)
-            scores = {name: report.scores.get(name, math.nan) for name in self.proxies()}
-        raw = {key: scores[self.PROXY_OF.get(key, key)] for key in self.terms if key != "latency"}
+            scores.update({name: report.scores.get(name, math.nan) for name in todo})
+        raw = {key: scores[self.proxy_for(key)] for key in self.terms if key != "latency"}
         if latency_ms is not None and self.needs_latency:
             raw["latency"] = float(latency_ms)
         return raw
@@ -213,6 +275,10 @@ class DEScore:
         if n == 0:
             return total
         feasible = self._within_limit(raws)
+        if self.normalize in self.REFERENCE:  # raw values, no population: nothing to normalise
+            total = self._reference(raws, drop)
+            total[~feasible] = -np.inf
+            return total
         ref_ok = None if reference is None else self._within_limit(reference)
         for key, (w, sign) in self.terms.items():
             if key in drop:
@@ -222,17 +288,52 @@ class DEScore:
                 continue
             v = values[feasible]
             if reference is None:
-                norm = _rank(sign * v) if self.normalize == "rank" else _zlog(v, sign)
+                if self.normalize == "rank":
+                    norm = _rank(sign * v)
+                elif self.normalize == "logrank":
+                    norm = _logrank(sign * v)
+                else:
+                    norm = _zlog(v, sign)
             else:
                 ref = np.array([_as_float(_get(r, key, i)) for i, r in enumerate(reference)])
                 ref = ref[ref_ok]
                 if self.normalize == "rank":
                     norm = _rank_against(sign * ref, sign * v)
+                elif self.normalize == "logrank":
+                    norm = _logrank_against(sign * ref, sign * v)
                 else:
                     norm = _zlog_against(ref, v, sign)
             total[feasible] += w * norm
         total[~feasible] = -np.inf
         return total
+
+    def _reference(self, raws: Sequence[Mapping[str, float]], drop: Collection[str]) -> np.ndarray:
+        """DE-NAS's own formula on raw values, as its code computes it:
+
+        - ``reference_cnn``: ``(E·w_E / (S·w_S) − C·w_C + D·w_D) / (1 + L·w_L)``;
+        - ``reference_transformer``: ``(E·w_E + C·w_C + D·w_D + S·w_S) / (1 + L·w_L)``
+          (a plain weighted sum; complexity enters with a plus sign, as there);
+
+        E expressivity, C complexity, D diversity, S saliency, L latency in ms; a
+        component with weight 0 (or dropped) contributes nothing (L: divides by 1). A
+        non-finite result ranks worst (``-inf``)."""
+
+        def term(r: Mapping[str, float], key: str, i: int) -> float:
+            w = self.weights.get(key, 0.0)
+            return np.float64(0.0 if w == 0.0 or key in drop else w * _as_float(_get(r, key, i)))
+
+        out = np.empty(len(raws))
+        with np.errstate(all="ignore"):
+            for i, r in enumerate(raws):
+                e, c, d, sal = (term(r, k, i) for k in self.COMPONENTS[:4])
+                if self.normalize == "reference_cnn":
+                    # E / S: E's and S's weights both enter, as in DE-NAS (E·w_E / (S·w_S))
+                    score = (e / sal if "saliency" not in drop else e) - c + d
+                else:
+                    score = e + c + d + sal
+                out[i] = score / (1.0 + term(r, "latency", i))
+        out[~np.isfinite(out)] = -np.inf
+        return out
 
     def _within_limit(self, raws: Sequence[Mapping[str, float]]) -> np.ndarray:
         """Which raws meet the latency limit (all of them without one)."""
@@ -288,6 +389,22 @@ def _rank(oriented: np.ndarray) -> np.ndarray:
         return np.full(1, 0.5)
     keyed = np.where(np.isfinite(oriented), oriented, -np.inf)
     return (rankdata(keyed, method="average") - 1.0) / (n - 1.0)
+
+
+def _logrank(oriented: np.ndarray) -> np.ndarray:
+    """AZ-NAS's non-linear rank term ``log(rank / n)``: rank 1 the worst, n the best
+    (average ranks for ties; non-finite values worst). The best scores 0; a candidate
+    ranked low on one term is pulled down far more than a high rank lifts it."""
+    n = oriented.shape[0]
+    keyed = np.where(np.isfinite(oriented), oriented, -np.inf)
+    return np.log(rankdata(keyed, method="average") / n)
+
+
+def _logrank_against(reference: np.ndarray, oriented: np.ndarray) -> np.ndarray:
+    """``log((1 + #reference beaten, ties half) / (1 + #reference))``: the log-rank each
+    candidate would get if added to the reference alone."""
+    beaten = _rank_against(reference, oriented) * reference.shape[0]
+    return np.log((1.0 + beaten) / (1.0 + reference.shape[0]))
 
 
 def _rank_against(reference: np.ndarray, oriented: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Loss-gradient proxies: snip, grasp, fisher, grad_norm and the DE-Score's DSS.
+"""Loss-gradient proxies: snip, grasp, fisher, grad_norm and the DE-Score's diversity.
 
 The plumbing every proxy module shares (readying the copy, listing weight matrices,
 logits, labels) lives in :mod:`hwnas.proxies.common`.
@@ -13,10 +13,15 @@ layers, attention in-projections included):
   times the channel's fan-in, summed over channels and layers;
 - ``grad_norm``: ``Σ ‖∇W‖₂`` (one Frobenius norm per weight tensor).
 
-- ``dss``: the DE-Score diversity term, TF-TAS's synaptic diversity
-  ``Σ_W |‖∂L/∂W‖_nuc · ‖W‖_nuc|`` with NUCLEAR norms (Zhou et al., CVPR 2022).
+- ``nuclear_diversity``: the DE-Score diversity term, ``Σ_W |‖∂L/∂W‖_nuc · ‖W‖_nuc|``
+  with NUCLEAR norms. It takes the synaptic-diversity formula of TF-TAS (Zhou et al.,
+  CVPR 2022) but not TF-TAS's setting, so it does not carry TF-TAS's name (``dss``):
+  L here is cross-entropy on the batch (random labels when data-free) with the
+  weights as they are, summed over every conv and linear layer, where TF-TAS uses
+  the absolute weights, an all-ones input, the sum of the outputs as L, diversity on
+  the attention weights only and synaptic saliency on the MLPs.
 
-snip, grad_norm, fisher and dss need the same loss gradient;
+snip, grad_norm, fisher and nuclear_diversity need the same loss gradient;
 :func:`~hwnas.proxies.base.score_proxies` computes them in one shared pass.
 """
 
@@ -148,16 +153,18 @@ def synaptic_diversity(w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return (nuc(as_matrix(g), ord="nuc") * nuc(as_matrix(w), ord="nuc")).abs()
 
 
-def dss_from(lg: LossGradients) -> float:
-    """DSS of precomputed loss gradients (see :func:`dss`)."""
+def nuclear_diversity_from(lg: LossGradients) -> float:
+    """:func:`nuclear_diversity` of precomputed loss gradients."""
     with torch.no_grad():
         parts = [synaptic_diversity(w, g) for w, g in lg.used()]
     return float(torch.stack(parts).sum()) if parts else 0.0
 
 
-@register_proxy("dss", higher_is_better=True)
-def dss(model: nn.Module, inputs: ProxyInputs, gen: torch.Generator) -> float:
-    """DSS: ``Σ_W |‖∂L/∂W‖_nuc · ‖W‖_nuc|`` after one forward/backward of the batch.
+@register_proxy("nuclear_diversity", higher_is_better=True)
+def nuclear_diversity(model: nn.Module, inputs: ProxyInputs, gen: torch.Generator) -> float:
+    """Nuclear-norm diversity ``Σ_W |‖∂L/∂W‖_nuc · ‖W‖_nuc|`` after one
+    forward/backward of the batch (TF-TAS's diversity formula in our setting, see the
+    module docstring for how it differs from TF-TAS's DSS).
 
     L is the cross-entropy on the batch (labels from ``inputs.y`` or drawn from ``gen``),
     the model is in train mode. The sum runs over the 2-D weights of every linear layer
@@ -167,17 +174,17 @@ def dss(model: nn.Module, inputs: ProxyInputs, gen: torch.Generator) -> float:
     the sampled slice of each supernet weight; the models scored here are exported
     subnets, whose parameters ARE that slice, so each parameter is used as is.
     """
-    return dss_from(loss_gradients(model, inputs, gen))
+    return nuclear_diversity_from(loss_gradients(model, inputs, gen))
 
 
-@register_proxy_group(("snip", "grad_norm", "fisher", "dss"))
+@register_proxy_group(("snip", "grad_norm", "fisher", "nuclear_diversity"))
 def loss_gradient_family(
     model: nn.Module, inputs: ProxyInputs, gen: torch.Generator, names: Sequence[str]
 ) -> dict[str, float]:
-    """snip, grad_norm, fisher and dss from ONE forward/backward (they share the loss,
+    """snip, grad_norm, fisher and nuclear_diversity from ONE forward/backward (they share the loss,
     labels and gradients), each equal to its own proxy's value."""
     lg = loss_gradients(model, inputs, gen, fisher="fisher" in names)
-    reduce = {"snip": _snip, "grad_norm": _grad_norm, "dss": dss_from,
+    reduce = {"snip": _snip, "grad_norm": _grad_norm, "nuclear_diversity": nuclear_diversity_from,
               "fisher": lambda g: _total(g.fisher)}  # fmt: skip
     return {n: reduce[n](lg) for n in names}
 

@@ -42,18 +42,18 @@ def gaussian_init_(model: nn.Module, gen: torch.Generator) -> None:
 
 @register_proxy("zen", higher_is_better=True)
 def zen_score(model: nn.Module, inputs: ProxyInputs, gen: torch.Generator) -> float:
-    """Zen-score: ``log mean|f(x) - f(x + 0.01 x')| + Σ_BN log sqrt(mean σ²_BN)``.
+    """Zen-score: ``log E_b ‖f(x) - f(x + 0.01 x')‖₁ + Σ_BN log sqrt(mean σ²_BN)``.
 
     Weights are re-drawn as in Zen-NAS (:func:`gaussian_init_`), BN stays in train
     mode, ``x, x' ~ N(0, 1)`` shaped like ``inputs.x`` (the batch itself is not used,
     only its shape, dtype and device). ``f`` is the pre-pooling feature map
-    (``forward_features`` when the model has one, else the output). The mean runs over
-    all elements (batch and feature), so it differs from Zen-NAS's per-sample sum by
-    ``log(#features)``. ``σ²_BN`` is each BN layer's unbiased per-channel batch
-    variance in the forward of ``x`` -- what ``running_var`` holds after that forward
-    with momentum 1, which is how Zen-NAS reads it. Models without BN get no BN term;
-    a BN whose input is constant (variance 0: a dead branch) is skipped, as it scales
-    no signal.
+    (``forward_features`` when the model has one, else the output). As in Zen-NAS the
+    norm sums over each sample's features and the mean runs over the batch, so wider or
+    larger feature maps score higher by that much. ``σ²_BN`` is each BN layer's
+    unbiased per-channel batch variance in the forward of ``x`` -- what
+    ``running_var`` holds after that forward with momentum 1, which is how Zen-NAS
+    reads it. Models without BN get no BN term; a BN whose input is constant
+    (variance 0: a dead branch) is skipped, as it scales no signal.
     """
     x0 = prepare(model, inputs)
     if not x0.is_floating_point():
@@ -90,7 +90,8 @@ def zen_score(model: nn.Module, inputs: ProxyInputs, gen: torch.Generator) -> fl
                 h.remove()
         variances = hooked + [m.running_var.mean() for m in bns if m.running_var is not None]
         f2 = features(model, x + MIXUP * eps)
-        diff = float((f1.double() - f2.double()).abs().mean())
+        # Zen-NAS: the L1 norm of each sample's feature difference, averaged over the batch
+        diff = float((f1.double() - f2.double()).abs().flatten(1).sum(1).mean())
         # A BN fed a constant (a branch behind a 'zero' op) has variance 0; it passes no
         # signal on, so it has no scaling to undo and is left out of the sum.
         live = [v for v in (float(t) for t in variances) if v > 0.0]

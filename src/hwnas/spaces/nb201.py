@@ -170,6 +170,10 @@ class NB201Network(nn.Module):
     def arch(self) -> Arch:
         return str_to_arch(self.arch_str)
 
+    def proxy_blocks(self) -> list[nn.Module]:
+        """The cells and reduction blocks, in order (the blocks AZ-NAS's proxies read)."""
+        return list(self.cells)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-pooling features (B, 4C, H/4, W/4)."""
         x = self.stem(x)
