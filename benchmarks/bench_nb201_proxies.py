@@ -1,15 +1,15 @@
 """Quality of the train-free proxies on NAS-Bench-201: the correlation harness on a
 NASLib-style table (arch, val_accuracy, NASLib's own proxy columns).
 
-Runs ``hwnas.correlate`` (the Python API of ``python -m hwnas.correlate``) over the
-rows of each dataset (``--dataset cifar10 cifar100 ImageNet16-120``; ImageNet16-120
-networks see 16x16 inputs and 120 classes, as NB-201 trained them) with every
-registered proxy (grasp only with ``--with-grasp``: a Hessian-vector product, a third
-of the total time), the shipped DE-Score and its named variants: DE-NAS's five
-components rank-normalised (``denas_rank``) and DE-NAS's own formula on raw values
-(``denas_reference``), AZ-NAS's four terms alone (``aznas``), and the shipped terms
-with linear ranks instead of log-ranks (``default_linear``). It then reports again over
-the same journal (no rescoring) with FLOPs standing in for latency in the DE-Score
+Runs ``hwnas.correlate`` (the Python API of ``python -m hwnas.correlate``) over the rows
+of each dataset (``--dataset cifar10 cifar100 ImageNet16-120``; ImageNet16-120 networks
+see 16x16 inputs and 120 classes, as NB-201 trained them) with every registered proxy
+but the slow ones (``--exclude``, default grasp, a Hessian-vector product, and VKDNW,
+one backward per class and sample), the shipped DE-Score and its named variants:
+DE-NAS's five components rank-normalised (``denas_rank``) and DE-NAS's own formula on
+raw values (``denas_reference``), AZ-NAS's four terms alone (``aznas``), and the shipped
+terms with linear ranks instead of log-ranks (``default_linear``). It then reports again
+over the same journal (no rescoring) with FLOPs standing in for latency in the DE-Score
 penalty. Prints, per dataset and proxy, Spearman with accuracy (95 % CI), Spearman with
 NASLib's column of the same proxy, and the DE-Score target; then one summary table over
 the datasets. Scores are journalled under ``--out/<dataset>``; rerunning resumes (a
@@ -57,7 +57,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--dataset", nargs="+", default=["cifar10"],
                     help="values of the CSV's dataset column (one run each)")  # fmt: skip
     ap.add_argument("--out", default=str(ROOT / "outputs" / "nb201"), help="one dir per dataset")
-    ap.add_argument("--with-grasp", action="store_true", help="also score grasp (slow)")
+    ap.add_argument("--exclude", nargs="*", default=["grasp", "vkdnw", "vkdnw_single"],
+                    help="proxies not scored (default: the slow ones: grasp, a Hessian-vector "
+                    "product; vkdnw, one backward per class and sample)")  # fmt: skip
     ap.add_argument("--n", type=int, default=None, help="seeded sample of n archs (all)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -77,7 +79,7 @@ def harness_config(args: argparse.Namespace, dataset: str, out: Path, *more: str
         f"device={args.device}", f"seed={args.seed}", f"output_dir={out}",
         f"num_classes={CLASSES.get(dataset, 10)}",
         *([f"input_shape=[{','.join(map(str, shape))}]"] if shape else []),
-        *([] if args.with_grasp else ["exclude_proxies=[grasp]"]),
+        f"exclude_proxies=[{','.join(args.exclude)}]",
         *([f"n={args.n}"] if args.n else []), *args.extra, *more,
     ]  # fmt: skip
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -136,3 +136,19 @@ def test_component_remap_takes_the_proxys_sign():
     raws = [{"complexity": 1.0}, {"complexity": 3.0}, {"complexity": 2.0}]
     assert np.allclose(ds.combine(raws), (rankdata([1.0, 3.0, 2.0]) - 1) / 2)
     assert P.DEScore.denas().terms["complexity"] == (1.0, -1.0)  # ntk: lower is better
+
+
+def test_an_owned_model_saves_one_copy_and_scores_the_same(monkeypatch):
+    from hwnas.proxies import base
+
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    inputs = P.gaussian_inputs((6,), 8, 3, seed=0)
+    names = ["az_expressivity", "az_trainability", "naswot", "params"]
+    copies = []
+    real = base.copy.deepcopy
+    monkeypatch.setattr(base.copy, "deepcopy", lambda m: copies.append(1) or real(m))
+    want = P.score_proxies(names, model, inputs, seed=2)
+    shared = len(copies)  # one for the az pass, one per single proxy
+    own = real(model)
+    got = P.score_proxies(names, own, inputs, seed=2, owned=True)
+    assert got == want and len(copies) - shared == shared - 1

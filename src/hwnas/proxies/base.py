@@ -81,13 +81,17 @@ def list_proxies() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def score_proxy(name: str, model: nn.Module, inputs: ProxyInputs, seed: int = 0) -> float:
+def score_proxy(
+    name: str, model: nn.Module, inputs: ProxyInputs, seed: int = 0, owned: bool = False
+) -> float:
     """Score ``model`` with proxy ``name`` on a deep copy; deterministic for ``seed``.
 
+    ``owned=True`` hands the model over instead: the proxy works on it directly (no
+    copy) and may leave it changed, for callers that built it for this call alone.
     Raises ``FloatingPointError`` with the proxy's name when the result is not finite.
     """
     proxy = get_proxy(name)
-    work = copy.deepcopy(model)
+    work = model if owned else copy.deepcopy(model)
     gen = torch.Generator(device=inputs.x.device).manual_seed(int(seed))
     return _finite(name, proxy.fn(work, inputs, gen))
 
@@ -111,19 +115,30 @@ class ScoreReport:
 
 
 def score_proxies_report(
-    names: Sequence[str], model: nn.Module, inputs: ProxyInputs, seed: int = 0
+    names: Sequence[str],
+    model: nn.Module,
+    inputs: ProxyInputs,
+    seed: int = 0,
+    owned: bool = False,
 ) -> ScoreReport:
     """Score ``model`` with every proxy in ``names``, never raising for one proxy.
 
     Proxies of a registered group (:func:`register_proxy_group`) that are asked for
     together share one copy and one pass; each value equals what :func:`score_proxy`
     gives for that proxy and seed. Unknown names still raise ``KeyError`` up front.
+    With ``owned=True`` (a model built for this call alone) the last single-proxy pass
+    runs on the model itself, saving one deep copy; the values are the same.
     """
-    return _score_all(names, model, inputs, seed, strict=False)
+    return _score_all(names, model, inputs, seed, strict=False, owned=owned)
 
 
 def _score_all(
-    names: Sequence[str], model: nn.Module, inputs: ProxyInputs, seed: int, strict: bool
+    names: Sequence[str],
+    model: nn.Module,
+    inputs: ProxyInputs,
+    seed: int,
+    strict: bool,
+    owned: bool = False,
 ) -> ScoreReport:
     """:func:`score_proxies_report`; with ``strict`` the first proxy that fails on its
     own raises its error as it was (type and traceback), noting the proxy's name."""
@@ -156,12 +171,12 @@ def _score_all(
                     exc.add_note(f"(while scoring proxy {n!r})")
                     raise
                 report.failures[n] = str(exc)
-    for name in wanted:
-        if name not in left:
-            continue
+    singles = [name for name in wanted if name in left]
+    for name in singles:
         t0 = time.perf_counter()
         try:
-            report.scores[name] = score_proxy(name, model, inputs, seed)
+            last = owned and name == singles[-1]  # nothing scores the model after it
+            report.scores[name] = score_proxy(name, model, inputs, seed, owned=last)
         except Exception as exc:  # noqa: BLE001 - reported per proxy
             if strict:
                 exc.add_note(f"(while scoring proxy {name!r})")
@@ -173,12 +188,16 @@ def _score_all(
 
 
 def score_proxies(
-    names: Sequence[str], model: nn.Module, inputs: ProxyInputs, seed: int = 0
+    names: Sequence[str],
+    model: nn.Module,
+    inputs: ProxyInputs,
+    seed: int = 0,
+    owned: bool = False,
 ) -> dict[str, float]:
     """``{name: score}`` for every proxy in ``names`` (shared passes where possible,
     see :func:`score_proxies_report`); the first proxy that fails raises its own
     error, with its original traceback and a note naming the proxy."""
-    return _score_all(names, model, inputs, seed, strict=True).scores
+    return _score_all(names, model, inputs, seed, strict=True, owned=owned).scores
 
 
 def _load_builtin() -> None:

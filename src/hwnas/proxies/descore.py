@@ -215,12 +215,15 @@ class DEScore:
         latency_ms: float | None = None,
         failures: dict[str, str] | None = None,
         known: Mapping[str, float] | None = None,
+        owned: bool = False,
     ) -> dict[str, float]:
         """Raw values of every weighted component and extra proxy, each scored on a copy
         of ``model`` (:func:`~hwnas.proxies.base.score_proxies`). ``latency_ms`` is
         required iff latency is weighted or limited (it is measured or predicted
         elsewhere). ``known`` gives proxy values already at hand (e.g. ``flops`` and
         ``params`` from an analytic cost model), which are then not scored again.
+        ``owned=True``: ``model`` was built for this call and may be consumed (saves
+        a deep copy; see :func:`~hwnas.proxies.base.score_proxies_report`).
         Without ``failures`` the first proxy that fails raises; with a dict, each failed
         proxy's one-line error is stored there under its name and its terms are NaN,
         which :meth:`combine` ranks last on those terms."""
@@ -232,9 +235,9 @@ class DEScore:
         scores = {k: float(v) for k, v in (known or {}).items() if k in self.proxies()}
         todo = [name for name in self.proxies() if name not in scores]
         if failures is None:
-            scores.update(score_proxies(todo, model, inputs, seed))
+            scores.update(score_proxies(todo, model, inputs, seed, owned=owned))
         else:  # lenient: a failed proxy is NaN, which ranks last on its term
-            report = score_proxies_report(todo, model, inputs, seed)
+            report = score_proxies_report(todo, model, inputs, seed, owned=owned)
             failures.update(report.failures)
             scores.update({name: report.scores.get(name, math.nan) for name in todo})
         raw = {key: scores[self.proxy_for(key)] for key in self.terms if key != "latency"}

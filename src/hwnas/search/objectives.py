@@ -55,7 +55,7 @@ class ZeroShotObjective(Objective):
                 failed: dict[str, str] = {}
                 self._cache[arch] = self.descore.components(
                     sub, self.inputs, self.seed, costs.get("latency_ms"), failures=failed,
-                    known=analytic_proxies(costs),
+                    known=analytic_proxies(costs), owned=True,
                 )  # fmt: skip
                 for name, error in failed.items():
                     if not self.failures[name]:
