@@ -35,6 +35,7 @@ from hwnas.data import build_datamodule
 from hwnas.elastic import build_model
 from hwnas.hardware.factory import build_cost_model
 from hwnas.proxies import DEScore
+from hwnas.spaces.base import Arch
 from hwnas.training.evaluate import first_samples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +78,9 @@ def main() -> None:
     ap.add_argument("--eval-windows", type=int, default=400)
     ap.add_argument("--supernet", type=Path, default=None, help="trained supernet.pt")
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_bert_descore.csv")
+    ap.add_argument("--rescore", type=Path, default=None,
+                    help="CSV of an earlier run: score its archs with the current DE-Score "
+                    "and rank them against its F1, without fine-tuning again")  # fmt: skip
     ap.add_argument("overrides", nargs="*", help="Hydra overrides (after the experiment)")
     args = ap.parse_args()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -97,6 +101,9 @@ def main() -> None:
     descore = DEScore.from_config(OmegaConf.to_container(cfg.proxy, resolve=True))
     inputs = task.proxy_inputs(int(cfg.zero_shot.batch_size), int(cfg.seed), "cpu",
                                shape=model.proxy_shape)  # fmt: skip
+    if args.rescore is not None:
+        rescore(args, model, cost_model, descore, inputs, int(cfg.seed), source)
+        return
     rng = random.Random(int(cfg.seed))
     space = model.space
     archs = [space.max_arch(), space.min_arch()]
@@ -136,6 +143,28 @@ def main() -> None:
     f1 = np.array([r["f1"] for r in rows])
     print(f"\n{len(rows)} subnets in {(time.perf_counter() - start) / 60:.1f} min; "
           f"F1 {f1.min():.3f}..{f1.max():.3f}; CSV: {args.out}")  # fmt: skip
+    print_table(rows, f1)
+
+
+def rescore(args, model, cost_model, descore, inputs, seed: int, source: str) -> None:
+    """Score the archs of an earlier run's CSV with the current DE-Score; its F1 stays."""
+    with args.rescore.open() as fh:
+        old = list(csv.DictReader(fh))
+    print(f"{len(old)} archs and their F1 from {args.rescore}; proxies on the {source}; "
+          f"DE-Score {descore}")  # fmt: skip
+    rows = []
+    for rec in old:
+        arch = Arch.from_str(rec["arch"])
+        costs = cost_model(arch)
+        sub = model.proxy_module(model.export(arch))
+        raw = descore.components(sub, inputs, seed, costs.get("latency_ms"))
+        rows.append({**costs, **raw, "f1": float(rec["f1"])})
+    for r, a, b in zip(rows, descore.combine(rows), descore.combine(rows, drop=("latency",))):
+        r["descore"], r["descore_no_latency"] = float(a), float(b)
+    print_table(rows, np.array([r["f1"] for r in rows]), descore)
+
+
+def print_table(rows: list[dict], f1: np.ndarray, descore: DEScore | None = None) -> None:
     print(f"{'ranking by':<32}{'Spearman rho':>14}{'95% CI':>18}{'DE-NAS':>9}")
     for label, key, ref in (
         ("DE-Score without latency", "descore_no_latency", DENAS["without latency"]),
@@ -148,6 +177,12 @@ def main() -> None:
         lo, hi = bootstrap_ci(x, f1)
         ref_s = f"{ref:.2f}" if ref is not None else "-"
         print(f"{label:<32}{rho:>14.3f}{f'[{lo:.3f}, {hi:.3f}]':>18}{ref_s:>9}")
+    for key, (_, sign) in (descore.terms if descore else {}).items():
+        x = sign * np.array([float(r[key]) for r in rows])
+        x = np.where(np.isfinite(x), x, -np.inf)
+        lo, hi = bootstrap_ci(x, f1)
+        term = f"  term {key} ({descore.proxy_for(key) if key != 'latency' else 'ms'})"
+        print(f"{term:<46}{spearmanr(x, f1).statistic:>8.3f}{f'[{lo:.3f}, {hi:.3f}]':>18}")
 
 
 if __name__ == "__main__":
