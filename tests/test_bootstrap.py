@@ -235,3 +235,14 @@ def test_bad_example_input_names_the_node() -> None:
     with pytest.raises(ValueError, match=r"running node 'stem_0'") as err:
         convert(CatNet(), torch.randn(1, 4, 32, 32))  # 4 channels, the stem wants 3
     assert "\n" not in str(err.value)
+
+
+def test_proxy_module_cuts_blocks_with_equal_outputs(converted) -> None:
+    _, _, sn, x = converted
+    for arch in (sn.space.max_arch(), sn.space.min_arch()):
+        sub = sn.export(arch).eval()
+        cut = sn.proxy_module(sub)
+        blocks = cut.proxy_blocks()  # what AZ-NAS hooks: residual-block partitions
+        assert blocks and all(isinstance(b, nn.Module) for b in blocks)
+        with torch.no_grad():
+            assert torch.equal(cut(x), sub(x))

@@ -27,6 +27,7 @@ from hwnas.runtime import resolve_threads, torch_threads
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "hwnas_config.yaml"
+SPACE_FILE = "space.json"
 STEPS = {"zero_shot": st.zero_shot, "supernet": st.supernet, "search": st.search, "final": st.final}
 
 __all__ = ["CONFIG_FILE", "STAGES", "ConfigError", "Context", "run", "validate"]
@@ -65,7 +66,8 @@ def _comparable(cfg: DictConfig) -> dict[str, Any]:
 
 def record_run(out: Path, cfg: DictConfig, ctx: Context) -> None:
     """Write what reproduces the run: the resolved config, Hydra's ``.hydra/`` record
-    (when run under Hydra) and the latency model the searches used."""
+    (when run under Hydra), the latency model the searches used and, for a model whose
+    space is derived (``describe()``), that space as ``space.json``."""
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / CONFIG_FILE, resolve=True)
     if HydraConfig.initialized():
@@ -76,6 +78,9 @@ def record_run(out: Path, cfg: DictConfig, ctx: Context) -> None:
         OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), folder / "hydra.yaml")
         OmegaConf.save(hydra_cfg.overrides.task, folder / "overrides.yaml")
     ctx.cost_model.save_record(out)
+    describe = getattr(ctx.model, "describe", None)
+    if callable(describe):  # a space derived from a model (model=bootstrap): space.json
+        (out / SPACE_FILE).write_text(json.dumps(describe(), indent=2))
 
 
 def stage_summary(out: Path, stage: str) -> dict[str, Any] | None:

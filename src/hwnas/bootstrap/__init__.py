@@ -4,9 +4,23 @@
 together (width) and residual blocks that can be skipped (depth), and returns a
 :class:`BootstrapModel`: an :class:`~hwnas.elastic.base.ElasticModel` whose largest arch
 reproduces the original model.
+
+In the pipeline: ``python -m hwnas model=bootstrap model.source=torchvision:<name>
+model.weights=PATH`` (see ``conf/model/bootstrap.yaml`` and
+:mod:`hwnas.bootstrap.source`), or from Python :func:`run_pipeline` with a module.
 """
 
+from hwnas.bootstrap.api import build_bootstrap, run_pipeline
 from hwnas.bootstrap.convert import convert
 from hwnas.bootstrap.model import BootstrapModel, WidthGroup, width_choices
+from hwnas.bootstrap.source import register_module
 
-__all__ = ["BootstrapModel", "WidthGroup", "convert", "width_choices"]
+__all__ = [
+    "BootstrapModel",
+    "WidthGroup",
+    "build_bootstrap",
+    "convert",
+    "register_module",
+    "run_pipeline",
+    "width_choices",
+]

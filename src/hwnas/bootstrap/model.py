@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import fx, nn
+from torch.fx.passes.split_module import split_module
 
 from hwnas.bootstrap.analysis import ChannelAnalysis, Layout, is_pooling
 from hwnas.bootstrap.depth import Block
@@ -95,7 +97,7 @@ class BootstrapModel(ElasticModel):
             {
                 "source": type(net).__name__,
                 "input_shape": list(self.input_shape),
-                "output_shape": list(self._shape.get(getattr(out_shape, "name", ""), ()) or ()),
+                "output_shape": list(self._shape.get(getattr(out_shape, "name", ""), ()) or ())[1:],
                 "params": sum(p.numel() for p in net.parameters()),
             },
         )
@@ -250,6 +252,28 @@ class BootstrapModel(ElasticModel):
             sub = fx.GraphModule(root, graph, "Subnet")
         return sub.train(self.training)
 
+    def proxy_module(self, sub: nn.Module) -> nn.Module:
+        """``sub`` cut into blocks for the proxies that read block features (AZ-NAS):
+        one ``torch.fx`` partition up to each residual addition (two computed tensors of
+        one shape added; plain layers before it go with it), or, in a network without
+        any, up to each convolution; the rest (pooling, head) last. Same modules, same
+        outputs; ``sub`` itself when nothing can be cut."""
+        if not isinstance(sub, fx.GraphModule):
+            return sub
+        nodes = [n for n in sub.graph.nodes if n.op not in ("placeholder", "output")]
+        ends = {n.name for n in nodes if _is_residual_add(n)}
+        if not ends:
+            ends = {n.name for n in nodes if n.op == "call_module" and n.target in self._layers
+                    and self._layers[n.target].kind == "conv"}  # fmt: skip
+        part, ids = 0, {}
+        for n in nodes:
+            ids[n.name] = part
+            part += n.name in ends
+        if part == 0:
+            return sub
+        split = split_module(sub, sub, lambda n: ids[n.name], keep_original_order=True)
+        return _ProxyBlocks(split, [f"submod_{i}" for i in range(part)])
+
     # ------------------------------------------------------------- reorganizing
     def reorganize_by_importance(self) -> None:
         """Sort each width group's channels by importance, largest first: the L1 norm of
@@ -395,6 +419,28 @@ class BootstrapModel(ElasticModel):
             "importance": "L1 norm of consumers' input weights per channel, summed",
             "features_node": self._feature_node,
         }
+
+
+def _is_residual_add(n: fx.Node) -> bool:
+    if n.op != "call_function" or n.target not in (operator.add, torch.add):
+        return False
+    args = [a for a in n.args[:2] if isinstance(a, fx.Node)]
+    shapes = {a.meta.get("shape") for a in args}
+    return len(args) == 2 and len(shapes) == 1 and None not in shapes
+
+
+class _ProxyBlocks(nn.Module):
+    """A split subnet whose :meth:`proxy_blocks` are its residual-block partitions."""
+
+    def __init__(self, net: fx.GraphModule, blocks: list[str]):
+        super().__init__()
+        self.net, self.blocks = net, blocks
+
+    def forward(self, *args: Any) -> Any:
+        return self.net(*args)
+
+    def proxy_blocks(self) -> list[nn.Module]:
+        return [self.net.get_submodule(name) for name in self.blocks]
 
 
 def _get_attr(root: nn.Module, target: str) -> Any:

@@ -57,6 +57,27 @@ def _build_bert(
 register_model("elastic_bert", _build_bert)
 
 
+def _build_bootstrap(input_shape: tuple[int, ...], num_classes: int, **kw: Any) -> ElasticModel:
+    """A supernet converted from ``kw["source"]`` (conf/model/bootstrap.yaml); imported
+    here, not at the top, as hwnas.bootstrap itself builds on hwnas.elastic."""
+    from hwnas.bootstrap.api import build_bootstrap
+
+    return build_bootstrap(input_shape, num_classes, **kw)
+
+
+register_model("bootstrap", _build_bootstrap)
+
+
+def _plain(v: Any) -> Any:
+    """Config values as constructor arguments: lists (OmegaConf ListConfig) as tuples,
+    mappings as dicts, recursively."""
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, Mapping):
+        return {str(k): _plain(x) for k, x in v.items()}
+    return tuple(_plain(x) for x in v)
+
+
 def build_model(
     model_cfg: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int
 ) -> ElasticModel:
@@ -66,10 +87,7 @@ def build_model(
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; choose model= one of {sorted(_MODELS)}")
     # OmegaConf lists arrive as ListConfig; the constructors take tuples.
-    kwargs = {
-        k: v if isinstance(v, (str, int, float, bool)) or v is None else tuple(v)
-        for k, v in cfg.items()
-    }
+    kwargs = {k: _plain(v) for k, v in cfg.items()}
     try:
         return _MODELS[name](tuple(input_shape), num_classes, **kwargs)
     except TypeError as err:
