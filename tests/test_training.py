@@ -12,8 +12,11 @@ from hwnas.training.subnet import SubnetModule
 from hwnas.training.supernet import Phase, SupernetModule, distill_loss
 from tests.conftest import tiny_cnn
 
-PHASES = [Phase("largest", (), 1, 0.1), Phase("kernel", ("kernel",), 1, 0.03),
-          Phase("all", ("kernel", "depth", "width"), 2, 0.03)]
+PHASES = [
+    Phase("largest", (), 1, 0.1),
+    Phase("kernel", ("kernel",), 1, 0.03),
+    Phase("all", ("kernel", "depth", "width"), 2, 0.03),
+]
 
 
 def test_sandwich_rule_and_pool_sampling():
@@ -57,7 +60,7 @@ def test_recalibrate_bn_is_exact():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
     data = torch.randn(40, 1, 8, 8) * 3 + 1
-    batches = [(data[i:i + 8], torch.zeros(8)) for i in range(0, 40, 8)]
+    batches = [(data[i : i + 8], torch.zeros(8)) for i in range(0, 40, 8)]
     recalibrate_bn(net, batches, num_samples=40)
     feats = net[0](data)
     torch.testing.assert_close(net[1].running_mean, feats.mean(dim=(0, 2, 3)))
@@ -80,17 +83,24 @@ def _loaders(n=96):
 
 
 def _trainer(epochs):
-    return L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False,
-                     num_sanity_val_steps=0, deterministic=True)
+    return L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=True,
+    )
 
 
 def test_supernet_trains_through_phases_and_logs_both_ends():
     L.seed_everything(0)
     train, val = _loaders()
     model = tiny_cnn()
-    module = SupernetModule(model, PHASES, num_random=1, calibration=lambda: train,
-                            calib_samples=64)
+    module = SupernetModule(
+        model, PHASES, num_random=1, calibration=lambda: train, calib_samples=64
+    )
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer = _trainer(module.total_epochs)
     trainer.fit(module, train, val)
@@ -109,3 +119,48 @@ def test_subnet_module_fits_and_tests():
     trainer.fit(module, train, val)
     (res,) = trainer.test(module, val, verbose=False)
     assert res["test/acc"] > 0.9
+
+
+def test_frozen_teacher_is_the_largest_after_phase_zero_and_never_trains(tmp_path, monkeypatch):
+    L.seed_everything(0)
+    train, val = _loaders()
+    model = tiny_cnn()
+    path = tmp_path / "teacher.pt"
+    module = SupernetModule(model, PHASES[:2], num_random=1, calibration=lambda: train,
+                            calib_samples=64, teacher="frozen", teacher_path=path)  # fmt: skip
+    snapshots = {}
+    real = module.freeze_teacher
+
+    def spy():  # the largest subnet's weights at the moment it is frozen
+        if not module._teacher:
+            snapshots["at_freeze"] = model.export(model.space.max_arch()).state_dict()
+        return real()
+
+    monkeypatch.setattr(module, "freeze_teacher", spy)
+    targets, produced = [], []  # what the smaller subnets distil from, what the teacher gave
+    distill = module.task.distill_loss
+
+    def spy_distill(out, target, temperature):
+        targets.append(target.data_ptr())
+        if module._teacher and not module._teacher[0]._forward_hooks:
+            module._teacher[0].register_forward_hook(lambda m, i, o: produced.append(o.data_ptr()))
+        return distill(out, target, temperature)
+
+    monkeypatch.setattr(module.task, "distill_loss", spy_distill)
+    _trainer(module.total_epochs).fit(module, train, val)
+    assert produced and set(targets[-len(produced) :]) <= set(produced)
+    teacher = module._teacher[0]
+    saved = torch.load(path, weights_only=True)
+    assert saved.keys() == snapshots["at_freeze"].keys()
+    assert all(torch.equal(saved[k], snapshots["at_freeze"][k]) for k in saved)
+    assert all(torch.equal(v, saved[k]) for k, v in teacher.state_dict().items())
+    after = model.export(model.space.max_arch()).state_dict()  # phase 1 trained on
+    assert any(not torch.equal(after[k], saved[k]) for k in saved)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert "teacher" not in "".join(module.state_dict())  # not part of the checkpoint
+    # a resumed run reads the same teacher back instead of freezing the trained largest
+    again = SupernetModule(model, PHASES[:2], teacher="frozen", teacher_path=path)
+    restored = again.freeze_teacher().state_dict()
+    assert all(torch.equal(restored[k], saved[k]) for k in saved)
+    with pytest.raises(ValueError, match="supernet.teacher"):
+        SupernetModule(model, PHASES, teacher="oracle")

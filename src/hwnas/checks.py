@@ -21,6 +21,7 @@ from hwnas.progress import MODES
 from hwnas.search.base import Strategy, build_strategy, list_strategies
 from hwnas.spaces.base import SearchSpace
 from hwnas.training.optim import OPTIMIZERS
+from hwnas.training.supernet import TEACHERS
 from hwnas.training.trainer import check_trainer_config
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,9 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"{key}={OmegaConf.select(cfg, key)!r}: choose one of {list(OPTIMIZERS)}"
             )
+    teacher = OmegaConf.select(cfg, "supernet.teacher", default="inplace")
+    if teacher not in TEACHERS:
+        raise ConfigError(f"supernet.teacher={teacher!r}: choose one of {list(TEACHERS)}")
     if cfg.progress not in MODES:
         raise ConfigError(f"progress={cfg.progress!r}: choose one of {list(MODES)}")
     try:

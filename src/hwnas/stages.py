@@ -99,6 +99,8 @@ def supernet(ctx: Context) -> dict[str, Any]:
         calib_samples=int(cfg.calib_samples),
         task=ctx.dm.task(label_smoothing=float(cfg.label_smoothing)),
         optimizer=str(cfg.optimizer),
+        teacher=str(cfg.get("teacher", "inplace")),
+        teacher_path=folder / "teacher.pt",
     )
 
     def search(space: SearchSpace, i: int) -> SearchResult | None:

@@ -16,9 +16,11 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from hwnas.elastic.base import ElasticModel
@@ -31,6 +33,11 @@ from hwnas.training.optim import check_optimizer, make_optimizer
 from hwnas.training.optim import detach as _detach
 
 log = logging.getLogger(__name__)
+
+# Whom the smaller subnets distil from: "inplace" = the largest subnet of the same step
+# (trained alongside them); "frozen" = a frozen copy of the largest taken when the first
+# elastic phase starts (for a converted pretrained model: the fine-tuned original).
+TEACHERS = ("inplace", "frozen")
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,8 @@ class SupernetModule(L.LightningModule):
         calib_samples: int = 1000,
         task: Task | None = None,
         optimizer: str = "sgd",
+        teacher: str = "inplace",
+        teacher_path: str | Path | None = None,
     ):
         super().__init__()
         if not phases:
@@ -78,6 +87,11 @@ class SupernetModule(L.LightningModule):
             model.input_shape, 0, label_smoothing=label_smoothing
         )
         self.optimizer = check_optimizer(optimizer)
+        if teacher not in TEACHERS:
+            raise ValueError(f"supernet.teacher={teacher!r}: choose one of {list(TEACHERS)}")
+        self.teacher_mode = teacher
+        self.teacher_path = None if teacher_path is None else Path(teacher_path)
+        self._teacher: list[nn.Module] = []  # a list: never a registered submodule
         self.rng = random.Random(seed)  # same seed on every rank: same subnets per step
         self.pools: dict[int, list[Arch]] = {}
         self._entered = -1
@@ -135,7 +149,31 @@ class SupernetModule(L.LightningModule):
 
     # ----------------------------------------------------------------- training
     def on_train_epoch_start(self) -> None:
-        self.enter_phase(self.phase_index(self.current_epoch))
+        i = self.phase_index(self.current_epoch)
+        if self.teacher_mode == "frozen" and self.phases[i].elastic:
+            self.freeze_teacher()
+        self.enter_phase(i)
+
+    def freeze_teacher(self) -> nn.Module:
+        """The frozen teacher: the largest subnet as it is when the first elastic phase
+        starts (after phase 0 has fitted it to the data), exported and never trained
+        again. Its weights go to ``teacher_path`` on first use and are read back from
+        there on a resumed run, so a resume distils from the same teacher."""
+        if self._teacher:
+            return self._teacher[0]
+        net = self.model.export(self.model.space.max_arch())
+        path = self.teacher_path
+        if path is not None and path.is_file():
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            log.info("supernet: frozen teacher read from %s", path)
+        else:
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(net.state_dict(), path)
+            log.info("supernet: largest subnet frozen as the teacher of the smaller ones")
+        net.eval().requires_grad_(False)
+        self._teacher.append(net)
+        return net
 
     def _set_lr(self, batch_idx: int) -> float:
         i = self.phase_index(self.current_epoch)
@@ -158,6 +196,10 @@ class SupernetModule(L.LightningModule):
         outputs = self.model(*inputs)
         loss = task.loss(outputs, targets)
         teacher = _detach(outputs)
+        if self._teacher and others:  # distil from the frozen original instead
+            frozen = self._teacher[0].to(self.device)
+            with torch.no_grad():
+                teacher = _detach(frozen(*inputs))
         total = loss
         for arch in others:
             self.model.set_active(arch)
