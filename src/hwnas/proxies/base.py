@@ -155,8 +155,7 @@ def _score_all(
         t0 = time.perf_counter()
         try:
             gen = torch.Generator(device=inputs.x.device).manual_seed(int(seed))
-            values = {n: float(values_n) for n, values_n in fn(
-                copy.deepcopy(model), inputs, gen, batch).items()}  # fmt: skip
+            values = fn(copy.deepcopy(model), inputs, gen, batch)
         except Exception as exc:  # noqa: BLE001 - a shared pass failed: score one by one
             log.debug("shared pass for %s failed (%s); scoring one by one", batch, exc)
             left.extend(batch)

@@ -232,8 +232,9 @@ class DEScore:
                 "this DE-Score uses latency: pass latency_ms= (measured or predicted), or "
                 "set its weight to 0 / latency_penalty=False and latency_limit_ms=null"
             )
-        scores = {k: float(v) for k, v in (known or {}).items() if k in self.proxies()}
-        todo = [name for name in self.proxies() if name not in scores]
+        needed = self.proxies()
+        scores = {k: float(v) for k, v in (known or {}).items() if k in needed}
+        todo = [name for name in needed if name not in scores]
         if failures is None:
             scores.update(score_proxies(todo, model, inputs, seed, owned=owned))
         else:  # lenient: a failed proxy is NaN, which ranks last on its term

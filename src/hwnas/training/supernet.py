@@ -171,7 +171,7 @@ class SupernetModule(L.LightningModule):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 torch.save(net.state_dict(), path)
             log.info("supernet: largest subnet frozen as the teacher of the smaller ones")
-        net.eval().requires_grad_(False)
+        net.to(self.device).eval().requires_grad_(False)
         self._teacher.append(net)
         return net
 
@@ -197,9 +197,8 @@ class SupernetModule(L.LightningModule):
         loss = task.loss(outputs, targets)
         teacher = _detach(outputs)
         if self._teacher and others:  # distil from the frozen original instead
-            frozen = self._teacher[0].to(self.device)
             with torch.no_grad():
-                teacher = _detach(frozen(*inputs))
+                teacher = self._teacher[0](*inputs)
         total = loss
         for arch in others:
             self.model.set_active(arch)
