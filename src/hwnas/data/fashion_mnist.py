@@ -59,6 +59,10 @@ class FashionMNISTDataModule(HwnasDataModule):
     (Debian's ``dataset-fashion-mnist``; ``None`` turns that off). Train augmentation is a
     pad-2 random crop only: no flip, since the footwear classes all face one way and a
     mirrored shoe is an image the test set never shows.
+
+    ``image_size`` > 28 pads every image with background (black) pixels to that square
+    size, centred: e.g. 32 for networks whose five stride-2 stages want a multiple of 32
+    (MobileNetV2 and other ImageNet models in ``model=bootstrap``).
     """
 
     name = "fashion_mnist"
@@ -69,9 +73,22 @@ class FashionMNISTDataModule(HwnasDataModule):
     std = (0.3530,)
     augmentation = Augment(pad=2, hflip=False)
 
-    def __init__(self, data_dir: str, system_dir: str | None = DEBIAN_DIR, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        data_dir: str,
+        system_dir: str | None = DEBIAN_DIR,
+        image_size: int = 28,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(data_dir, **kwargs)
         self.system_dir = system_dir
+        if int(image_size) < 28:
+            raise ValueError(
+                f"data.image_size={image_size} is below Fashion-MNIST's 28 pixels: images "
+                "are padded, never cropped; use 28 or more"
+            )
+        self.image_size = int(image_size)
+        self.input_shape = (1, self.image_size, self.image_size)
 
     def candidate_dirs(self) -> list[str]:
         """The folders searched for the idx files, in order."""
@@ -107,4 +124,9 @@ class FashionMNISTDataModule(HwnasDataModule):
         image_path, label_path = files[train]
         log.info("fashion_mnist: reading %s", os.path.dirname(image_path))
         images, labels = read_idx(image_path), read_idx(label_path)
-        return images.unsqueeze(1), labels.long()  # (N, 1, 28, 28), (N,)
+        images = images.unsqueeze(1)  # (N, 1, 28, 28)
+        extra = self.image_size - images.shape[-1]
+        if extra > 0:  # centred, background (0) pixels
+            lo = extra // 2
+            images = torch.nn.functional.pad(images, (lo, extra - lo, lo, extra - lo))
+        return images, labels.long()  # (N, 1, image_size, image_size), (N,)
