@@ -77,6 +77,32 @@ def test_returned_archs_respect_params_and_latency_thresholds(name, kw):
         assert all(e.feasible for e in result.history)
 
 
+@pytest.mark.parametrize(
+    "name,kw",
+    [
+        ("evolution", dict(iterations=1, population=4, top_k=2, max_tries=3)),
+        ("nsga2", dict(trials=6, population_size=4, max_tries=2)),
+    ],
+)
+def test_a_cap_few_uniform_samples_meet_is_still_searched(name, kw):
+    import random
+
+    probe, cost = _problem({})
+    every = sorted(cost(a)["latency_ms"] for a in probe.space.enumerate())
+    cap = every[3]  # 4 of the 1764 archs: about 1 uniform sample in 440 is feasible
+    problem, cost = _problem({"latency_ms": cap})
+    result = build_strategy(name, **kw).run(problem)
+    measured = [e for e in result.history if e.metrics]
+    assert len({e.arch for e in measured}) >= 2  # found by walks, not by luck
+    assert all(cost(e.arch)["latency_ms"] <= cap for e in measured)
+    # a walk down from the largest arch ends feasible
+    shrunk = problem.shrink_to_feasible(probe.space.max_arch(), random.Random(1))
+    assert shrunk is not None and cost(shrunk)["latency_ms"] <= cap
+    assert problem.shrink_to_feasible(probe.space.min_arch(), random.Random(1)) == (
+        probe.space.min_arch()
+    )
+
+
 def test_evolution_improves_on_its_initial_population():
     problem, _ = _problem({})
     result = build_strategy(

@@ -71,6 +71,10 @@ class Objective(ABC):
         return np.asarray([float(self.fitness([*reference, m])[-1]) for m in metrics], dtype=float)
 
 
+# uniform samples missed in a row before misses are walked down to feasibility
+SHRINK_AFTER = 20
+
+
 @dataclass
 class SearchProblem:
     space: SearchSpace
@@ -84,11 +88,38 @@ class SearchProblem:
         return self.constraints.feasible(self.cost_model(arch))
 
     def sample_feasible(self, rng: random.Random, max_tries: int = 2000) -> Arch:
-        for _ in range(max_tries):
+        """A random feasible arch: uniform samples first; after ``SHRINK_AFTER`` misses
+        in a row each miss is walked down to feasibility (:meth:`shrink_to_feasible`),
+        so tight caps that few uniform samples meet are still searched."""
+        for i in range(max_tries):
             arch = self.space.sample(rng)
             if self.feasible(arch):
                 return arch
+            if i >= SHRINK_AFTER:
+                shrunk = self.shrink_to_feasible(arch, rng)
+                if shrunk is not None:
+                    return shrunk
         raise infeasible_error(self)
+
+    def shrink_to_feasible(self, arch: Arch, rng: random.Random) -> Arch | None:
+        """Walk ``arch`` down until it meets the constraints: each step moves one random
+        gene (among those that can still shrink) to its next smaller choice. The walk
+        ends on the feasible side of the constraint boundary, where the accuracy/cost
+        front lies; None when even the smallest arch it reaches is infeasible."""
+        space = self.space
+        current = space.canonical(arch)
+        while not self.feasible(current):
+            movable = [
+                g
+                for g in space.genes
+                if space.is_active(g, current) and g.ordered.index(current[g.name]) > 0
+            ]
+            if not movable:
+                return None
+            gene = rng.choice(movable)
+            smaller = gene.ordered[gene.ordered.index(current[gene.name]) - 1]
+            current = space.canonical(current.replace(**{gene.name: smaller}))
+        return current
 
 
 def infeasible_error(problem: SearchProblem) -> InfeasibleError:

@@ -22,6 +22,7 @@ import random
 
 from hwnas.search.base import (
     RANKS,
+    SHRINK_AFTER,
     Evaluated,
     SearchProblem,
     SearchResult,
@@ -104,12 +105,18 @@ class Evolution(Strategy):
 
     def _initial(self, problem: SearchProblem, rng: random.Random) -> list[Arch]:
         archs: list[Arch] = []
+        misses = 0
         for _ in range(self.population * self.max_tries):
             if len(archs) == self.population:
                 break
             arch = problem.space.sample(rng)
+            if misses >= SHRINK_AFTER and not problem.feasible(arch):
+                arch = problem.shrink_to_feasible(arch, rng) or arch  # a tight cap
             if arch not in archs and problem.feasible(arch):
                 archs.append(arch)
+                misses = 0
+            else:
+                misses += 1
         if not archs:
             raise infeasible_error(problem)
         return archs

@@ -42,6 +42,7 @@ import optuna
 
 from hwnas.hardware.constraints import Constraints
 from hwnas.search.base import (
+    SHRINK_AFTER,
     Evaluated,
     SearchProblem,
     SearchResult,
@@ -285,8 +286,10 @@ class OptunaStrategy(Strategy):
 def _unseen_feasible(
     problem: SearchProblem, rng: random.Random, seen: Mapping[Arch, Any], tries: int
 ) -> Arch | None:
-    for _ in range(tries):
+    for i in range(tries):
         arch = problem.space.sample(rng)
+        if i >= SHRINK_AFTER and not problem.feasible(arch):
+            arch = problem.shrink_to_feasible(arch, rng) or arch
         if arch not in seen and problem.feasible(arch):
             return arch
     return None
