@@ -251,6 +251,17 @@ def preflight(ctx: Context) -> list[str]:
                 f"supernet.phases[{i}] ({ph.name}): elastic must be a subset of the "
                 f"{space.name} groups {space.groups}, got {list(ph.elastic)}"
             )
+    listed = {g for ph in ctx.cfg.supernet.phases for g in ph.elastic}
+    untrained = sorted({g.group for g in space.genes if len(g.choices) > 1} - listed - {""})
+    if "supernet" in stages and untrained:
+        # restrict() keeps such genes at their largest choice in every phase, yet the
+        # searches (zero-shot, on the supernet) would pick smaller, never-trained choices
+        raise ConfigError(
+            f"supernet.phases never make the {space.name} groups {untrained} elastic: they "
+            "would train only at their largest choice while the searches pick any; add a "
+            "phase listing them (model=bootstrap with model.kernel=true: a kernel phase, "
+            "see conf/supernet/bootstrap.yaml) or build the model without them"
+        )
     if {"zero_shot", "search"} & set(stages):
         miss = unreachable(ctx, space, ctx.constraints)
         if miss:

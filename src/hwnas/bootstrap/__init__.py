@@ -1,7 +1,8 @@
 """Bootstrap: a weight-sharing supernet from any torch.fx-traceable ``nn.Module``.
 
 ``convert(model, example_input)`` traces the model, finds channel groups that can shrink
-together (width) and residual blocks that can be skipped (depth), and returns a
+together (width), residual blocks that can be skipped (depth) and, with ``kernel=True``,
+convolutions whose kernel can shrink to a centre crop (kernel), and returns a
 :class:`BootstrapModel`: an :class:`~hwnas.elastic.base.ElasticModel` whose largest arch
 reproduces the original model.
 

@@ -10,13 +10,22 @@ the layout through, ``cat`` on dim 1 concatenates layouts, ``flatten`` multiplie
 features per channel. Anything not understood (an opaque leaf module, a ``view`` with
 literal sizes, a read of the channel count, the network output) *fixes* the groups of
 its inputs: they keep all their channels.
+
+Operands whose segments differ (``cat([a, b], 1) + conv(x)``: ``[8, 12]`` against
+``[20]``) are *aligned* first: a segment spanning several of the other's is split into
+consecutive sub-groups (the conv's 20 output channels become a group of 8 and one of
+12), each shrinking to its own first channels, so both sides stay elastic. A split group
+is replaced by its parts wherever it appears. Segments that cannot be aligned (different
+features per channel, or a cut through a grouped convolution's channel group) are fixed.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -85,7 +94,8 @@ def is_pooling(n: fx.Node, gm: fx.GraphModule) -> bool:
 
 class Groups:
     """Union-find over channel groups: size, granularity (channels shrink in multiples
-    of it) and whether the group is fixed (keeps all channels), with the reason."""
+    of it) and whether the group is fixed (keeps all channels), with the reason. A root
+    may be split into consecutive parts (:attr:`parts`), new groups that replace it."""
 
     def __init__(self) -> None:
         self.parent: list[int] = []
@@ -93,6 +103,7 @@ class Groups:
         self.gran: list[int] = []
         self.why_fixed: dict[int, str] = {}
         self.origin: list[str] = []
+        self.parts: dict[int, tuple[int, ...]] = {}
 
     def new(self, size: int, origin: str, fixed: str | None = None) -> int:
         gid = len(self.parent)
@@ -133,6 +144,26 @@ class Groups:
         if rb in self.why_fixed:
             self.why_fixed.setdefault(ra, self.why_fixed.pop(rb))
 
+    def split(self, g: int, sizes: Sequence[int]) -> str | None:
+        """Split ``g``'s root into consecutive parts of ``sizes`` channels (they inherit
+        its granularity and fixed reason); the reason when that would cut a channel group
+        of a grouped convolution, else ``None``."""
+        r = self.find(g)
+        assert r not in self.parts and sum(sizes) == self.size[r]
+        if any(c % self.gran[r] for c in sizes):
+            return (
+                f"channels {self.origin[r]} ({self.size[r]}) would split into {list(sizes)}, "
+                f"cutting groups of {self.gran[r]} channels of a grouped convolution"
+            )
+        kids, offset = [], 0
+        for c in sizes:
+            kid = self.new(c, f"{self.origin[r]}[{offset}:{offset + c}]", self.why_fixed.get(r))
+            self.gran[kid] = self.gran[r]
+            kids.append(kid)
+            offset += c
+        self.parts[r] = tuple(kids)
+        return None
+
 
 @dataclass
 class Layer:
@@ -164,7 +195,20 @@ class ChannelAnalysis:
 
     # ---------------------------------------------------------------- helpers
     def _lay(self, a: object) -> Layout | None:
-        return self.layout.get(a.name) if isinstance(a, fx.Node) else None
+        lay = self.layout.get(a.name) if isinstance(a, fx.Node) else None
+        return None if lay is None else self._expand(lay)
+
+    def _expand(self, lay: Layout) -> Layout:
+        """``lay`` with every split group replaced by its parts (recursively)."""
+        out: list[Seg] = []
+        for g, c, inner in lay:
+            r = self.groups.find(g)
+            if r in self.groups.parts:
+                kids = tuple((k, self.groups.size[k], inner) for k in self.groups.parts[r])
+                out.extend(self._expand(kids))
+            else:
+                out.append((r, c, inner))
+        return tuple(out)
 
     def _fresh(self, n: fx.Node, fixed: str | None = None) -> Layout | None:
         shape = n.meta.get("shape")
@@ -184,13 +228,44 @@ class ChannelAnalysis:
     def _unify(self, layouts: list[Layout], why: str) -> Layout:
         first = layouts[0]
         for other in layouts[1:]:
-            if [s[1:] for s in other] == [s[1:] for s in first]:
+            problem = self._align(first, other)
+            first, other = self._expand(first), self._expand(other)
+            if problem is None:
                 for (a, _, _), (b, _, _) in zip(first, other):
                     self.groups.union(a, b, why)
-            else:  # same channel count, different segments: keep them all
-                self._fix(first, why)
-                self._fix(other, why)
-        return first
+            else:  # segments that cannot be aligned: keep them all
+                self._fix(first, f"{why}: {problem}")
+                self._fix(other, f"{why}: {problem}")
+        return self._expand(first)
+
+    def _align(self, a: Layout, b: Layout) -> str | None:
+        """Split groups of ``a`` and ``b`` until their segments coincide (same channels
+        and features per channel, pairwise); the reason when they cannot."""
+        while True:
+            a, b = self._expand(a), self._expand(b)
+            if [s[1:] for s in a] == [s[1:] for s in b]:
+                return None
+            ends = [list(itertools.accumulate(c * i for _, c, i in lay)) for lay in (a, b)]
+            if ends[0][-1] != ends[1][-1]:
+                return f"{ends[0][-1]} against {ends[1][-1]} features"
+            bounds = sorted(set(ends[0]) | set(ends[1]))
+            for x, y in zip([0, *bounds], bounds):  # the pieces both sides are cut into
+                inner = _inner_at(a, x)
+                if inner != _inner_at(b, x) or (y - x) % inner:
+                    return f"segments {_sizes(a)} and {_sizes(b)} differ in features per channel"
+            cuts: dict[int, set[int]] = {}  # group -> cut points, channels from its start
+            for lay in (a, b):
+                offset = 0
+                for g, c, inner in lay:
+                    for o in bounds:
+                        if offset < o < offset + c * inner:
+                            cuts.setdefault(g, set()).add((o - offset) // inner)
+                    offset += c * inner
+            for g, at in cuts.items():
+                edges = [0, *sorted(at), self.groups.size[g]]
+                problem = self.groups.split(g, [y - x for x, y in zip(edges, edges[1:])])
+                if problem is not None:
+                    return problem
 
     # ------------------------------------------------------------------ visit
     def _visit(self, n: fx.Node) -> Layout | None:
@@ -360,11 +435,26 @@ class ChannelAnalysis:
 
     # ---------------------------------------------------------------- results
     def resolve(self) -> None:
-        """Rewrite every layout with union-find roots."""
+        """Rewrite every layout with union-find roots, split groups replaced by their
+        parts."""
 
         def res(lay: Layout | None) -> Layout | None:
-            return None if lay is None else tuple((self.groups.find(g), c, i) for g, c, i in lay)
+            return None if lay is None else self._expand(lay)
 
         self.layout = {k: res(v) for k, v in self.layout.items()}
         for layer in self.layers.values():
             layer.inp, layer.out = res(layer.inp), res(layer.out)
+
+
+def _sizes(lay: Layout) -> list[int]:
+    return [c for _, c, _ in lay]
+
+
+def _inner_at(lay: Layout, feature: int) -> int:
+    """Features per channel of the segment of ``lay`` that holds feature ``feature``."""
+    offset = 0
+    for _, c, inner in lay:
+        offset += c * inner
+        if feature < offset:
+            return inner
+    return 0

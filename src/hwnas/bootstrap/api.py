@@ -28,6 +28,7 @@ def build_bootstrap(
     stem: str | None = None,
     width_ratios: Sequence[float] = (0.5, 0.75, 1.0),
     depth: bool = True,
+    kernel: bool = False,
     leaf_modules: Sequence[str] = (),
 ) -> BootstrapModel:
     """Build ``source``, load ``weights``, fit head and stem to the data (see
@@ -44,6 +45,7 @@ def build_bootstrap(
             example,
             width_ratios=tuple(width_ratios),
             depth=bool(depth),
+            kernel=bool(kernel),
             leaf_modules=tuple(leaf_modules),
         )
     except ValueError as err:

@@ -30,11 +30,12 @@ def convert(
     in eval mode (Python branches on ``self.training`` are frozen at eval). Submodules
     named (or typed) in ``leaf_modules`` stay opaque: they run whole and keep their
     channels. ``width_ratios`` are the fractions of each channel group offered;
-    ``depth`` makes the number of skippable residual blocks per stage elastic. Raises a
-    one-line ``ValueError`` naming the module or node that cannot be converted.
+    ``depth`` makes the number of skippable residual blocks per stage elastic;
+    ``kernel`` the kernel size of every convolution with an odd square kernel of 5 or
+    more that pads 'same'-like (centre crops down to 3, see
+    :mod:`hwnas.bootstrap.kernel`). Raises a one-line ``ValueError`` naming the module or
+    node that cannot be converted.
     """
-    if kernel:
-        raise NotImplementedError("elastic kernel sizes are not implemented yet (kernel=False)")
     if not isinstance(example_input, torch.Tensor):
         raise ValueError("example_input must be one tensor (batch first)")
     if not width_ratios or any(not 0 < r <= 1 for r in width_ratios):
@@ -48,5 +49,5 @@ def convert(
     stages = find_stages(gm.graph) if depth else []
     for layer in analysis.layers.values():
         make_elastic(gm.get_submodule(layer.target), tied=layer.kind == "tied")
-    supernet = BootstrapModel(gm, analysis, stages, width_ratios, example_input)
+    supernet = BootstrapModel(gm, analysis, stages, width_ratios, example_input, kernel)
     return supernet.train(was_training)

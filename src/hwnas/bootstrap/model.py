@@ -14,6 +14,7 @@ from torch.fx.passes.split_module import split_module
 
 from hwnas.bootstrap.analysis import ChannelAnalysis, Layout, is_pooling
 from hwnas.bootstrap.depth import Block
+from hwnas.bootstrap.kernel import KERNEL_TRANSFORM, find_kernel_convs
 from hwnas.bootstrap.ops import Index, permute_
 from hwnas.elastic.base import ElasticModel
 from hwnas.spaces.base import Arch, Gene, SearchSpace
@@ -51,7 +52,9 @@ class BootstrapModel(ElasticModel):
     """A weight-sharing supernet converted from a plain model (see :func:`convert`).
 
     Genes: ``w{i}`` (width group i, channel counts), ``d{s}`` (how many skippable blocks
-    of stage s run: the first d). :meth:`describe` tells which layers each touches.
+    of stage s run: the first d) and, when converted with ``kernel=True``, ``k{i}`` (the
+    kernel size of convolution i, a centre crop). :meth:`describe` tells which layers
+    each touches.
     """
 
     reorder_groups = frozenset({"width"})
@@ -63,6 +66,7 @@ class BootstrapModel(ElasticModel):
         stages: list[list[Block]],
         width_ratios: Sequence[float],
         example_input: torch.Tensor,
+        kernel: bool = False,
     ):
         super().__init__()
         self.net = net
@@ -84,6 +88,9 @@ class BootstrapModel(ElasticModel):
         self._flops = {n.name: n.meta.get("flops", 0) for n in net.graph.nodes}
         self._feature_node = self._find_features(net.graph)
         self.width_groups = self._make_width_groups(analysis, width_ratios, nodes)
+        self.kernel_convs, self._fixed_kernels = (
+            find_kernel_convs(net, self._layers) if kernel else ([], [])
+        )
         genes = self._make_genes()
         if not genes:
             raise ValueError(
@@ -129,8 +136,9 @@ class BootstrapModel(ElasticModel):
         groups = analysis.groups
         found: dict[int, WidthGroup] = {}
         for layer in self._layers.values():  # in graph order
-            if layer.kind in ("conv", "linear"):
-                g = layer.out[0][0]
+            if layer.kind not in ("conv", "linear"):
+                continue
+            for g, _, _ in layer.out:  # several when split to match a concatenation
                 if g not in found and not groups.fixed(g):
                     gran = groups.gran[g]
                     choices = width_choices(groups.size[g], gran, ratios)
@@ -139,8 +147,10 @@ class BootstrapModel(ElasticModel):
                             f"w{len(found)}", g, groups.size[g], gran, choices, [], [], []
                         )
         for layer in self._layers.values():
-            if layer.kind in ("conv", "linear") and layer.out[0][0] in found:
-                found[layer.out[0][0]].producers.append(layer.target)
+            if layer.kind in ("conv", "linear"):
+                for g in dict.fromkeys(s[0] for s in layer.out):
+                    if g in found:
+                        found[g].producers.append(layer.target)
             for g in dict.fromkeys(s[0] for s in layer.inp):
                 if g in found:
                     kind = "consumers" if layer.kind in ("conv", "linear") else "members"
@@ -151,6 +161,10 @@ class BootstrapModel(ElasticModel):
         genes: list[Gene] = []
         for s, stage in enumerate(self._stages):
             genes.append(Gene(f"d{s}", tuple(range(len(stage) + 1)), "depth"))
+        for kc in self.kernel_convs:
+            where = self._block_of.get(kc.node)
+            cond = (f"d{where[0]}", where[1]) if where else None
+            genes.append(Gene(kc.gene, kc.choices, "kernel", cond))
         for wg in self.width_groups:
             inside = {
                 self._block_of.get(self._layers[t].node)
@@ -172,6 +186,9 @@ class BootstrapModel(ElasticModel):
             m.in_idx = self._index(layer.inp, width)
             if layer.kind != "bn":
                 m.out_idx = self._index(layer.out, width)
+        for kc in self.kernel_convs:
+            k = arch[kc.gene]
+            self.net.get_submodule(kc.module).active_kernel = None if k == kc.kernel else k
         self._depth = tuple(arch[f"d{s}"] for s in range(len(self._stages)))
         self._active = arch
 
@@ -304,15 +321,18 @@ class BootstrapModel(ElasticModel):
                 imp += part.abs().sum(1).cpu()
         if not wg.consumers:
             for t in wg.producers:
-                imp += self.net.get_submodule(t).weight.detach().abs().flatten(1).sum(1).cpu()
+                w = self.net.get_submodule(t).weight.detach()
+                for off, c, _ in self._segments(self._layers[t].out, wg.group):
+                    imp += w.narrow(0, off, c).abs().flatten(1).sum(1).cpu()
         return imp
 
     def _permute(self, group: int, perm: torch.Tensor) -> None:
         for layer in self._layers.values():
             m = self.net.get_submodule(layer.target)
-            if layer.kind in ("conv", "linear") and layer.out[0][0] == group:
-                permute_(m.weight, 0, 0, perm)
-                permute_(m.bias, 0, 0, perm)
+            if layer.kind in ("conv", "linear"):  # output channels: inner is 1
+                for off, _, _ in self._segments(layer.out, group):
+                    permute_(m.weight, 0, off, perm)
+                    permute_(m.bias, 0, off, perm)
             for off, _, inner in self._segments(layer.inp, group):
                 p = _expand(perm, inner)
                 if layer.kind in ("conv", "linear"):
@@ -371,7 +391,9 @@ class BootstrapModel(ElasticModel):
     # ------------------------------------------------------------------ describe
     def describe(self) -> dict[str, Any]:
         """The search space as plain data (JSON-able): genes, width groups with the layers
-        they touch, fixed channel groups with the reason, depth stages with their blocks."""
+        they touch, fixed channel groups with the reason, depth stages with their blocks,
+        elastic-kernel convolutions and (with ``kernel=True``) the convolutions with a
+        kernel of 5 or more that stay whole, with the reason."""
         fixed = [
             {"channels": size, "origin": origin, "reason": why}
             for size, origin, why in self._fixed.values()
@@ -402,6 +424,17 @@ class BootstrapModel(ElasticModel):
                 for wg in self.width_groups
             ],
             "fixed_groups": fixed,
+            "kernel_convs": [
+                {
+                    "gene": kc.gene,
+                    "module": kc.module,
+                    "kernel": kc.kernel,
+                    "choices": list(kc.choices),
+                }
+                for kc in self.kernel_convs
+            ],
+            "fixed_kernels": self._fixed_kernels,
+            "kernel_transform": KERNEL_TRANSFORM if self.kernel_convs else None,
             "depth_stages": [
                 {
                     "gene": f"d{s}",

@@ -5,6 +5,8 @@ objects (same parameters, same state-dict names); :func:`make_elastic` switches 
 class to a subclass whose ``forward`` slices the weights to the active channels. The
 active channels of a dimension are ``None`` (all), an ``int`` k (the first k) or a
 ``LongTensor`` of indices (several concatenated segments, each cut to its first k).
+A convolution's active kernel (``active_kernel``, ``None`` = the full kernel) is the
+centre crop of its kernel, with the padding shrunk alike (see :func:`kernel_choices`).
 """
 
 from __future__ import annotations
@@ -33,13 +35,40 @@ def count(idx: Index, full: int) -> int:
     return idx if isinstance(idx, int) else int(idx.numel())
 
 
+def kernel_choices(conv: nn.Module) -> tuple[tuple[int, ...], str | None]:
+    """The kernel sizes ``conv`` may shrink to (ascending odd sizes from 3 up to its
+    own; empty when it cannot) and, for a kernel of 5 or more that cannot, why.
+
+    A smaller kernel is the centre crop of the full one (Once-for-All's elastic kernel
+    without its kernel-transform matrices) with padding ``(k - 1) // 2 * dilation``:
+    the output size stays the same only when the conv pads that way ('same'-like)."""
+    ks = tuple(conv.kernel_size)
+    k = ks[0]
+    if max(ks) < 5:
+        return (), None
+    if len(set(ks)) > 1:
+        return (), f"kernel {list(ks)} is not square"
+    if k % 2 == 0:
+        return (), f"even kernel {k}: a centre crop would shift the output"
+    same = [(k - 1) // 2 * d for d in conv.dilation]
+    padding = conv.padding
+    if padding != "same" and (isinstance(padding, str) or list(padding) != same):
+        return (), (
+            f"padding {padding if isinstance(padding, str) else list(padding)} is not "
+            f"(k-1)//2*dilation = {same}: a smaller kernel would change the output size"
+        )
+    return tuple(range(3, k + 1, 2)), None
+
+
 class _ElasticConv:
     """Mixin for ``nn.Conv{1,2,3}d``. ``tied``: grouped/depthwise with equal input and
-    output channels, whose channels (and conv groups) shrink together."""
+    output channels, whose channels (and conv groups) shrink together. ``active_kernel``:
+    the side of the centred crop of the kernel in use (``None``: all of it)."""
 
     in_idx: Index = None
     out_idx: Index = None
     tied: bool = False
+    active_kernel: int | None = None
 
     def _active(self) -> tuple[torch.Tensor, torch.Tensor | None, int]:
         w = take(self.weight, 0, self.out_idx)  # (out, in/groups, *k)
@@ -48,16 +77,30 @@ class _ElasticConv:
             groups = self.groups
         else:
             groups = self.groups * count(self.out_idx, self.out_channels) // self.out_channels
+        k = self.active_kernel
+        if k is not None:  # (out_a, in_a/groups, *k) -> (out_a, in_a/groups, k, ..., k)
+            for dim, full in enumerate(self.kernel_size, start=2):
+                w = w.narrow(dim, (full - k) // 2, k)
         return w, take(self.bias, 0, self.out_idx), groups
 
+    def _padding(self) -> str | tuple[int, ...]:
+        """The active padding: shrunk with the kernel, 'same'-like."""
+        if self.active_kernel is None:
+            return self.padding
+        return tuple((self.active_kernel - 1) // 2 * d for d in self.dilation)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in_a, *S) -> (B, out_a, *S')
-        if self.in_idx is None and self.out_idx is None:
+        if self.in_idx is None and self.out_idx is None and self.active_kernel is None:
             return self._conv_forward(x, self.weight, self.bias)
         w, b, groups = self._active()
         conv = (F.conv1d, F.conv2d, F.conv3d)[len(self.kernel_size) - 1]
-        padding = self.padding
+        padding = self._padding()
         if self.padding_mode != "zeros":
-            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            if self.active_kernel is None:
+                pad = self._reversed_padding_repeated_twice
+            else:
+                pad = [p for p in reversed(padding) for _ in range(2)]
+            x = F.pad(x, pad, mode=self.padding_mode)
             padding = 0
         return conv(x, w, b, self.stride, padding, self.dilation, groups)
 
@@ -72,7 +115,12 @@ class _ElasticConv:
         else:
             in_pg, groups = count(self.in_idx, self.in_channels) // self.groups, self.groups
         b = out_a if self.bias is not None else None
-        return (out_a, in_pg, *self.kernel_size), b, groups
+        kernel = (
+            self.kernel_size
+            if self.active_kernel is None
+            else (self.active_kernel,) * len(self.kernel_size)
+        )
+        return (out_a, in_pg, *kernel), b, groups
 
     def active_flops(self, out_spatial: tuple[int, ...]) -> int:
         """Per sample, 2 per multiply-add."""
@@ -83,7 +131,7 @@ class _ElasticConv:
         w, b, groups = self._active()
         cls = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[len(self.kernel_size) - 1]
         conv = cls(
-            w.shape[1] * groups, w.shape[0], self.kernel_size, self.stride, self.padding,
+            w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), self.stride, self._padding(),
             self.dilation, groups, b is not None, self.padding_mode,
             device=w.device, dtype=w.dtype,
         )  # fmt: skip
