@@ -26,7 +26,7 @@ from hwnas.training.trainer import check_trainer_config
 
 log = logging.getLogger(__name__)
 
-STAGES = ("zero_shot", "supernet", "search", "final")
+STAGES = ("zero_shot", "supernet", "search", "final", "quantize")
 
 # (key, kind, lowest allowed); kind: int | number | fraction (a number in (0, 1] or an
 # int count: Lightning's limit_*_batches)
@@ -121,6 +121,14 @@ def validate(cfg: DictConfig) -> None:
         check_number(key, OmegaConf.select(cfg, key), kind, low)
     build_configured_strategy(cfg.zero_shot.strategy, "zero_shot.strategy")
     build_configured_strategy(cfg.search.strategy, "search.strategy")
+    if "quantize" in cfg:  # run folders of older versions have no quantize node
+        from hwnas.quantize.stage import check_quantize_config
+
+        try:
+            check_quantize_config(OmegaConf.to_container(cfg.quantize, resolve=True))
+        except (ValueError, KeyError) as err:
+            raise ConfigError(str(err).strip("'\"")) from None
+        build_configured_strategy(cfg.quantize.strategy, "quantize.strategy")
     for i, ph in enumerate(cfg.supernet.phases):
         where = f"supernet.phases[{i}]"
         check_number(f"{where}.epochs", ph.epochs, "int", 0)

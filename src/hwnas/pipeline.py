@@ -22,13 +22,20 @@ from omegaconf import DictConfig, OmegaConf
 from hwnas import stages as st
 from hwnas.checks import STAGES, preflight, validate
 from hwnas.context import ConfigError, Context, build_context
+from hwnas.quantize.stage import quantize as quantize_stage
 from hwnas.runtime import resolve_threads, torch_threads
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "hwnas_config.yaml"
 SPACE_FILE = "space.json"
-STEPS = {"zero_shot": st.zero_shot, "supernet": st.supernet, "search": st.search, "final": st.final}
+STEPS = {
+    "zero_shot": st.zero_shot,
+    "supernet": st.supernet,
+    "search": st.search,
+    "final": st.final,
+    "quantize": quantize_stage,
+}
 
 __all__ = ["CONFIG_FILE", "STAGES", "ConfigError", "Context", "run", "validate"]
 

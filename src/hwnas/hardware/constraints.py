@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-# Metric keys use their unit as suffix so configs read unambiguously.
-KNOWN_METRICS = ("params_m", "flops_m", "latency_ms", "memory_mb")
+# Metric keys use their unit as suffix so configs read unambiguously (size_mb: a
+# deployed model file, as stage `quantize` measures it).
+KNOWN_METRICS = ("params_m", "flops_m", "latency_ms", "memory_mb", "size_mb")
 
 
 class InfeasibleError(RuntimeError):

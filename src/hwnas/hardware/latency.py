@@ -15,7 +15,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -168,6 +168,18 @@ def measure_latency(
                 times = _time_onnxruntime(module, xs, device, n_threads, warmup, repeats)
     finally:
         module.train(was_training)
+    return stats_of(times, warmup, batch_size, device, n_threads, backend)
+
+
+def stats_of(
+    times: Sequence[float],
+    warmup: int,
+    batch_size: int,
+    device: str,
+    threads: int | None,
+    backend: str,
+) -> LatencyStats:
+    """:class:`LatencyStats` of timed runs ``times`` (ms) taken in the given setting."""
     t = np.asarray(times, dtype=np.float64)
     p10, p25, p50, p75, p90 = np.percentile(t, [10, 25, 50, 75, 90])
     return LatencyStats(
@@ -176,12 +188,12 @@ def measure_latency(
         p10_ms=float(p10),
         p90_ms=float(p90),
         iqr_ms=float(p75 - p25),
-        repeats=repeats,
+        repeats=len(t),
         warmup=warmup,
         batch_size=batch_size,
         device=device,
         device_name=device_name(device),
-        threads=n_threads,
+        threads=threads,
         backend=backend,
     )
 
@@ -254,9 +266,9 @@ def input_names(xs: tuple) -> list[str]:
     return ["x"] if len(xs) == 1 else [f"x{i}" for i in range(len(xs))]
 
 
-def onnx_session(module: nn.Module, xs: tuple, device: str, threads: int) -> Any:
-    """Export ``module`` (eval mode, traced on the inputs ``xs``) to ONNX and open a
-    session; its inputs are named by :func:`input_names`."""
+def ort_session(path: str | Path, threads: int = 1, device: str = "cpu") -> Any:
+    """An ONNX Runtime session on the file ``path``: ``threads`` intra-op threads,
+    sequential execution, every graph optimisation on (fusions included)."""
     import onnxruntime as ort
 
     providers = ["CPUExecutionProvider"]
@@ -267,6 +279,18 @@ def onnx_session(module: nn.Module, xs: tuple, device: str, threads: int) -> Any
                 "or use hardware.backend=torch"
             )
         providers = ["CUDAExecutionProvider"]
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=providers)
+
+
+def onnx_session(module: nn.Module, xs: tuple, device: str, threads: int) -> Any:
+    """Export ``module`` (eval mode, traced on the inputs ``xs``) to ONNX and open a
+    session (:func:`ort_session`); its inputs are named by :func:`input_names`."""
     net = _on_device(module, "cpu")
     with tempfile.TemporaryDirectory(prefix="hwnas-onnx-") as tmp:
         path = Path(tmp) / "model.onnx"
@@ -280,20 +304,12 @@ def onnx_session(module: nn.Module, xs: tuple, device: str, threads: int) -> Any
                 opset_version=17,
                 dynamo=False,
             )
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        return ort.InferenceSession(str(path), opts, providers=providers)
+        return ort_session(path, threads, device)
 
 
-def _time_onnxruntime(
-    module: nn.Module, xs: tuple, device: str, threads: int, warmup: int, repeats: int
-) -> list[float]:
-    session = onnx_session(module, xs, device, threads)
-    feed = {n: x.numpy() for n, x in zip(input_names(xs), xs, strict=True)}
+def time_session(session: Any, feed: Mapping[str, Any], warmup: int, repeats: int) -> list[float]:
+    """Milliseconds of each of ``repeats`` runs of an ORT ``session`` on ``feed``, after
+    ``warmup`` untimed runs, with the garbage collector off."""
     times: list[float] = []
     with _no_gc():
         for _ in range(warmup):
@@ -303,6 +319,14 @@ def _time_onnxruntime(
             session.run(None, feed)
             times.append((time.perf_counter() - t0) * 1e3)
     return times
+
+
+def _time_onnxruntime(
+    module: nn.Module, xs: tuple, device: str, threads: int, warmup: int, repeats: int
+) -> list[float]:
+    session = onnx_session(module, xs, device, threads)
+    feed = {n: x.numpy() for n, x in zip(input_names(xs), xs, strict=True)}
+    return time_session(session, feed, warmup, repeats)
 
 
 class MeasuredLatency(CostModel):

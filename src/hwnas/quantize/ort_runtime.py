@@ -1,0 +1,145 @@
+"""Running deployed ONNX files: sessions, a module wrapper, timing and size on disk.
+
+:func:`time_onnx` times an existing ``.onnx`` file (a quantized model, or any export)
+with the settings of :func:`hwnas.hardware.latency.measure_latency` (fixed intra-op
+threads, warm-up, repeats, median) and returns the same :class:`LatencyStats`;
+:class:`OrtModule` lets a task's ``evaluate`` score the file as if it were a module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from hwnas.hardware.latency import (
+    InputSpec,
+    LatencyStats,
+    check_setting,
+    make_inputs,
+    ort_session,
+    stats_of,
+    time_session,
+)
+
+
+def as_feed(batch: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """One batch of model inputs (tensor, tuple of tensors/arrays, or a dict by name)
+    as an ORT feed."""
+    if isinstance(batch, Mapping):
+        items = dict(batch)
+    else:
+        xs = batch if isinstance(batch, (tuple, list)) else (batch,)
+        if len(xs) != len(names):
+            raise ValueError(f"a batch has {len(xs)} inputs, the model takes {list(names)}")
+        items = dict(zip(names, xs))
+    return {
+        k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+        for k, v in items.items()
+    }
+
+
+def model_size_mb(path: str | Path) -> float:
+    """Size of an ONNX file in MB (10^6 bytes, as ``memory_mb``), external data files
+    beside it included."""
+    path = Path(path)
+    total = path.stat().st_size
+    proto = onnx.load(str(path), load_external_data=False)
+    seen: set[str] = set()
+    for init in proto.graph.initializer:
+        for entry in init.external_data:
+            if entry.key == "location" and entry.value not in seen:
+                seen.add(entry.value)
+                total += (path.parent / entry.value).stat().st_size
+    return total / 1e6
+
+
+def open_session(path: str | Path, threads: int = 1, device: str = "cpu") -> Any:
+    """An ORT session on ``path`` as hwnas times every ONNX model
+    (:func:`hwnas.hardware.latency.ort_session`)."""
+    return ort_session(path, threads, device)
+
+
+class OrtModule(nn.Module):
+    """An ONNX file behind the ``nn.Module`` call interface (torch tensors in and out),
+    so :meth:`hwnas.tasks.Task.evaluate` can score a quantized model as it is deployed."""
+
+    def __init__(self, path: str | Path, threads: int = 1):
+        super().__init__()
+        self.path = Path(path)
+        self.session = open_session(self.path, threads)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def forward(self, *xs: Any) -> Any:
+        outs = self.session.run(None, as_feed(tuple(xs), self.input_names))
+        tensors = [torch.from_numpy(np.asarray(o)) for o in outs]
+        return tensors[0] if len(tensors) == 1 else tuple(tensors)
+
+
+_ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+}
+
+
+def _random_feed(session: Any, batch_size: int, seed: int) -> dict[str, np.ndarray]:
+    """Inputs built from the graph's own shapes: the first (symbolic) dimension set to
+    ``batch_size``; floats Gaussian, integers zero (valid token ids and lengths)."""
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for i, inp in enumerate(session.get_inputs()):
+        dims = list(inp.shape)
+        if dims and not isinstance(dims[0], int):
+            dims[0] = batch_size
+        if not all(isinstance(d, int) for d in dims):
+            raise ValueError(
+                f"input {inp.name!r} has symbolic dimensions {inp.shape}: pass inputs="
+            )
+        dtype = _ORT_DTYPES.get(inp.type)
+        if dtype is None:
+            raise ValueError(f"input {i} ({inp.name!r}) has type {inp.type}: pass inputs=")
+        floating = np.issubdtype(dtype, np.floating)
+        feed[inp.name] = (rng.standard_normal(dims) if floating else np.zeros(dims)).astype(dtype)
+    return feed
+
+
+def time_onnx(
+    path: str | Path,
+    inputs: InputSpec | None = None,
+    batch_size: int = 1,
+    threads: int = 1,
+    warmup: int = 5,
+    repeats: int = 20,
+    seed: int = 0,
+    device: str = "cpu",
+) -> LatencyStats:
+    """Median (and spread) of ``repeats`` timed runs of an existing ONNX file after
+    ``warmup`` runs, at ``batch_size`` with ``threads`` intra-op threads.
+
+    ``inputs``: a shape without the batch dimension or a callable
+    ``(batch_size, generator) -> tensors`` (as :func:`hwnas.hardware.measure_latency`;
+    e.g. ``task.example_inputs``); ``None`` builds them from the graph's input shapes.
+    """
+    check_setting(device, "onnxruntime", threads, batch_size, warmup, repeats)
+    session = open_session(path, threads, device)
+    names = [i.name for i in session.get_inputs()]
+    if inputs is None:
+        feed = _random_feed(session, batch_size, seed)
+    else:
+        xs = make_inputs(inputs, batch_size, torch.Generator().manual_seed(seed))
+        feed = as_feed(xs, names)
+    times = time_session(session, feed, warmup, repeats)
+    return stats_of(times, warmup, batch_size, device, threads, "onnxruntime")
+
+
+def throughput(stats: LatencyStats) -> float:
+    """Samples per second at the median latency of ``stats``."""
+    return stats.batch_size / stats.median_ms * 1e3

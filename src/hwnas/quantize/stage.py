@@ -1,0 +1,361 @@
+"""Stage ``quantize``: a precision per layer of the final subnet under a hardware budget.
+
+:func:`quantize_model` does the work on any classification-style module and data
+module (the pipeline stage :func:`quantize` and ``python -m hwnas.quantize`` call it):
+
+1. export the FP32 model to ONNX; find its conv/linear layers and their ONNX nodes;
+2. sensitivity of every layer: the Hessian trace of the loss (Hutchinson) times the
+   INT8 perturbation of its weights (HAWQ-v2 ``Omega``), and the measured validation
+   accuracy with only that layer in INT8 (ORT), both written to ``sensitivity.csv``;
+3. search the precision space (any strategy) ranking assignments by the additive
+   accuracy estimate (``estimate``: Omega scaled to accuracy, or the measured drops)
+   against the latency of each quantized model as ORT runs it (measured, cached);
+4. measure the validation accuracy of the front (at most ``measure_front``) and of
+   uniform INT8; choose the fastest assignment within ``max_drop`` of FP32;
+5. report FP32, uniform INT8 and the chosen assignment on the test set: accuracy, size,
+   latency, throughput, speedup (``report.json`` / ``report.md``), with ``model.onnx``,
+   ``assignment.json`` and the front (``pareto.csv`` / ``pareto.png``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from torch import nn  # noqa: E402
+
+from hwnas.hardware.constraints import Constraints  # noqa: E402
+from hwnas.progress import progress_bar  # noqa: E402
+from hwnas.quantize.hessian import hutchinson_trace, task_loss  # noqa: E402
+from hwnas.quantize.layers import onnx_layer_nodes, quantizable_layers  # noqa: E402
+from hwnas.quantize.onnx_quant import QuantSettings  # noqa: E402
+from hwnas.quantize.ort_runtime import OrtModule, model_size_mb, throughput, time_onnx  # noqa: E402
+from hwnas.quantize.sensitivity import (  # noqa: E402
+    estimate_accuracy,
+    hessian_drops,
+    layer_sensitivity,
+    measured_drops,
+)
+from hwnas.quantize.space import MeasuredQuantCost, precision_space, uniform  # noqa: E402
+from hwnas.search.base import SearchProblem  # noqa: E402
+from hwnas.search.objectives import TaskObjective  # noqa: E402
+from hwnas.spaces.base import Arch  # noqa: E402
+from hwnas.subnet_io import export_onnx  # noqa: E402
+from hwnas.training.evaluate import first_samples  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+ESTIMATES = ("hessian", "measured")
+
+
+def settings_of(q: Mapping[str, Any]) -> QuantSettings:
+    """The ORT quantization settings of a ``quantize`` config node."""
+    return QuantSettings(
+        calibration=str(q["calibration"]),
+        activations=str(q["activations"]),
+        reduce_range=None if q["reduce_range"] is None else bool(q["reduce_range"]),
+        other_ops=bool(q["other_ops"]),
+    )
+
+
+def check_quantize_config(q: Mapping[str, Any]) -> None:
+    """One-line errors for a bad ``quantize`` node, before anything runs."""
+    bad = [c for c in q["choices"] if c not in ("int8", "fp32")]
+    if bad or "fp32" not in q["choices"] or len(q["choices"]) < 2:
+        raise ValueError(
+            f"quantize.choices={list(q['choices'])}: offer fp32 and int8 (int4 has no ONNX "
+            "Runtime kernel for convolutions)"
+        )
+    if q["estimate"] not in ESTIMATES:
+        raise ValueError(f"quantize.estimate={q['estimate']!r}: choose one of {list(ESTIMATES)}")
+    if not 0 <= float(q["max_drop"]) < 1:
+        raise ValueError(f"quantize.max_drop={q['max_drop']} must be in [0, 1) (accuracy)")
+    for key in ("calib_samples", "val_samples", "hessian_batch", "measure_front"):
+        if int(q[key]) < 1:
+            raise ValueError(f"quantize.{key}={q[key]} must be >= 1")
+    if int(q["hessian_samples"]) < 2:
+        raise ValueError(f"quantize.hessian_samples={q['hessian_samples']} must be >= 2")
+    settings_of(q)
+    Constraints.from_config(_plain(q["constraints"]))
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def _inputs_only(batches: list) -> list:
+    return [b[0] if isinstance(b, (list, tuple)) else b for b in batches]
+
+
+def quantize_model(
+    net: nn.Module,
+    dm: Any,
+    q: Mapping[str, Any],
+    folder: str | Path,
+    seed: int = 0,
+    progress: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Search a per-layer precision for ``net`` (eval mode, CPU) on the data module
+    ``dm`` with the settings ``q`` (conf/quantize/default.yaml); write everything into
+    ``folder`` and return the stage summary (with ``metrics``)."""
+    check_quantize_config(q)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    progress = dict(progress or {})
+    task = dm.task()
+    metric = task.primary_metric
+    net = net.eval().to("cpu")
+    settings = settings_of(q)
+    shape = tuple(dm.input_shape)
+
+    # 1. the FP32 model and its layers
+    example = task.example_inputs(1, torch.Generator().manual_seed(0))
+    fp32 = export_onnx(net, example, folder / "fp32.onnx", task.input_names(), task.output_names())
+    layers = quantizable_layers(net)
+    nodes = onnx_layer_nodes(net, fp32, layers)
+    calib = _inputs_only(list(dm.calibration_loader(int(q["calib_samples"]))))
+    val = first_samples(dm.val_dataloader(), int(q["val_samples"]))
+
+    def accuracy(module: nn.Module) -> float:
+        return float(task.evaluate(module, val)[metric])
+
+    # 2. sensitivity: Hessian traces, then one INT8 layer at a time
+    log.info("quantize: %d layers; Hessian traces (%d probes)", len(layers), q["hessian_samples"])
+    hessian_data = first_samples(
+        dm.calibration_loader(int(q["hessian_batch"])), int(q["hessian_batch"])
+    )
+    traces = hutchinson_trace(
+        net,
+        task_loss(task),
+        hessian_data,
+        [layer.name for layer in layers],
+        samples=int(q["hessian_samples"]),
+        seed=seed,
+        mode="joint",
+    )
+    log.info("quantize: measuring each layer alone in INT8 (%d val samples)", q["val_samples"])
+    rows = layer_sensitivity(
+        net, fp32, accuracy, calib, folder / "sensitivity", traces, settings, layers,
+        threads=int(q["threads"]),
+    )  # fmt: skip
+    _write_csv(folder / "sensitivity.csv", [r.to_dict() for r in rows])
+    base = rows[0].base_metric
+    drops = hessian_drops(rows) if q["estimate"] == "hessian" else measured_drops(rows)
+    # a negative trace (noise, or a saddle) or a lucky measurement is not a gain
+    drops = {k: max(0.0, v) for k, v in drops.items()}
+
+    # 3. search: estimated accuracy against measured latency of the quantized model
+    space = precision_space(layers, tuple(q["choices"]))
+    cost = MeasuredQuantCost(
+        fp32, calib, folder / "candidates", settings, nodes, inputs=shape,
+        batch_size=int(q["batch_size"]), threads=int(q["threads"]),
+        warmup=int(q["warmup"]), repeats=int(q["repeats"]),
+    )  # fmt: skip
+    constraints = Constraints.from_config(_plain(q["constraints"]))
+
+    def estimated(arch: Arch) -> dict[str, float]:
+        return {metric: estimate_accuracy(arch.to_dict(), base, drops)}
+
+    objective = TaskObjective(estimated, task)
+    from hwnas.checks import build_configured_strategy
+
+    strategy = build_configured_strategy(q["strategy"], "quantize.strategy")
+    with progress_bar("precision search", **progress) as update:
+        problem = SearchProblem(space, objective, cost, constraints, seed, update)
+        result = strategy.run(problem)
+
+    # 4. measure the front, uniform INT8 and FP32; choose
+    fp32_arch, int8_arch = space.max_arch(), uniform(space, "int8")
+    front = result.pareto("latency_ms")
+    step = max(1, -(-len(front) // int(q["measure_front"])))
+    picked = [e.arch for e in front[::step]] + [int8_arch, fp32_arch]
+    measured: dict[Arch, dict[str, Any]] = {}
+    for arch in dict.fromkeys(picked):
+        costs = cost(arch)
+        measured[arch] = {
+            "val": base if arch == fp32_arch else accuracy(OrtModule(cost.model_path(arch))),
+            "estimate": estimated(arch)[metric],
+            **costs,
+            "int8_layers": sum(p == "int8" for p in arch.values()),
+            "feasible": constraints.feasible(costs),
+        }
+    ok = [
+        a for a, m in measured.items() if m["feasible"] and base - m["val"] <= float(q["max_drop"])
+    ]
+    chosen = min(ok, key=lambda a: measured[a]["latency_ms"]) if ok else fp32_arch
+    if not ok:
+        log.warning("quantize: no measured assignment within max_drop and constraints: FP32 kept")
+    _save_front(folder, measured, fp32_arch, int8_arch, chosen, metric)
+
+    # 5. the chosen model and the report on the test set
+    shutil.copyfile(cost.model_path(chosen), folder / "model.onnx")
+    (folder / "assignment.json").write_text(json.dumps(chosen.to_dict(), indent=2))
+    report = _report(folder, task, dm, q, {
+        "fp32": cost.model_path(fp32_arch), "int8": cost.model_path(int8_arch),
+        "chosen": folder / "model.onnx",
+    }, shape)  # fmt: skip
+    kept = [r.to_dict() for r in rows if chosen[r.layer] == "fp32"]
+    report.update({
+        "assignment": {"int8": sum(p == "int8" for p in chosen.values()), "layers": len(layers)},
+        "kept_fp32": [{k: r[k] for k in ("layer", "n_params", "drop", "omega")} for r in kept],
+        "estimate": q["estimate"], "max_drop": float(q["max_drop"]),
+        "val": {
+            "fp32": base, "int8": measured[int8_arch]["val"], "chosen": measured[chosen]["val"],
+        },
+        "settings": settings.to_dict(),
+    })  # fmt: skip
+    (folder / "report.json").write_text(json.dumps(report, indent=2))
+    (folder / "report.md").write_text(_markdown(report))
+    log.info(
+        "quantize: %d of %d layers INT8; test %s %.4f vs FP32 %.4f; %.2fx throughput (ORT)",
+        report["assignment"]["int8"], len(layers), metric, report["chosen"]["test"],
+        report["fp32"]["test"], report["chosen"]["speedup"],
+    )  # fmt: skip
+    return {
+        "assignment": chosen.to_dict(),
+        "metrics": {
+            f"quantize/test_{metric}": report["chosen"]["test"],
+            f"quantize/fp32_test_{metric}": report["fp32"]["test"],
+            "quantize/latency_ms": report["chosen"]["latency_ms"],
+            "quantize/speedup": report["chosen"]["speedup"],
+            "quantize/size_mb": report["chosen"]["size_mb"],
+        },
+    }
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _save_front(
+    folder: Path,
+    measured: Mapping[Arch, dict[str, Any]],
+    fp32: Arch,
+    int8: Arch,
+    chosen: Arch,
+    metric: str,
+) -> None:
+    """``pareto.csv`` (every measured assignment, fastest first, with its marks) and
+    ``pareto.png`` (measured val accuracy against latency)."""
+    order = sorted(measured, key=lambda a: measured[a]["latency_ms"])
+    marks = {fp32: "uniform FP32", int8: "uniform INT8"}
+    rows = []
+    for a in order:
+        mark = marks.get(a, "")
+        if a == chosen:
+            mark = (mark + ", chosen").lstrip(", ")
+        rows.append({"assignment": json.dumps(a.to_dict()), "mark": mark, **measured[a]})
+    _write_csv(folder / "pareto.csv", rows)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    xs = [measured[a]["latency_ms"] for a in order]
+    ys = [measured[a]["val"] for a in order]
+    ax.plot(xs, ys, "o-", color="tab:blue", ms=4, label="measured assignments")
+    for a, style, label in ((fp32, "s", "uniform FP32"), (int8, "D", "uniform INT8")):
+        ax.plot(measured[a]["latency_ms"], measured[a]["val"], style, ms=8, label=label)
+    ax.plot(measured[chosen]["latency_ms"], measured[chosen]["val"], "*", ms=14, label="chosen")
+    ax.set_xlabel("latency (ms, ONNX Runtime)")
+    ax.set_ylabel(f"val {metric}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / "pareto.png", dpi=120)
+    plt.close(fig)
+
+
+def _report(
+    folder: Path, task: Any, dm: Any, q: Mapping[str, Any], models: dict[str, Path], shape
+) -> dict[str, Any]:
+    """Test accuracy, size, latency and throughput of each model, as ORT runs it."""
+    metric = task.primary_metric
+    timing = dict(threads=int(q["threads"]), warmup=int(q["warmup"]), repeats=int(q["repeats"]))
+    out: dict[str, Any] = {}
+    for name, path in models.items():
+        test = float(
+            task.evaluate(OrtModule(path, int(q["threads"])), dm.test_dataloader())[metric]
+        )
+        lat = time_onnx(path, shape, batch_size=int(q["batch_size"]), **timing)
+        big = time_onnx(path, shape, batch_size=int(q["throughput_batch"]), **timing)
+        out[name] = {
+            "test": test, "size_mb": model_size_mb(path), "latency_ms": lat.median_ms,
+            "throughput_per_s": throughput(big),
+        }  # fmt: skip
+    for row in out.values():
+        row["speedup"] = row["throughput_per_s"] / out["fp32"]["throughput_per_s"]
+    out["timing"] = {
+        **timing,
+        "batch_size": int(q["batch_size"]),
+        "throughput_batch": int(q["throughput_batch"]),
+        "backend": "onnxruntime",
+    }
+    return out
+
+
+def _markdown(r: Mapping[str, Any]) -> str:
+    lines = [
+        "# Quantization (ONNX Runtime, static QDQ)",
+        "",
+        "| model | test acc | size (MB) | latency (ms) | throughput (/s) | speedup |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in ("fp32", "int8", "chosen"):
+        m = r[name]
+        label = {"fp32": "FP32", "int8": "uniform INT8", "chosen": "chosen mixed"}[name]
+        lines.append(
+            f"| {label} | {m['test']:.4f} | {m['size_mb']:.3f} | {m['latency_ms']:.3f} | "
+            f"{m['throughput_per_s']:.0f} | {m['speedup']:.2f}x |"
+        )
+    t = r["timing"]
+    lines += [
+        "",
+        f"{r['assignment']['int8']} of {r['assignment']['layers']} layers in INT8 "
+        f"(fastest measured assignment within {r['max_drop']:.2%} val accuracy of FP32). "
+        f"Latency at batch {t['batch_size']}, throughput at batch {t['throughput_batch']}, "
+        f"{t['threads']} thread(s); medians of {t['repeats']} runs.",
+    ]
+    if r["kept_fp32"]:
+        lines += ["", "Layers kept in FP32 (measured val drop alone in INT8, HAWQ Omega):", ""]
+        lines += [
+            f"- {k['layer']}: drop {k['drop']:+.4f}, Omega {k['omega']:.3g}, {k['n_params']} params"
+            for k in r["kept_fp32"]
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def quantize(ctx: Any) -> dict[str, Any]:
+    """The pipeline stage: quantize the run's final subnet (``final/``)."""
+    from hwnas.subnet_io import load_subnet
+
+    final_dir = ctx.out / "final"
+    if not (final_dir / "subnet.pt").exists():
+        from hwnas.context import ConfigError
+
+        raise ConfigError(
+            f"no final subnet in {final_dir}: add final to stages before quantize, or "
+            "resume the run folder where it finished"
+        )
+    net = load_subnet(final_dir)
+    return quantize_model(
+        net, ctx.dm, _plain(ctx.cfg.quantize), ctx.stage_dir("quantize"), ctx.seed, ctx.progress
+    )
+
+
+__all__ = [
+    "ESTIMATES",
+    "check_quantize_config",
+    "quantize",
+    "quantize_model",
+    "settings_of",
+]
