@@ -449,4 +449,47 @@ def test_node_scope_reads_both_exporter_path_styles():
 
     assert node_scope("/features/features.0/features.0.0/Conv") == "features.0.0"
     assert node_scope("/blocks/blocks.0/expand/Conv") == "blocks.0.expand"
+    assert node_scope("/features/features.1/conv/conv.0/conv.0.0/Conv") == "features.1.conv.0.0"
     assert node_scope("/head/Gemm") == "head" and node_scope("/Gemm") == ""
+
+
+def test_fx_traced_subnets_map_by_call_order(tmp_path):
+    """A bootstrapped subnet (torch.fx GraphModule) loses module paths in ONNX node
+    names; the call order of its layers pairs them with the graph's nodes."""
+    import torchvision
+
+    from hwnas.bootstrap import convert
+    from hwnas.quantize.layers import onnx_layer_nodes, quantizable_layers
+    from hwnas.subnet_io import export_onnx
+
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.25).eval()
+    x = torch.randn(2, 3, 32, 32)
+    sup = convert(model, x, width_ratios=(0.5, 1.0))
+    net = sup.export(sup.space.min_arch()).eval()
+    path = export_onnx(net, (x[:1],), tmp_path / "sub.onnx")
+    layers = quantizable_layers(net)
+    with pytest.raises(ValueError, match="has no Conv node"):
+        onnx_layer_nodes(net, path, layers)
+    nodes = onnx_layer_nodes(net, path, layers, example=(x[:1],))
+    assert sorted(n for ns in nodes.values() for n in ns) == sorted(
+        n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("Conv", "Gemm")
+    )
+    assert all(len(v) == 1 for v in nodes.values()) and len(nodes) == len(layers)
+    # the head is the last layer called and the only Gemm
+    head = [name for name, layer in zip(nodes, layers) if layer.kind == "linear"]
+    gemm = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Gemm"]
+    assert [nodes[h][0] for h in head] == gemm
+
+
+def test_torchvision_mobilenet_maps_by_scope(tmp_path):
+    import torchvision
+
+    from hwnas.quantize.layers import onnx_layer_nodes, quantizable_layers
+    from hwnas.subnet_io import export_onnx
+
+    net = torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.25).eval()
+    path = export_onnx(net, (torch.randn(1, 3, 32, 32),), tmp_path / "m.onnx")
+    nodes = onnx_layer_nodes(net, path)  # by name alone, BN folded into every conv
+    assert nodes["features.1.conv.0.0"] == ["/features/features.1/conv/conv.0/conv.0.0/Conv"]
+    assert len(nodes) == len(quantizable_layers(net))

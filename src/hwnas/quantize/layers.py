@@ -14,6 +14,12 @@ exporter), in two steps, most reliable first:
 
 Both steps only accept nodes of the matching type (Conv for ``Conv*d``; Gemm or MatMul
 for ``Linear``) and no node may be claimed by two layers.
+
+3. **Call order.** Graphs traced by torch.fx (bootstrapped subnets) lose the module
+   path in node names (``/conv.0.0_1/Conv``). Given example inputs, the layers are then
+   run once with hooks recording the order they are called, which is the order of the
+   Conv/Gemm/MatMul nodes in the exported (topologically sorted) graph; the counts and
+   op types must agree.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+import torch
 from torch import nn
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -74,17 +81,53 @@ def _load(onnx_model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
 def node_scope(node_name: str) -> str:
     """The qualified module name a TorchScript-exported node name was recorded under.
 
-    The exporter writes one path element per module, either the child's qualified name
-    (``/features/features.0/features.0.0/Conv``) or only its attribute name
-    (``/blocks/blocks.0/expand/Conv``); both read as ``features.0.0`` /
-    ``blocks.0.expand``. ``/Gemm`` -> ``""``."""
-    qual = ""
+    The exporter writes one path element per module: its attribute name, or, for an
+    item of a container, the container's element plus ``.<index>``
+    (``/features/features.1/conv/conv.0/conv.0.0/Conv`` is ``features.1.conv.0.0``;
+    ``/blocks/blocks.0/expand/Conv`` is ``blocks.0.expand``). ``/Gemm`` -> ``""``."""
+    parts: list[str] = []
     for part in node_name.split("/")[1:-1]:
-        if not qual or part.startswith(qual + "."):
-            qual = part
+        if parts and part.startswith(parts[-1] + "."):
+            parts[-1] = part
         else:
-            qual = f"{qual}.{part}"
-    return qual
+            parts.append(part)
+    return ".".join(parts)
+
+
+def call_order_nodes(
+    model: nn.Module,
+    onnx_model: str | Path | onnx.ModelProto,
+    layers: Sequence[Layer],
+    example: tuple,
+) -> dict[str, list[str]]:
+    """``{layer: [node]}`` by call order (see the module doc, step 3): ``model`` runs on
+    ``example`` with hooks on ``layers``; the k-th call is the k-th Conv/Gemm/MatMul node."""
+    wanted = {layer.name: layer for layer in layers}
+    calls: list[str] = []
+    hooks = [
+        module.register_forward_hook(lambda *_, name=name: calls.append(name))
+        for name, module in model.named_modules()
+        if name in wanted
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(*example)
+    finally:
+        for h in hooks:
+            h.remove()
+    nodes = [n for n in _load(onnx_model).graph.node if n.op_type in QUANTIZABLE_OPS]
+    if len(calls) != len(nodes):
+        raise ValueError(
+            f"the model calls its conv/linear layers {len(calls)} times but its ONNX graph "
+            f"has {len(nodes)} Conv/Gemm/MatMul nodes: export it with "
+            "hwnas.subnet_io.export_onnx (dynamo=False)"
+        )
+    out: dict[str, list[str]] = {name: [] for name in wanted}
+    for name, node in zip(calls, nodes, strict=True):
+        if node.op_type not in NODE_TYPES[wanted[name].kind]:
+            raise ValueError(f"call order pairs layer {name!r} with {node.op_type} {node.name!r}")
+        out[name].append(node.name)
+    return out
 
 
 def _scope_owner(scope: str, names: set[str]) -> str | None:
@@ -101,9 +144,11 @@ def onnx_layer_nodes(
     onnx_model: str | Path | onnx.ModelProto,
     layers: Sequence[Layer] | None = None,
     strict: bool = True,
+    example: tuple | None = None,
 ) -> dict[str, list[str]]:
     """``{layer name: [ONNX node names]}`` for the quantizable ``layers`` of ``model``
     (default: all) in its export ``onnx_model`` (path or proto); see the module doc.
+    With ``example`` inputs, call order (step 3) is the fallback when names fail.
 
     A layer usually maps to one node; a module called several times maps to one node
     per call. With ``strict``, a layer without a node (never run in ``forward``) is a
@@ -112,7 +157,13 @@ def onnx_layer_nodes(
     layers = quantizable_layers(model) if layers is None else list(layers)
     every = {layer.name for layer in quantizable_layers(model)}
     specs = [(layer.name, NODE_TYPES[layer.kind]) for layer in layers]
-    return _match(_load(onnx_model), specs, every, strict)
+    proto = _load(onnx_model)
+    if example is not None:
+        try:
+            return _match(proto, specs, every, strict=True)
+        except ValueError:
+            return call_order_nodes(model, proto, layers, example)
+    return _match(proto, specs, every, strict)
 
 
 def layer_nodes_by_name(

@@ -80,15 +80,18 @@ def layer_sensitivity(
     layers: Sequence[Layer] | None = None,
     precision: str = "int8",
     threads: int = 1,
+    nodes: Mapping[str, Sequence[str]] | None = None,
 ) -> list[SensitivityRow]:
     """One :class:`SensitivityRow` per layer of ``layers`` (default: every quantizable
     layer of ``model``, whose export is ``fp32_onnx``): that layer alone at
     ``precision`` through ORT, scored by ``evaluate``; the FP32 base is ``evaluate`` on
-    ``fp32_onnx`` itself. Quantized files go to ``folder`` (one calibration for all)."""
+    ``fp32_onnx`` itself. Quantized files go to ``folder`` (one calibration for all);
+    ``nodes`` is the layers' ONNX nodes (default: :func:`onnx_layer_nodes` by name)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     layers = quantizable_layers(model) if layers is None else list(layers)
-    nodes = onnx_layer_nodes(model, fp32_onnx, layers)
+    if nodes is None:
+        nodes = onnx_layer_nodes(model, fp32_onnx, layers)
     cache = folder / calibration_cache_name(fp32_onnx, settings)
     calib = list(calib_batches)
     omegas = hawq_sensitivity(model, traces, precision) if traces else {}

@@ -123,7 +123,7 @@ def quantize_model(
     example = task.example_inputs(1, torch.Generator().manual_seed(0))
     fp32 = export_onnx(net, example, folder / "fp32.onnx", task.input_names(), task.output_names())
     layers = quantizable_layers(net)
-    nodes = onnx_layer_nodes(net, fp32, layers)
+    nodes = onnx_layer_nodes(net, fp32, layers, example=example)
     calib = _inputs_only(list(dm.calibration_loader(int(q["calib_samples"]))))
     val = first_samples(dm.val_dataloader(), int(q["val_samples"]))
 
@@ -147,7 +147,7 @@ def quantize_model(
     log.info("quantize: measuring each layer alone in INT8 (%d val samples)", q["val_samples"])
     rows = layer_sensitivity(
         net, fp32, accuracy, calib, folder / "sensitivity", traces, settings, layers,
-        threads=int(q["threads"]),
+        threads=int(q["threads"]), nodes=nodes,
     )  # fmt: skip
     _write_csv(folder / "sensitivity.csv", [r.to_dict() for r in rows])
     base = rows[0].base_metric
