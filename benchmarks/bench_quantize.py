@@ -6,7 +6,9 @@ final subnet) the final subnet is quantized with :func:`hwnas.quantize.quantize_
 (per-layer sensitivity, precision search against measured ORT latency, the fastest
 assignment within ``quantize.max_drop`` val accuracy of FP32), with the run's own data
 and ``quantize`` settings (today's ``conf/quantize/default.yaml`` for runs made before
-the stage existed) plus the ``quantize.KEY=VALUE`` / ``data.KEY=VALUE`` overrides given.
+the stage existed) plus the ``quantize.KEY=VALUE`` / ``data.KEY=VALUE`` overrides given;
+``quantize.threads`` defaults to ``--threads``, so the search times candidates as the
+table does.
 The fine-tuned MobileNetV2 of the bootstrap benchmark (``<bootstrap-dir>/baseline``),
 when present, is quantized the same way on the bootstrap run's data. Each result goes
 to ``<out>/<name>/``; a folder that already holds ``report.json`` is not redone, so a
@@ -31,6 +33,7 @@ quantized, >= 5x the throughput of the FP32 baseline it came from at <= 1 % top-
 the figure, since INT8 convolutions are much faster with them).
 
     .venv/bin/python benchmarks/bench_quantize.py [--out outputs/bench_quantize]
+    .venv/bin/python benchmarks/bench_quantize.py quantize.batch_size=32  # throughput search
     .venv/bin/python benchmarks/bench_quantize.py --runs outputs/runs/demo_s3 quantize.max_drop=0.01
     .venv/bin/python benchmarks/bench_quantize.py --quick   # minutes-long smoke run
 """
@@ -431,6 +434,9 @@ def main() -> None:
     bad = [o for o in args.overrides if "=" not in o or not o.startswith(("quantize.", "data."))]
     if bad:
         p.error(f"{bad[0]!r}: overrides are quantize.KEY=VALUE or data.KEY=VALUE")
+    if not any(o.startswith("quantize.threads=") for o in args.overrides):
+        # the search times candidates with the threads the table uses
+        args.overrides.append(f"quantize.threads={args.threads}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     out = args.out if not args.quick else args.out.with_name(args.out.name + "_quick")
     if args.quick:
