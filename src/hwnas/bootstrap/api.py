@@ -70,9 +70,7 @@ def run_pipeline(
     records the source as ``python:<name>``, which only this process knows: to reload
     the final subnet elsewhere use ``model.source=module:<package.module>:<callable>``.
     Returns the run's headline metrics."""
-    from hydra import compose, initialize_config_dir
-
-    from hwnas import config_dir
+    from hwnas import compose_config
     from hwnas.pipeline import run
 
     source = register_module(f"{type(model).__name__}_{next(_counter)}", model)
@@ -80,6 +78,4 @@ def run_pipeline(
     args.append(f"paths.output_dir={Path(output_dir)}")
     if weights is not None:
         args.append(f"model.weights={Path(weights)}")
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=args)
-    return run(cfg)
+    return run(compose_config(args))

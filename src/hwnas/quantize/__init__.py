@@ -5,8 +5,7 @@ found in the module and in its ONNX export (:mod:`.layers`); sensitivity comes f
 Hessian traces (:mod:`.hessian`) and from measuring one quantized layer at a time
 (:mod:`.sensitivity`); candidates are quantized (static QDQ, per-channel INT8 weights,
 calibrated activations; :mod:`.onnx_quant`), timed and sized with ONNX Runtime
-(:mod:`.ort_runtime`).
-``torch.ao.quantization`` is deprecated in the PyTorch pinned here and is not used.
+(:mod:`.ort_runtime`). Quantization-aware code in PyTorch itself is not used.
 """
 
 from hwnas.quantize.hessian import (
@@ -33,7 +32,6 @@ from hwnas.quantize.onnx_quant import (
 from hwnas.quantize.ort_runtime import (
     OrtModule,
     model_size_mb,
-    open_session,
     throughput,
     time_onnx,
 )
@@ -74,7 +72,6 @@ __all__ = [
     "measured_drops",
     "model_size_mb",
     "onnx_layer_nodes",
-    "open_session",
     "precision_space",
     "quantizable_layers",
     "quantization_error",

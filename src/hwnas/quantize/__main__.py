@@ -24,21 +24,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from hwnas import compose_config  # noqa: E402
+
 log = logging.getLogger("hwnas.quantize")
 USAGE = (
     "usage: python -m hwnas.quantize run_dir=PATH [quantize.KEY=VALUE ...] | "
     "subnet_dir=PATH output_dir=PATH [data.KEY=VALUE ...]"
 )
 _OWN = ("run_dir", "subnet_dir", "output_dir")
-
-
-def _compose(overrides: list[str]) -> DictConfig:
-    from hydra import compose, initialize_config_dir
-
-    from hwnas import config_dir
-
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 def load_config(args: dict[str, str], rest: list[str]) -> tuple[DictConfig, Path, Path]:
@@ -53,7 +46,7 @@ def load_config(args: dict[str, str], rest: list[str]) -> tuple[DictConfig, Path
             raise FileNotFoundError(f"{saved} is missing: run_dir must be a hwnas run folder")
         cfg = OmegaConf.load(saved)
         if "quantize" not in cfg:  # a run of an older hwnas: today's defaults
-            cfg.quantize = _compose([]).quantize
+            cfg.quantize = compose_config([]).quantize
         cfg.merge_with(OmegaConf.from_dotlist(rest))
         subnet, out = run / "final", Path(args.get("output_dir", run / "quantize"))
     else:
@@ -64,7 +57,7 @@ def load_config(args: dict[str, str], rest: list[str]) -> tuple[DictConfig, Path
         if not spec_path.is_file():
             raise FileNotFoundError(f"{spec_path} is missing: point subnet_dir to a final/ folder")
         data = json.loads(spec_path.read_text())["data"]
-        cfg = _compose([f"data={data}", *rest])
+        cfg = compose_config([f"data={data}", *rest])
         out = Path(args["output_dir"])
     if (out / "DONE.json").exists() or (out / "report.json").exists():
         raise FileExistsError(f"{out} already holds a quantization: remove it or pass output_dir=")

@@ -59,12 +59,6 @@ def model_size_mb(path: str | Path) -> float:
     return total / 1e6
 
 
-def open_session(path: str | Path, threads: int = 1, device: str = "cpu") -> Any:
-    """An ORT session on ``path`` as hwnas times every ONNX model
-    (:func:`hwnas.hardware.latency.ort_session`)."""
-    return ort_session(path, threads, device)
-
-
 class OrtModule(nn.Module):
     """An ONNX file behind the ``nn.Module`` call interface (torch tensors in and out),
     so :meth:`hwnas.tasks.Task.evaluate` can score a quantized model as it is deployed."""
@@ -72,7 +66,7 @@ class OrtModule(nn.Module):
     def __init__(self, path: str | Path, threads: int = 1):
         super().__init__()
         self.path = Path(path)
-        self.session = open_session(self.path, threads)
+        self.session = ort_session(self.path, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def forward(self, *xs: Any) -> Any:
@@ -129,7 +123,7 @@ def time_onnx(
     e.g. ``task.example_inputs``); ``None`` builds them from the graph's input shapes.
     """
     check_setting(device, "onnxruntime", threads, batch_size, warmup, repeats)
-    session = open_session(path, threads, device)
+    session = ort_session(path, threads, device)
     names = [i.name for i in session.get_inputs()]
     if inputs is None:
         feed = _random_feed(session, batch_size, seed)
