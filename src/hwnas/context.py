@@ -94,6 +94,8 @@ def build_context(cfg: DictConfig) -> Context:
     constraints = Constraints.from_config(OmegaConf.to_container(cfg.constraints, resolve=True))
     descore = DEScore.from_config(OmegaConf.to_container(cfg.proxy, resolve=True))
     task = dm.task()
+    if getattr(model, "example_seconds", None) is not None:  # speech: one audio length
+        task.example_seconds = model.example_seconds
     zs = cfg.zero_shot
     device = torch.device(zero_shot_device(zs.device))
     if zs.inputs == "data":

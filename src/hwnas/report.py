@@ -136,11 +136,17 @@ def _measure(ctx: Context, net: nn.Module) -> dict[str, float]:
     lat = measure_latency(net, shape, batch_size=int(hw.batch_size), **common)
     batch = int(ctx.cfg.final.throughput_batch)
     thr = measure_latency(net, shape, batch_size=batch, **common)
-    return {
+    row = {
         "latency_ms": lat.median_ms,
         "latency_p90_ms": lat.p90_ms,
         "throughput_per_s": batch / (thr.median_ms / 1000.0),
     }
+    seconds = ctx.task.seconds_per_sample
+    if seconds:  # speech: processing time per second of audio
+        audio = seconds * int(hw.batch_size)
+        row["ms_per_audio_second"] = lat.median_ms / audio
+        row["real_time_factor"] = lat.median_ms / 1000.0 / audio
+    return row
 
 
 def _all_metrics(value: dict[str, Any], tuned: bool) -> dict[str, float]:
@@ -286,6 +292,11 @@ def _markdown(r: dict[str, Any]) -> str:
         ("latency (ms, p90)", "latency_p90_ms", "{:.3f}"),
         (f"throughput ({r['sample_unit']}/s)", "throughput_per_s", "{:.0f}"),
     ]
+    if "real_time_factor" in r["largest"]:
+        fields += [
+            ("ms per second of audio", "ms_per_audio_second", "{:.3f}"),
+            ("real-time factor (latency / audio seconds)", "real_time_factor", "{:.5f}"),
+        ]
     extra = [k for k in r["largest"].get("test_metrics", {}) if k not in (m, "loss")]
     fields[1:1] = [(f"test {k} compared", k, "{:.4f}") for k in extra]
     lines = [

@@ -26,9 +26,10 @@ def export_onnx(
     path: str | Path,
     input_names: list[str] | None = None,
     output_names: list[str] | None = None,
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
 ) -> Path:
     """Write ``net`` (eval mode, CPU copy) as ONNX for example ``inputs``, every input
-    and output with a dynamic batch dimension."""
+    and output with a dynamic batch dimension, plus ``dynamic_axes`` (e.g. time)."""
     path = Path(path)
     net = net.eval().to("cpu")
     input_names = input_names or [f"input{i}" for i in range(len(inputs))]
@@ -39,7 +40,10 @@ def export_onnx(
         str(path),
         input_names=input_names,
         output_names=output_names,
-        dynamic_axes={name: {0: "batch"} for name in [*input_names, *output_names]},
+        dynamic_axes={
+            name: {0: "batch", **(dynamic_axes or {}).get(name, {})}
+            for name in [*input_names, *output_names]
+        },
         dynamo=False,
     )
     return path
@@ -67,7 +71,8 @@ def save_subnet(
     if onnx:
         inputs = ctx.task.example_inputs(1, torch.Generator().manual_seed(0))
         names = ctx.task.input_names(), ctx.task.output_names()
-        export_onnx(net, inputs, folder / "subnet.onnx", *names)
+        axes = ctx.task.dynamic_axes()
+        export_onnx(net, inputs, folder / "subnet.onnx", *names, dynamic_axes=axes)
 
 
 def load_subnet(folder: str | Path) -> nn.Module:

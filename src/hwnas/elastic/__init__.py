@@ -8,6 +8,7 @@ from typing import Any
 from hwnas.elastic.base import ElasticModel
 from hwnas.elastic.bert import ElasticBert, StaticBert
 from hwnas.elastic.cnn import ElasticCNN, StaticCNN
+from hwnas.elastic.rnnt import ElasticRNNT, StaticRNNT
 from hwnas.elastic.vit import ElasticViT, StaticViT
 
 ModelBuilder = Callable[..., ElasticModel]
@@ -57,6 +58,16 @@ def _build_bert(
 register_model("elastic_bert", _build_bert)
 
 
+def _build_rnnt(input_shape: tuple[int], num_classes: int, **kw: Any) -> ElasticModel:
+    """``input_shape`` is ``(n_mels,)`` and ``num_classes`` the vocabulary size with blank,
+    both from the speech data module."""
+    (n_mels,) = input_shape
+    return ElasticRNNT(n_mels=n_mels, vocab_size=num_classes, **kw)
+
+
+register_model("elastic_rnnt", _build_rnnt)
+
+
 def _build_bootstrap(input_shape: tuple[int, ...], num_classes: int, **kw: Any) -> ElasticModel:
     """A supernet converted from ``kw["source"]`` (conf/model/bootstrap.yaml); imported
     here, not at the top, as hwnas.bootstrap itself builds on hwnas.elastic."""
@@ -98,9 +109,11 @@ __all__ = [
     "ElasticBert",
     "ElasticModel",
     "ElasticCNN",
+    "ElasticRNNT",
     "ElasticViT",
     "StaticBert",
     "StaticCNN",
+    "StaticRNNT",
     "StaticViT",
     "build_model",
     "register_model",

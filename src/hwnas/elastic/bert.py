@@ -37,9 +37,10 @@ from hwnas.elastic.transformer import (
     ElasticTransformerEncoder,
     StaticTransformerEncoder,
 )
+from hwnas.elastic.transformer.genes import encoder_dims, encoder_genes, layer_keys
 from hwnas.elastic.transformer.mlp import ACTIVATIONS
 from hwnas.pretrained import MINILM_FIX, checkpoint_path
-from hwnas.spaces.base import Arch, Gene, SearchSpace
+from hwnas.spaces.base import Arch, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -252,14 +253,7 @@ class ElasticBert(_SpanForward, ElasticModel):
             eps=eps,
         )  # fmt: skip
         self.head = ElasticLinear(self.max_embed, 2)
-        genes = [
-            Gene("depth", tuple(sorted(set(depth_choices))), "depth"),
-            Gene("embed", tuple(sorted(set(embed_choices))), "embed"),
-        ]
-        for i in range(max_depth):
-            cond = None if i < min(depth_choices) else ("depth", i)
-            genes.append(Gene(f"heads{i}", tuple(sorted(set(head_choices))), "heads", cond))
-            genes.append(Gene(f"ffn{i}", tuple(sorted(set(ffn_choices))), "mlp", cond))
+        genes = encoder_genes(depth_choices, embed_choices, head_choices, ffn_choices)
         self.space = SearchSpace(
             "elastic_bert",
             genes,
@@ -362,9 +356,7 @@ class ElasticBert(_SpanForward, ElasticModel):
     # ------------------------------------------------------------------ activation
     def set_active(self, arch: Mapping[str, Any]) -> None:
         arch = self.space.validate(arch)
-        depth, e = arch["depth"], arch["embed"]
-        heads = [arch[f"heads{i}"] for i in range(depth)]
-        hidden = [arch[f"ffn{i}"] for i in range(depth)]
+        depth, e, heads, hidden = encoder_dims(arch)
         self.embed.set_active(e)
         self.encoder.set_active(depth, e, heads, hidden)
         self.head.active_in = e
@@ -392,9 +384,7 @@ class ElasticBert(_SpanForward, ElasticModel):
     def latency_unit_keys(self, arch: Mapping[str, Any]) -> list[str]:
         arch = self.space.canonical(arch)
         t, e = self.max_seq_length, arch["embed"]
-        layers = [
-            f"layer:t{t}e{e}h{arch[f'heads{i}']}f{arch[f'ffn{i}']}" for i in range(arch["depth"])
-        ]
+        layers = layer_keys(arch, t)
         return [f"embed:t{t}e{e}v{self.vocab_size}", *layers, f"head:t{t}e{e}"]
 
     def latency_units(self, arch: Mapping[str, Any]) -> list[tuple[str, nn.Module, Any]]:

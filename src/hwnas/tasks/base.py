@@ -35,6 +35,8 @@ class Task(ABC):
     primary_metric: str = ""
     higher_is_better: bool = True
     sample_unit: str = "samples"
+    # audio seconds in one example input (speech): reports add the real-time factor
+    seconds_per_sample: float | None = None
 
     # ------------------------------------------------------------------ inputs
     @abstractmethod
@@ -66,6 +68,10 @@ class Task(ABC):
     def output_names(self) -> list[str]:
         return ["output"]
 
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """ONNX axes besides the batch that vary per input or output name (e.g. time)."""
+        return {}
+
     # ------------------------------------------------------------------ losses
     @abstractmethod
     def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
@@ -79,7 +85,9 @@ class Task(ABC):
     # ----------------------------------------------------------------- metrics
     @abstractmethod
     def batch_metrics(self, outputs: Any, targets: Any) -> dict[str, torch.Tensor]:
-        """Per-batch metric values for Lightning logging (means over the batch)."""
+        """Per-batch metric values for Lightning logging (means over the batch). A task
+        may leave out metrics that training outputs cannot give (a transducer's WER
+        needs decoding, which its model runs in eval mode only)."""
 
     @abstractmethod
     def evaluate(

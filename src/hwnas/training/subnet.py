@@ -63,10 +63,14 @@ class SubnetModule(L.LightningModule):
         lr = self._set_lr(batch_idx)
         outputs = self.net(*inputs)
         loss = task.loss(outputs, targets)
-        primary = task.batch_metrics(detach(outputs), targets)[task.primary_metric]
+        logged = {"train/loss": loss}
+        # a task may leave out what teacher-forced training outputs cannot give (WER)
+        primary = task.batch_metrics(detach(outputs), targets).get(task.primary_metric)
+        if primary is not None:
+            logged[f"train/{task.primary_metric}"] = primary
         # Step values every trainer.log_every_n_steps, and the epoch means.
         self.log_dict(
-            {"train/loss": loss, f"train/{task.primary_metric}": primary},
+            logged,
             prog_bar=True,
             on_step=True,
             on_epoch=True,

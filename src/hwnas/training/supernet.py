@@ -208,10 +208,14 @@ class SupernetModule(L.LightningModule):
                 kd = self.kd_alpha * kd + (1.0 - self.kd_alpha) * task.loss(out, targets)
             total = total + kd
         self.model.set_active(largest)
-        primary = task.batch_metrics(_detach(outputs), targets)[task.primary_metric]
+        logged = {"train/loss": loss}
+        # a task may leave out what teacher-forced training outputs cannot give (WER)
+        primary = task.batch_metrics(_detach(outputs), targets).get(task.primary_metric)
+        if primary is not None:
+            logged[f"train/{task.primary_metric}_largest"] = primary
         # Step values every trainer.log_every_n_steps, and the epoch means.
         self.log_dict(
-            {"train/loss": loss, f"train/{task.primary_metric}_largest": primary},
+            logged,
             prog_bar=True,
             on_step=True,
             on_epoch=True,
@@ -246,7 +250,9 @@ class SupernetModule(L.LightningModule):
         inputs, targets = task.split_batch(batch)
         for tag, net in self._val_nets.items():
             with torch.no_grad():
-                value = task.batch_metrics(net(*inputs), targets)[task.primary_metric]
+                value = task.batch_metrics(net(*inputs), targets).get(task.primary_metric)
+            if value is None:
+                continue
             self.log(
                 f"val/{task.primary_metric}_{tag}",
                 value,
