@@ -11,18 +11,25 @@ from omegaconf import DictConfig, OmegaConf
 from hwnas.data.base import HwnasDataModule
 from hwnas.data.cifar10 import CIFAR10DataModule
 from hwnas.data.fashion_mnist import FashionMNISTDataModule
+from hwnas.data.librispeech import LibriSpeechDataModule
+from hwnas.data.speech import SpeechDataModule
+from hwnas.data.spoken_synth import SpokenSynthDataModule
 from hwnas.data.squad import SquadDataModule
 from hwnas.data.synthetic import SyntheticDataModule
 
 DATAMODULES: dict[str, type[L.LightningDataModule]] = {
     CIFAR10DataModule.name: CIFAR10DataModule,
     FashionMNISTDataModule.name: FashionMNISTDataModule,
+    LibriSpeechDataModule.name: LibriSpeechDataModule,
+    SpokenSynthDataModule.name: SpokenSynthDataModule,
     SquadDataModule.name: SquadDataModule,
     SyntheticDataModule.name: SyntheticDataModule,
 }
 
 
-def build_datamodule(cfg: Mapping[str, Any]) -> HwnasDataModule | SquadDataModule:
+def build_datamodule(
+    cfg: Mapping[str, Any],
+) -> HwnasDataModule | SquadDataModule | SpeechDataModule:
     """Build the data module ``cfg["name"]`` with the remaining keys as constructor args.
 
     ``cfg`` is the Hydra ``data`` node (a ``DictConfig``, resolved here) or a plain dict.
@@ -41,6 +48,9 @@ __all__ = [
     "CIFAR10DataModule",
     "FashionMNISTDataModule",
     "HwnasDataModule",
+    "LibriSpeechDataModule",
+    "SpeechDataModule",
+    "SpokenSynthDataModule",
     "SquadDataModule",
     "SyntheticDataModule",
     "build_datamodule",

@@ -1,0 +1,392 @@
+"""Shared machinery of the speech data modules: vocabulary, log-mel features, seeded
+SpecAugment, length-bucketed batches, and the base :class:`SpeechDataModule`.
+
+Audio is 16 kHz mono float. Features are 80 (``n_mels``) log-mel bins every 10 ms
+(25 ms windows), each bin normalised over the utterance, so an utterance of ``N``
+samples gives ``1 + N // 160`` frames. Every random choice (subsets, epoch orders,
+SpecAugment masks) comes from a seed, never from a global RNG.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from hwnas.data.base import SeededLoaders, check_options, derive_seed, seeded_generator
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+HOP_LENGTH = 160  # 10 ms
+WIN_LENGTH = 400  # 25 ms
+CHARACTERS = " 'abcdefghijklmnopqrstuvwxyz"
+SPEC_AUGMENT = {"freq_masks": 2, "freq_width": 15, "time_masks": 2, "time_width": 0.05}
+
+
+class CharVocabulary:
+    """Characters as labels: id 0 is the transducer's blank, ``chars[i]`` is id ``i + 1``."""
+
+    def __init__(self, chars: str = CHARACTERS) -> None:
+        if len(set(chars)) != len(chars) or not chars:
+            raise ValueError(f"vocabulary characters must be distinct and not empty: {chars!r}")
+        self.chars = chars
+        self._ids = {c: i + 1 for i, c in enumerate(chars)}
+
+    def __len__(self) -> int:
+        return len(self.chars) + 1
+
+    def normalize(self, text: str) -> str:
+        """Lower case, characters outside the vocabulary dropped, whitespace collapsed."""
+        kept = "".join(c for c in text.lower() if c in self._ids or c.isspace())
+        return " ".join(kept.split())
+
+    def encode(self, text: str) -> list[int]:
+        return [self._ids[c] for c in self.normalize(text)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of label ids; blank and ids outside the vocabulary are skipped."""
+        n = len(self.chars)
+        return "".join(self.chars[i - 1] for i in ids if 1 <= int(i) <= n)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "characters", "blank": 0, "chars": self.chars}
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> CharVocabulary:
+        return cls(str(spec["chars"]))
+
+
+@lru_cache(maxsize=4)
+def _mel(n_mels: int) -> torch.nn.Module:
+    import torchaudio
+
+    return torchaudio.transforms.MelSpectrogram(
+        sample_rate=SAMPLE_RATE, n_fft=WIN_LENGTH, win_length=WIN_LENGTH,
+        hop_length=HOP_LENGTH, n_mels=n_mels, power=2.0,
+    )  # fmt: skip
+
+
+def log_mel(waveform: Tensor, n_mels: int = 80) -> Tensor:
+    """(N,) 16 kHz samples -> (1 + N // 160, n_mels) normalised log-mel features."""
+    with torch.no_grad():
+        spec = _mel(int(n_mels))(waveform.float())  # (n_mels, T)
+    feats = torch.log(spec + 1e-6).T  # (T, n_mels)
+    mean, std = feats.mean(0, keepdim=True), feats.std(0, keepdim=True, unbiased=False)
+    return ((feats - mean) / std.clamp_min(1e-5)).contiguous()
+
+
+def spec_augment(
+    feats: Tensor,
+    seed: int,
+    freq_masks: int = 2,
+    freq_width: int = 15,
+    time_masks: int = 2,
+    time_width: float = 0.05,
+) -> Tensor:
+    """A copy of ``feats`` (T, F) with SpecAugment's frequency and time masks (set to 0,
+    the normalised mean) drawn from ``random.Random(seed)``: each frequency mask spans
+    up to ``freq_width`` bins, each time mask up to ``time_width`` of the frames."""
+    rng = random.Random(seed)
+    out = feats.clone()
+    t, f = out.shape
+    for _ in range(int(freq_masks)):
+        width = rng.randint(0, min(int(freq_width), f))
+        start = rng.randint(0, f - width)
+        out[:, start : start + width] = 0.0
+    most = max(1, int(time_width * t)) if t > 1 else 0
+    for _ in range(int(time_masks)):
+        width = rng.randint(0, most)
+        start = rng.randint(0, t - width)
+        out[start : start + width] = 0.0
+    return out
+
+
+class SpeechDataset(Dataset):
+    """Utterances as features (T_i, F) and label ids; ``durations`` in seconds.
+
+    Keys are an index, or ``(index, aug_seed)`` (what :class:`BucketBatchSampler` yields):
+    with a seed and ``augment`` set, the features get SpecAugment from that seed."""
+
+    def __init__(
+        self,
+        features: Sequence[Tensor],
+        tokens: Sequence[Sequence[int]],
+        durations: Sequence[float],
+        augment: Mapping[str, Any] | None = None,
+        lengths: Sequence[int] | None = None,
+    ) -> None:
+        if not len(features) == len(tokens) == len(durations):
+            raise ValueError("SpeechDataset needs as many features, token lists and durations")
+        self.features, self.tokens = features, [list(t) for t in tokens]
+        self.durations = [float(d) for d in durations]
+        self.augment = dict(augment) if augment else None
+        # frames per utterance (what batches are bucketed by), without computing features
+        self.lengths = (
+            [int(f.shape[0]) for f in features] if lengths is None else [int(n) for n in lengths]
+        )
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: Sequence[int | tuple[int, int]]) -> list[dict[str, Any]]:
+        items = []
+        for key in keys:
+            i, seed = (key[0], key[1]) if isinstance(key, tuple) else (key, None)
+            feats = self.features[i]
+            if seed is not None and self.augment:
+                feats = spec_augment(feats, seed, **self.augment)
+            items.append({"features": feats, "tokens": self.tokens[i], "index": i})
+        return items
+
+    def subset(self, idx: Sequence[int], augment: bool = True) -> SpeechDataset:
+        feats = self.features
+        picked = feats.subset(idx) if hasattr(feats, "subset") else [feats[i] for i in idx]
+        return SpeechDataset(
+            picked, [self.tokens[i] for i in idx], [self.durations[i] for i in idx],
+            self.augment if augment else None, [self.lengths[i] for i in idx],
+        )  # fmt: skip
+
+
+def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Tensor]:
+    """Per-utterance dicts -> ``features`` (B, T_max, F) zero-padded, ``feature_lengths``
+    (B,), ``tokens`` (B, U_max) padded with blank 0, ``token_lengths`` (B,), ``index``."""
+    b = len(items)
+    lengths = torch.tensor([int(it["features"].shape[0]) for it in items], dtype=torch.long)
+    n_feats = int(items[0]["features"].shape[1])
+    feats = torch.zeros(b, int(lengths.max()), n_feats)
+    token_lengths = torch.tensor([len(it["tokens"]) for it in items], dtype=torch.long)
+    tokens = torch.zeros(b, max(1, int(token_lengths.max())), dtype=torch.long)
+    for j, it in enumerate(items):
+        feats[j, : lengths[j]] = it["features"]
+        tokens[j, : token_lengths[j]] = torch.as_tensor(it["tokens"], dtype=torch.long)
+    return {
+        "features": feats,
+        "feature_lengths": lengths,
+        "tokens": tokens,
+        "token_lengths": token_lengths,
+        "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long),
+    }
+
+
+class BucketBatchSampler(Sampler):
+    """Batches of similar lengths; epoch ``e``'s batches depend only on (seed, e).
+
+    With ``shuffle``, the indices are shuffled, cut into chunks of ``chunk_batches``
+    batches, each chunk sorted by length and batched, and the batch order shuffled;
+    every index appears once per epoch with its own SpecAugment seed: batches are lists
+    of ``(index, aug_seed)``. Without ``shuffle``: sorted by length, plain indices.
+    Lightning calls :meth:`set_epoch` before each epoch (a resumed run sees the same
+    batches); without it each pass moves on to the next epoch."""
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        chunk_batches: int = 50,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.lengths, self.batch_size = list(lengths), int(batch_size)
+        self.seed, self.shuffle, self.chunk = int(seed), bool(shuffle), int(chunk_batches)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def batches(self, epoch: int) -> list[list]:
+        n, size = len(self.lengths), self.batch_size
+        if not self.shuffle:
+            order = sorted(range(n), key=lambda i: (self.lengths[i], i))
+            return [order[k : k + size] for k in range(0, n, size)]
+        gen = seeded_generator(self.seed, "bucket", epoch)
+        order = torch.randperm(n, generator=gen).tolist()
+        seeds = torch.randint(0, 2**62, (n,), generator=gen).tolist()
+        out: list[list] = []
+        step = size * self.chunk
+        for k in range(0, n, step):
+            chunk = sorted(order[k : k + step], key=lambda i: (self.lengths[i], i))
+            for j in range(0, len(chunk), size):
+                out.append([(i, seeds[i]) for i in chunk[j : j + size]])
+        perm = torch.randperm(len(out), generator=gen).tolist()
+        return [out[p] for p in perm]
+
+    def __iter__(self) -> Iterator[list]:
+        epoch = self.epoch
+        self.epoch += 1
+        yield from self.batches(epoch)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: a crash leaves
+    the old file or the new one, never a truncated one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class SpeechDataModule(SeededLoaders, L.LightningDataModule):
+    """Utterances as log-mel features and character labels, in length-bucketed batches.
+
+    Batches are dicts (see :func:`collate`). Subclasses implement :meth:`split_features`
+    (features held in memory, e.g. from :meth:`cached_features`, or computed on access).
+    ``*_limit`` keep seeded subsets; ``spec_augment`` (``null`` = off) applies to train
+    batches only."""
+
+    name = "speech"
+
+    def __init__(
+        self,
+        data_dir: str,
+        batch_size: int = 16,
+        eval_batch_size: int = 32,
+        num_workers: int = 0,
+        n_mels: int = 80,
+        spec_augment: Mapping[str, Any] | None = None,
+        train_limit: int | None = None,
+        val_limit: int | None = None,
+        test_limit: int | None = None,
+        seed: int = 0,
+        pin_memory: bool = False,
+        **unknown: Any,
+    ) -> None:
+        super().__init__()
+        positive = dict(batch_size=batch_size, eval_batch_size=eval_batch_size, n_mels=n_mels)
+        limits = dict(train_limit=train_limit, val_limit=val_limit, test_limit=test_limit)
+        check_options(self.name, unknown, positive, limits)
+        if int(num_workers) < 0:
+            raise ValueError("data.num_workers must be >= 0")
+        if spec_augment is not None:
+            bad = set(spec_augment) - set(SPEC_AUGMENT)
+            if bad:
+                raise ValueError(
+                    f"data.spec_augment: unknown key(s) {sorted(bad)}; use {sorted(SPEC_AUGMENT)}"
+                )
+            spec_augment = {**SPEC_AUGMENT, **spec_augment}
+        self.data_dir = str(data_dir)
+        self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
+        self.num_workers, self.n_mels, self.seed = int(num_workers), int(n_mels), int(seed)
+        self.pin_memory, self.spec_augment = bool(pin_memory), spec_augment
+        self.limits = {"train": train_limit, "val": val_limit, "test": test_limit}
+        self.vocab = CharVocabulary()
+        self.num_classes = len(self.vocab)
+        self.input_shape = (self.n_mels,)
+        self.sample_rate, self.hop_length = SAMPLE_RATE, HOP_LENGTH
+        self.data_train: SpeechDataset | None = None
+        self.data_val: SpeechDataset | None = None
+        self.data_test: SpeechDataset | None = None
+
+    # -- what a corpus supplies ---------------------------------------------------
+    def split_features(self, split: str) -> tuple[Sequence[Tensor], list[str]]:
+        """Features (T_i, n_mels) and transcripts of ``train``, ``val`` or ``test``: a
+        list, or any sequence that computes them on access (and then has ``lengths``,
+        the frames per utterance). Subclasses implement it."""
+        raise NotImplementedError
+
+    def cached_features(
+        self, path: Path, waveforms: Callable[[], Sequence[Tensor]]
+    ) -> list[Tensor]:
+        """Features read from ``path``, or computed from ``waveforms()`` and saved there
+        (atomically); a corrupt cache is recomputed."""
+        if path.is_file():
+            try:
+                return list(torch.load(path, map_location="cpu", weights_only=True))
+            except Exception as err:  # any unreadable cache is recomputed
+                log.warning("%s: unreadable cache %s (%s); recomputing", self.name, path, err)
+        feats = [log_mel(w, self.n_mels) for w in waveforms()]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(feats, path)
+        return feats
+
+    # -- Lightning hooks ----------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Load the corpus and its features (computed or read from a cache) once."""
+        if self.data_train is not None:
+            return
+        splits = {}
+        for split in ("train", "val", "test"):
+            feats, texts = self.split_features(split)
+            lengths = getattr(feats, "lengths", None) or [int(f.shape[0]) for f in feats]
+            durations = [(n - 1) * HOP_LENGTH / SAMPLE_RATE for n in lengths]
+            tokens = [self.vocab.encode(t) for t in texts]
+            data = SpeechDataset(feats, tokens, durations, self.spec_augment, lengths)
+            if not len(data):
+                raise ValueError(f"data {self.name}: the {split} split is empty")
+            keep = self._limit(torch.arange(len(data)), self.limits[split], f"{split}_limit")
+            splits[split] = data.subset(keep.tolist(), augment=split == "train")
+        self.data_train, self.data_val, self.data_test = (
+            splits["train"], splits["val"], splits["test"],
+        )  # fmt: skip
+        log.info(
+            "%s: %d train / %d val / %d test utterances (%.2f h of training audio)",
+            self.name, len(self.data_train), len(self.data_val), len(self.data_test),
+            sum(self.data_train.durations) / 3600,
+        )  # fmt: skip
+
+    # -- loaders --------------------------------------------------------------------
+    def _speech_loader(self, data: SpeechDataset, sampler: BucketBatchSampler) -> DataLoader:
+        return DataLoader(
+            data,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        data = self._require("data_train")
+        seed = derive_seed(self.seed, "train_order")
+        return self._speech_loader(data, BucketBatchSampler(data.lengths, self.batch_size, seed))
+
+    def _eval_loader(self, data: SpeechDataset, batch_size: int | None = None) -> DataLoader:
+        size = batch_size or self.eval_batch_size
+        sampler = BucketBatchSampler(data.lengths, size, shuffle=False)
+        return self._speech_loader(data, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self._require("data_val"))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self._require("data_test"))
+
+    def calibration_loader(self, num_samples: int, batch_size: int | None = None) -> DataLoader:
+        """A fixed seeded subset of ``num_samples`` train utterances, without SpecAugment."""
+        data = self._require("data_train")
+        pick = self._calibration_pick(num_samples, len(data)).tolist()
+        return self._eval_loader(data.subset(pick, augment=False), batch_size or self.batch_size)
+
+    def audio_seconds(self, split: str) -> float:
+        return float(sum(self._require(f"data_{split}").durations))
+
+    def task(self, label_smoothing: float = 0.0) -> Any:
+        """Transducer ASR over this data's vocabulary and features."""
+        from hwnas.tasks.asr import TransducerASR
+
+        return TransducerASR(
+            vocab=self.vocab, n_mels=self.n_mels, sample_rate=self.sample_rate,
+            hop_length=self.hop_length, label_smoothing=label_smoothing,
+        )  # fmt: skip
+
+    def proxy_batch(self, batch_size: int, seed: int) -> tuple[Tensor, Tensor]:
+        raise ValueError(
+            f"data {self.name}: zero_shot.inputs=data is not supported for speech; use "
+            "zero_shot.inputs=gaussian (proxies run after the front end)"
+        )
