@@ -81,7 +81,9 @@ class LibriSpeechDataModule(SpeechDataModule):
                 f"LibriSpeech not found: expected the folder(s) {', '.join(missing)}; {FIX}"
             )
 
-    def split_features(self, split: str) -> tuple[LazyFeatures, list[str]]:
+    def split_features(self, split: str) -> tuple[LazyFeatures, list[str], list[float]]:
+        """The split's features (computed per batch), transcripts and seconds; the file
+        listing and transcripts come from torchaudio's ``LIBRISPEECH`` metadata."""
         import soundfile as sf
         from torchaudio.datasets import LIBRISPEECH
 
@@ -92,15 +94,20 @@ class LibriSpeechDataModule(SpeechDataModule):
         except ValueError as err:
             raise ValueError(f"data.{split}_split={name!r}: {err}") from err
         archive = Path(self.data_dir) / "LibriSpeech"
-        files, frames, texts = [], [], []
+        files, frames, texts, seconds = [], [], [], []
         for n in range(len(ds)):
             rel, _, transcript, *_ = ds.get_metadata(n)
             path = archive / rel
-            samples = sf.info(path).frames
-            if split == "train" and self.max_seconds and samples > self.max_seconds * SAMPLE_RATE:
+            info = sf.info(path)
+            if info.samplerate != SAMPLE_RATE:
+                raise ValueError(f"{path}: {info.samplerate} Hz, LibriSpeech is {SAMPLE_RATE} Hz")
+            if split == "train" and self.max_seconds and info.duration > self.max_seconds:
                 continue
             files.append(path)
-            frames.append(1 + samples // HOP_LENGTH)
+            frames.append(1 + info.frames // HOP_LENGTH)
             texts.append(self.vocab.normalize(transcript))
-        log.info("librispeech: %s has %d utterances", name, len(files))
-        return LazyFeatures(files, frames, self.n_mels), texts
+            seconds.append(info.frames / SAMPLE_RATE)
+        dropped = len(ds) - len(files)
+        log.info("librispeech: %s has %d utterances (%d longer than %s s left out)",
+                 name, len(files), dropped, self.max_seconds)  # fmt: skip
+        return LazyFeatures(files, frames, self.n_mels), texts, seconds

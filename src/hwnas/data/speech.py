@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import lightning as L
@@ -30,7 +31,10 @@ SAMPLE_RATE = 16000
 HOP_LENGTH = 160  # 10 ms
 WIN_LENGTH = 400  # 25 ms
 CHARACTERS = " 'abcdefghijklmnopqrstuvwxyz"
-SPEC_AUGMENT = {"freq_masks": 2, "freq_width": 15, "time_masks": 2, "time_width": 0.05}
+# SpecAugment's defaults (see :func:`spec_augment`); read-only, copied where used
+SPEC_AUGMENT = MappingProxyType(
+    {"freq_masks": 2, "freq_width": 15, "time_masks": 2, "time_width": 0.05}
+)
 
 
 class CharVocabulary:
@@ -51,6 +55,7 @@ class CharVocabulary:
         return " ".join(kept.split())
 
     def encode(self, text: str) -> list[int]:
+        """Label ids (1..len - 1) of the normalised ``text``."""
         return [self._ids[c] for c in self.normalize(text)]
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -59,6 +64,7 @@ class CharVocabulary:
         return "".join(self.chars[i - 1] for i in ids if 1 <= int(i) <= n)
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-able description (saved beside a model); :meth:`from_dict` reads it."""
         return {"type": "characters", "blank": 0, "chars": self.chars}
 
     @classmethod
@@ -103,7 +109,7 @@ def spec_augment(
         width = rng.randint(0, min(int(freq_width), f))
         start = rng.randint(0, f - width)
         out[:, start : start + width] = 0.0
-    most = max(1, int(time_width * t)) if t > 1 else 0
+    most = max(1, int(time_width * t)) if time_width > 0 and t > 1 else 0
     for _ in range(int(time_masks)):
         width = rng.randint(0, most)
         start = rng.randint(0, t - width)
@@ -112,28 +118,36 @@ def spec_augment(
 
 
 class SpeechDataset(Dataset):
-    """Utterances as features (T_i, F) and label ids; ``durations`` in seconds.
+    """Utterances as features (T_i, F) float32 and label ids.
 
     Keys are an index, or ``(index, aug_seed)`` (what :class:`BucketBatchSampler` yields):
-    with a seed and ``augment`` set, the features get SpecAugment from that seed."""
+    with a seed and ``augment`` (keyword arguments of :func:`spec_augment`) set, the
+    features get SpecAugment from that seed. ``features`` may be a list, or a sequence
+    that computes them on access (then give ``lengths``, the frames T_i, so bucketing
+    needs no features). ``durations_s`` are the utterances' audio seconds (default: from
+    the frames, ``(T_i - 1) * 10 ms``)."""
 
     def __init__(
         self,
         features: Sequence[Tensor],
         tokens: Sequence[Sequence[int]],
-        durations: Sequence[float],
         augment: Mapping[str, Any] | None = None,
+        durations_s: Sequence[float] | None = None,
         lengths: Sequence[int] | None = None,
     ) -> None:
-        if not len(features) == len(tokens) == len(durations):
-            raise ValueError("SpeechDataset needs as many features, token lists and durations")
-        self.features, self.tokens = features, [list(t) for t in tokens]
-        self.durations = [float(d) for d in durations]
-        self.augment = dict(augment) if augment else None
         # frames per utterance (what batches are bucketed by), without computing features
         self.lengths = (
             [int(f.shape[0]) for f in features] if lengths is None else [int(n) for n in lengths]
         )
+        if durations_s is None:
+            durations_s = [(n - 1) * HOP_LENGTH / SAMPLE_RATE for n in self.lengths]
+        if not len(features) == len(tokens) == len(durations_s) == len(self.lengths):
+            raise ValueError(
+                "SpeechDataset needs one token list, duration and length per utterance"
+            )
+        self.features, self.tokens = features, [list(t) for t in tokens]
+        self.durations_s = [float(d) for d in durations_s]
+        self.augment = dict(augment) if augment else None
 
     def __len__(self) -> int:
         return len(self.features)
@@ -152,17 +166,20 @@ class SpeechDataset(Dataset):
         return items
 
     def subset(self, idx: Sequence[int], augment: bool = True) -> SpeechDataset:
+        """The utterances ``idx`` (in that order), with SpecAugment only if ``augment``."""
         feats = self.features
         picked = feats.subset(idx) if hasattr(feats, "subset") else [feats[i] for i in idx]
         return SpeechDataset(
-            picked, [self.tokens[i] for i in idx], [self.durations[i] for i in idx],
-            self.augment if augment else None, [self.lengths[i] for i in idx],
+            picked, [self.tokens[i] for i in idx], self.augment if augment else None,
+            [self.durations_s[i] for i in idx], [self.lengths[i] for i in idx],
         )  # fmt: skip
 
 
 def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Tensor]:
-    """Per-utterance dicts -> ``features`` (B, T_max, F) zero-padded, ``feature_lengths``
-    (B,), ``tokens`` (B, U_max) padded with blank 0, ``token_lengths`` (B,), ``index``."""
+    """Per-utterance dicts -> ``features`` (B, T_max, F) float32 zero-padded,
+    ``feature_lengths`` (B,) int64 frames, ``tokens`` (B, U_max) int64 padded with blank 0
+    (U_max >= 1), ``token_lengths`` (B,) int64 and ``index`` (B,) int64, each utterance's
+    index in its split."""
     b = len(items)
     lengths = torch.tensor([int(it["features"].shape[0]) for it in items], dtype=torch.long)
     n_feats = int(items[0]["features"].shape[1])
@@ -234,6 +251,28 @@ class BucketBatchSampler(Sampler):
         yield from self.batches(epoch)
 
 
+def check_spec_augment(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` over :data:`SPEC_AUGMENT`'s defaults, checked (ValueError naming the key)."""
+    bad = set(options) - set(SPEC_AUGMENT)
+    if bad:
+        raise ValueError(
+            f"data.spec_augment: unknown key(s) {sorted(bad)}; use {sorted(SPEC_AUGMENT)} "
+            "(or null for none)"
+        )
+    out = {**SPEC_AUGMENT, **options}
+    for key in ("freq_masks", "freq_width", "time_masks"):
+        if int(out[key]) < 0:
+            raise ValueError(f"data.spec_augment.{key} must be >= 0, got {out[key]}")
+        out[key] = int(out[key])
+    if not 0.0 <= float(out["time_width"]) <= 1.0:
+        raise ValueError(
+            f"data.spec_augment.time_width is a fraction of the frames, in [0, 1]: "
+            f"got {out['time_width']}"
+        )
+    out["time_width"] = float(out["time_width"])
+    return out
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename: a crash leaves
     the old file or the new one, never a truncated one."""
@@ -245,10 +284,14 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 class SpeechDataModule(SeededLoaders, L.LightningDataModule):
     """Utterances as log-mel features and character labels, in length-bucketed batches.
 
-    Batches are dicts (see :func:`collate`). Subclasses implement :meth:`split_features`
-    (features held in memory, e.g. from :meth:`cached_features`, or computed on access).
-    ``*_limit`` keep seeded subsets; ``spec_augment`` (``null`` = off) applies to train
-    batches only."""
+    Batches are dicts (see :func:`collate`): ``n_mels`` log-mel bins every ``hop_length``
+    samples at ``sample_rate`` (10 ms frames at 16 kHz), labels from ``vocab`` (blank 0).
+    Subclasses implement :meth:`split_features` (features held in memory, e.g. from
+    :meth:`cached_features`, or computed on access). ``*_limit`` keep seeded subsets;
+    ``spec_augment`` (keyword arguments of :func:`spec_augment` over its defaults,
+    ``None`` = off) applies to train batches only. Train batches are bucketed by length
+    and reshuffled each epoch from (seed, epoch); val, test and calibration batches are
+    sorted by length, in a fixed order."""
 
     name = "speech"
 
@@ -259,7 +302,7 @@ class SpeechDataModule(SeededLoaders, L.LightningDataModule):
         eval_batch_size: int = 32,
         num_workers: int = 0,
         n_mels: int = 80,
-        spec_augment: Mapping[str, Any] | None = None,
+        spec_augment: Mapping[str, Any] | None = SPEC_AUGMENT,
         train_limit: int | None = None,
         val_limit: int | None = None,
         test_limit: int | None = None,
@@ -274,12 +317,7 @@ class SpeechDataModule(SeededLoaders, L.LightningDataModule):
         if int(num_workers) < 0:
             raise ValueError("data.num_workers must be >= 0")
         if spec_augment is not None:
-            bad = set(spec_augment) - set(SPEC_AUGMENT)
-            if bad:
-                raise ValueError(
-                    f"data.spec_augment: unknown key(s) {sorted(bad)}; use {sorted(SPEC_AUGMENT)}"
-                )
-            spec_augment = {**SPEC_AUGMENT, **spec_augment}
+            spec_augment = check_spec_augment(spec_augment)
         self.data_dir = str(data_dir)
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.num_workers, self.n_mels, self.seed = int(num_workers), int(n_mels), int(seed)
@@ -294,10 +332,10 @@ class SpeechDataModule(SeededLoaders, L.LightningDataModule):
         self.data_test: SpeechDataset | None = None
 
     # -- what a corpus supplies ---------------------------------------------------
-    def split_features(self, split: str) -> tuple[Sequence[Tensor], list[str]]:
-        """Features (T_i, n_mels) and transcripts of ``train``, ``val`` or ``test``: a
-        list, or any sequence that computes them on access (and then has ``lengths``,
-        the frames per utterance). Subclasses implement it."""
+    def split_features(self, split: str) -> tuple[Sequence[Tensor], list[str], list[float]]:
+        """Features (T_i, n_mels), transcripts and audio seconds of ``train``, ``val`` or
+        ``test``. The features are a list, or any sequence that computes them on access
+        (and then has ``lengths``, the frames per utterance). Subclasses implement it."""
         raise NotImplementedError
 
     def cached_features(
@@ -322,11 +360,10 @@ class SpeechDataModule(SeededLoaders, L.LightningDataModule):
             return
         splits = {}
         for split in ("train", "val", "test"):
-            feats, texts = self.split_features(split)
-            lengths = getattr(feats, "lengths", None) or [int(f.shape[0]) for f in feats]
-            durations = [(n - 1) * HOP_LENGTH / SAMPLE_RATE for n in lengths]
+            feats, texts, seconds = self.split_features(split)
             tokens = [self.vocab.encode(t) for t in texts]
-            data = SpeechDataset(feats, tokens, durations, self.spec_augment, lengths)
+            lengths = getattr(feats, "lengths", None)
+            data = SpeechDataset(feats, tokens, self.spec_augment, seconds, lengths)
             if not len(data):
                 raise ValueError(f"data {self.name}: the {split} split is empty")
             keep = self._limit(torch.arange(len(data)), self.limits[split], f"{split}_limit")
@@ -337,7 +374,7 @@ class SpeechDataModule(SeededLoaders, L.LightningDataModule):
         log.info(
             "%s: %d train / %d val / %d test utterances (%.2f h of training audio)",
             self.name, len(self.data_train), len(self.data_val), len(self.data_test),
-            sum(self.data_train.durations) / 3600,
+            sum(self.data_train.durations_s) / 3600,
         )  # fmt: skip
 
     # -- loaders --------------------------------------------------------------------
@@ -374,7 +411,10 @@ class SpeechDataModule(SeededLoaders, L.LightningDataModule):
         return self._eval_loader(data.subset(pick, augment=False), batch_size or self.batch_size)
 
     def audio_seconds(self, split: str) -> float:
-        return float(sum(self._require(f"data_{split}").durations))
+        """Total audio seconds of ``train``, ``val`` or ``test`` (after its limit)."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"audio_seconds: split {split!r} must be train, val or test")
+        return float(sum(self._require(f"data_{split}").durations_s))
 
     def task(self, label_smoothing: float = 0.0) -> Any:
         """Transducer ASR over this data's vocabulary and features."""
@@ -386,6 +426,7 @@ class SpeechDataModule(SeededLoaders, L.LightningDataModule):
         )  # fmt: skip
 
     def proxy_batch(self, batch_size: int, seed: int) -> tuple[Tensor, Tensor]:
+        """Not available: proxies score the encoder on gaussian features instead."""
         raise ValueError(
             f"data {self.name}: zero_shot.inputs=data is not supported for speech; use "
             "zero_shot.inputs=gaussian (proxies run after the front end)"

@@ -2,16 +2,19 @@
 
 Sentences of ``min_words``..``max_words`` words from a fixed vocabulary (the ten digits
 spelled out and a few hundred common words) are spoken by espeak-ng with several
-accents and voice variants, speeds and pitches, resampled to 16 kHz and stored as FLAC
-with a ``manifest.json`` under ``<data_dir>/spoken_synth/<key>/`` (``key`` hashes every
-generation setting and the espeak-ng version). Everything is drawn from ``seed``: the
-same seed gives the same transcripts and audio. The test and validation splits have
-sentences and (accent, variant) voice settings that training never sees.
+accents (espeak-ng voices) and voice variants, speeds and pitches, resampled from
+espeak-ng's 22050 Hz to 16 kHz and stored as 16-bit FLAC with a ``manifest.json`` under
+``<data_dir>/spoken_synth/<key>/`` (``key`` hashes every generation setting, the word and
+voice lists and the espeak-ng version). Everything is drawn from ``seed``: the same seed
+gives the same transcripts and audio. The test and validation splits have sentences and
+(voice, variant) settings that training never sees; speed and pitch are drawn per
+utterance. The default corpus (3500 utterances) takes minutes to generate, once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -61,13 +64,19 @@ WORDS = DIGITS + tuple(
     wood word work world write year yellow yes you young
     """.split()
 )
+# espeak-ng voices (accents) and voice variants (``espeak-ng --voices=variant``); every
+# pairing is spoken as ``-v <voice>+<variant>``
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-gb-x-gbclan",
            "en-gb-x-gbcwmd")  # fmt: skip
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5")
+SPEEDS = (140, 190)  # words per minute (espeak-ng -s), drawn uniformly per utterance
+PITCHES = (30, 70)  # espeak-ng -p (0..99), drawn uniformly per utterance
 SPLITS = ("train", "val", "test")
+FORMAT = 2  # bump when the plan or the files change, so old caches are not reused
 
 
 def espeak_version() -> str:
+    """espeak-ng's version line; FileNotFoundError (naming the fix) when it is missing."""
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise FileNotFoundError(f"espeak-ng not found: {FIX}")
@@ -75,13 +84,17 @@ def espeak_version() -> str:
 
 
 def speak(text: str, voice: str, speed: int, pitch: int) -> Tensor:
-    """espeak-ng's rendering of ``text`` as a (N,) float32 16 kHz waveform."""
+    """espeak-ng's rendering of ``text`` with ``voice`` (e.g. ``en-us+m3``), ``speed``
+    (words per minute) and ``pitch`` (0..99) as a (N,) float32 16 kHz waveform."""
     import soundfile as sf
     import torchaudio.functional as AF
 
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise FileNotFoundError(f"espeak-ng not found: {FIX}")
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "x.wav"
-        cmd = ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(wav), text]
+        cmd = [exe, "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(wav), text]
         subprocess.run(cmd, check=True, capture_output=True)
         data, rate = sf.read(wav, dtype="float32")
     audio = torch.from_numpy(data)
@@ -98,10 +111,10 @@ def plan_corpus(
     max_words: int,
     voice_splits: dict[str, int],
 ) -> list[dict[str, Any]]:
-    """The utterances to speak: id, split, text, voice, speed, pitch (no audio yet).
+    """The utterances to speak: id, split, text, voice, variant, speed, pitch (no audio).
 
     Sentences are distinct across the whole corpus; each split speaks with its own
-    (accent, variant) settings (``voice_splits`` gives how many go to val and test)."""
+    (voice, variant) settings (``voice_splits`` gives how many go to val and test)."""
     rng = random.Random(derive_seed(seed, "spoken_synth"))
     others = [w for w in WORDS if w not in DIGITS]
     words = list(DIGITS)
@@ -124,27 +137,37 @@ def plan_corpus(
         if text not in seen:
             seen.add(text)
             texts.append(text)
-    voices = [f"{a}+{v}" for a in ACCENTS for v in VARIANTS]
+    voices = [(a, v) for a in ACCENTS for v in VARIANTS]
     rng.shuffle(voices)
     n_test, n_val = voice_splits["test"], voice_splits["val"]
     if n_test + n_val >= len(voices):
-        raise ValueError(f"data: {n_test}+{n_val} held-out voices leave none of {len(voices)}")
+        raise ValueError(
+            f"data.val_voices + data.test_voices = {n_val + n_test} leave no training voice "
+            f"of the {len(voices)}: lower them"
+        )
     pools = {"test": voices[:n_test], "val": voices[n_test : n_test + n_val],
              "train": voices[n_test + n_val :]}  # fmt: skip
     plan, k = [], 0
     for split in ("test", "val", "train"):  # held-out splits first: their texts never train
         for i in range(sizes[split]):
+            voice, variant = rng.choice(pools[split])
             plan.append({
                 "id": f"{split}-{i:05d}", "split": split, "text": texts[k],
-                "voice": rng.choice(pools[split]), "speed": rng.randint(140, 190),
-                "pitch": rng.randint(30, 70),
+                "voice": voice, "variant": variant, "speed": rng.randint(*SPEEDS),
+                "pitch": rng.randint(*PITCHES),
             })  # fmt: skip
             k += 1
     return plan
 
 
 class SpokenSynthDataModule(SpeechDataModule):
-    """The espeak-ng corpus (see the module docstring) as a speech data module."""
+    """The espeak-ng corpus (see the module docstring) as a speech data module.
+
+    ``train_size`` / ``val_size`` / ``test_size`` utterances of ``min_words``..``max_words``
+    words from ``num_words`` words (``None`` = all built-in ones, the ten digits always
+    in); ``val_voices`` and ``test_voices`` (voice, variant) pairs are held out for val
+    and test; ``workers`` espeak-ng processes run at once while generating. The other
+    options are :class:`SpeechDataModule`'s. Features are cached beside the audio."""
 
     name = "spoken_synth"
 
@@ -164,9 +187,16 @@ class SpokenSynthDataModule(SpeechDataModule):
     ) -> None:
         super().__init__(data_dir, **kwargs)  # the options every speech corpus has
         sizes = {"train": train_size, "val": val_size, "test": test_size}
-        for key, value in {**sizes, "min_words": min_words, "workers": workers}.items():
+        positive = {**sizes, "min_words": min_words, "workers": workers,
+                    "val_voices": val_voices, "test_voices": test_voices}  # fmt: skip
+        for key, value in positive.items():
             if int(value) < 1:
                 raise ValueError(f"data.{key} must be >= 1, got {value}")
+        if num_words is not None and int(num_words) < len(DIGITS):
+            raise ValueError(
+                f"data.num_words={num_words} must be null (all {len(WORDS)}) or at least "
+                f"the {len(DIGITS)} digits"
+            )
         if int(max_words) < int(min_words):
             raise ValueError(f"data.max_words={max_words} is below data.min_words={min_words}")
         self.sizes = {k: int(v) for k, v in sizes.items()}
@@ -175,16 +205,45 @@ class SpokenSynthDataModule(SpeechDataModule):
         self.voice_splits = {"val": int(val_voices), "test": int(test_voices)}
         self.workers = int(workers)
         self._manifest: list[dict[str, Any]] | None = None
+        self._folder: Path | None = None
 
     def settings(self) -> dict[str, Any]:
+        """Every setting the corpus depends on (hashed into :meth:`cache_dir`)."""
         return {"seed": self.seed, "sizes": self.sizes, "num_words": self.num_words,
                 "min_words": self.min_words, "max_words": self.max_words,
-                "voice_splits": self.voice_splits}  # fmt: skip
+                "voice_splits": self.voice_splits, "words": WORDS, "accents": ACCENTS,
+                "variants": VARIANTS, "speeds": SPEEDS, "pitches": PITCHES,
+                "sample_rate": SAMPLE_RATE, "format": FORMAT}  # fmt: skip
 
     def cache_dir(self) -> Path:
-        text = json.dumps({**self.settings(), "espeak": espeak_version()}, sort_keys=True)
-        key = hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
-        return Path(self.data_dir) / "spoken_synth" / key
+        """``<data_dir>/spoken_synth/<key>``: ``key`` hashes :meth:`settings` and the
+        espeak-ng version. Without espeak-ng, a finished corpus of the same settings (made
+        by any version, e.g. copied from another machine) is used; if there is none,
+        FileNotFoundError naming the fix."""
+        if self._folder is None:
+            root = Path(self.data_dir) / "spoken_synth"
+            found = None if shutil.which("espeak-ng") else self._generated_elsewhere(root)
+            if found is None:
+                corpus = {"settings": self.settings(), "espeak": espeak_version()}
+                text = json.dumps(corpus, sort_keys=True)
+                found = root / hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+            self._folder = found
+        return self._folder
+
+    def _generated_elsewhere(self, root: Path) -> Path | None:
+        """A finished corpus folder under ``root`` whose ``corpus.json`` has these settings."""
+        wanted = json.dumps(self.settings(), sort_keys=True)
+        for spec in sorted(root.glob("*/corpus.json")):
+            try:
+                corpus = json.loads(spec.read_text())
+            except ValueError:
+                continue
+            same = json.dumps(corpus.get("settings"), sort_keys=True) == wanted
+            if same and (spec.parent / "manifest.json").is_file():
+                log.info("spoken_synth: espeak-ng missing; using %s (made by %s)",
+                         spec.parent, corpus.get("espeak"))  # fmt: skip
+                return spec.parent
+        return None
 
     def manifest(self) -> list[dict[str, Any]]:
         """The corpus's utterances (generating the audio first if needed)."""
@@ -194,7 +253,11 @@ class SpokenSynthDataModule(SpeechDataModule):
 
     def generate(self) -> list[dict[str, Any]]:
         """Speak every planned utterance that has no audio file yet; write the manifest
-        last (atomically), so an interrupted generation resumes where it stopped."""
+        last (atomically), so an interrupted generation resumes where it stopped (each
+        FLAC is itself written atomically, so one that exists is complete).
+
+        Manifest entries: id, split, text, voice, variant, speed (words per minute),
+        pitch, file (the FLAC's name) and seconds (audio length)."""
         folder = self.cache_dir()
         path = folder / "manifest.json"
         if path.is_file():
@@ -202,36 +265,40 @@ class SpokenSynthDataModule(SpeechDataModule):
         plan = plan_corpus(self.seed, self.sizes, self.num_words, self.min_words,
                            self.max_words, self.voice_splits)  # fmt: skip
         folder.mkdir(parents=True, exist_ok=True)
+        corpus = {"settings": self.settings(), "espeak": espeak_version()}
+        (folder / "corpus.json").write_text(json.dumps(corpus, indent=1, sort_keys=True))
         log.info("spoken_synth: generating %d utterances with espeak-ng in %s", len(plan), folder)
-        done = [0]
+        done = itertools.count(1)  # next() is atomic: a shared counter for the threads
 
         def one(utt: dict[str, Any]) -> dict[str, Any]:
             import soundfile as sf
 
             audio_path = folder / f"{utt['id']}.flac"
             if not audio_path.is_file():
-                audio = speak(utt["text"], utt["voice"], utt["speed"], utt["pitch"])
-                tmp = audio_path.with_name(f".{audio_path.name}.tmp")
+                voice = f"{utt['voice']}+{utt['variant']}"
+                audio = speak(utt["text"], voice, utt["speed"], utt["pitch"])
+                tmp = audio_path.with_name(f".{audio_path.name}.{os.getpid()}.tmp")
                 sf.write(tmp, audio.clamp(-1, 1).numpy(), SAMPLE_RATE, format="FLAC",
                          subtype="PCM_16")  # fmt: skip
                 os.replace(tmp, audio_path)
             info = sf.info(audio_path)
-            done[0] += 1
-            if done[0] % 500 == 0:
-                log.info("spoken_synth: %d / %d utterances", done[0], len(plan))
+            n = next(done)
+            if n % 500 == 0:
+                log.info("spoken_synth: %d / %d utterances", n, len(plan))
             return {**utt, "file": audio_path.name, "seconds": info.frames / SAMPLE_RATE}
 
         with ThreadPoolExecutor(self.workers) as pool:
             manifest = list(pool.map(one, plan))
-        tmp = path.with_name(".manifest.json.tmp")
+        tmp = path.with_name(f".manifest.json.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(manifest, indent=1))
         os.replace(tmp, path)
         hours = sum(u["seconds"] for u in manifest) / 3600
         log.info("spoken_synth: %d utterances, %.2f h of audio", len(manifest), hours)
         return manifest
 
-    def split_features(self, split: str) -> tuple[list[Tensor], list[str]]:
-        """Features of a split, cached beside its audio (keyed by ``n_mels``)."""
+    def split_features(self, split: str) -> tuple[list[Tensor], list[str], list[float]]:
+        """Features, transcripts and seconds of a split; the features are cached beside
+        its audio (keyed by ``n_mels``)."""
         utts = self.utterances(split)
         folder = self.cache_dir()
 
@@ -241,8 +308,8 @@ class SpokenSynthDataModule(SpeechDataModule):
             return [torch.from_numpy(sf.read(folder / u["file"], dtype="float32")[0]) for u in utts]
 
         feats = self.cached_features(folder / f"features_{split}_mel{self.n_mels}.pt", waveforms)
-        return feats, [u["text"] for u in utts]
+        return feats, [u["text"] for u in utts], [float(u["seconds"]) for u in utts]
 
     def utterances(self, split: str) -> list[dict[str, Any]]:
-        """Manifest entries of a split (text, voice, speed, pitch, seconds)."""
+        """Manifest entries of a split (see :meth:`generate`), in id order."""
         return [u for u in self.manifest() if u["split"] == split]
