@@ -202,3 +202,20 @@ def test_build_from_config_and_clear_errors():
         ElasticRNNT(12, len(VOCAB), embed_choices=())
     with pytest.raises(ValueError, match="example_seconds"):
         ElasticRNNT(12, len(VOCAB), example_seconds=0)
+
+
+def test_auxiliary_ctc_joins_the_loss_and_exports():
+    model = ElasticRNNT(n_mels=12, vocab_size=len(VOCAB), **{**TINY, "ctc_weight": 0.5}).eval()
+    task = TransducerASR(VOCAB, n_mels=12)
+    feats, lengths, tokens, token_lengths = batch()
+    targets = {"tokens": tokens, "token_lengths": token_lengths}
+    out = model(feats, lengths, tokens, token_lengths)
+    assert out["ctc_logits"].shape[:2] == out["logits"].shape[:2]
+    plain = {k: v for k, v in out.items() if not k.startswith("ctc")}
+    assert float(task.loss(out, targets)) > float(task.loss(plain, targets))
+    arch = model.space.min_arch()
+    model.set_active(arch)
+    sub = model.export(arch).eval()
+    ref = model(feats, lengths, tokens, token_lengths)["ctc_logits"]
+    assert torch.allclose(sub(feats, lengths, tokens, token_lengths)["ctc_logits"], ref)
+    assert model.active_params() == sum(p.numel() for p in sub.parameters())

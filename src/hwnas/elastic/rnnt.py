@@ -189,6 +189,8 @@ class _Transducer:
     (needs ``front``, ``encoder``, ``predictor``, ``joiner``)."""
 
     max_symbols: int = 5
+    # set by both models: the auxiliary CTC head (or None) and its loss weight
+    ctc_weight: float = 0.0
 
     def encode(
         self, features: torch.Tensor, lengths: torch.Tensor
@@ -215,6 +217,8 @@ class _Transducer:
             "lengths": enc_lengths,
             "token_lengths": token_lengths,
         }
+        if self.ctc is not None:  # auxiliary CTC on the encoder (training aid)
+            out["ctc_logits"], out["ctc_weight"] = self.ctc(enc), self.ctc_weight
         if not self.training:
             out["hypotheses"] = self.greedy_decode(enc, enc_lengths)
         return out
@@ -277,9 +281,12 @@ class StaticRNNT(_Transducer, nn.Module):
         encoder: StaticTransformerEncoder,
         predictor: Predictor,
         joiner: Joiner,
+        ctc: nn.Linear | None = None,
+        ctc_weight: float = 0.0,
     ):
         super().__init__()
         self.front, self.encoder, self.predictor, self.joiner = front, encoder, predictor, joiner
+        self.ctc, self.ctc_weight = ctc, float(ctc_weight)
 
     def acoustic_encoder(self) -> StaticEncoder:
         """The encoder alone (front end + transformer), sharing this model's weights."""
@@ -340,6 +347,7 @@ class ElasticRNNT(_Transducer, ElasticModel):
         activation: str = "gelu",
         example_seconds: float = 4.0,
         max_symbols: int = 5,
+        ctc_weight: float = 0.0,
     ):
         super().__init__()
         if n_mels < 1 or vocab_size < 2:
@@ -352,8 +360,11 @@ class ElasticRNNT(_Transducer, ElasticModel):
                 raise ValueError(f"model.{key}_choices={list(values)}: give positive sizes")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
-        if example_seconds <= 0 or max_symbols < 1:
-            raise ValueError("model.example_seconds must be > 0 and model.max_symbols >= 1")
+        if example_seconds <= 0 or max_symbols < 1 or ctc_weight < 0:
+            raise ValueError(
+                "model.example_seconds must be > 0, model.max_symbols >= 1 and "
+                "model.ctc_weight >= 0"
+            )
         self.n_mels, self.vocab_size = int(n_mels), int(vocab_size)
         self.example_seconds, self.max_symbols = float(example_seconds), int(max_symbols)
         self.input_shape = (self.n_mels,)
@@ -373,6 +384,10 @@ class ElasticRNNT(_Transducer, ElasticModel):
             nn.Linear(predictor_dim, joint_dim),
             nn.Linear(joint_dim, vocab_size),
         )
+        # auxiliary CTC head on the encoder: weight x CTC loss joins the transducer loss
+        # (speeds up training from scratch); 0 = none
+        self.ctc_weight = float(ctc_weight)
+        self.ctc = ElasticLinear(self.max_embed, vocab_size) if ctc_weight > 0 else None
         genes = encoder_genes(depth_choices, embed_choices, head_choices, ffn_choices)
         self.space = SearchSpace(
             "elastic_rnnt",
@@ -397,6 +412,8 @@ class ElasticRNNT(_Transducer, ElasticModel):
         self.front.set_active(e)
         self.encoder.set_active(depth, e, heads, hidden)
         self.joiner.enc_proj.active_in = e
+        if self.ctc is not None:
+            self.ctc.active_in = e
         self._active = arch
 
     def get_active(self) -> Arch:
@@ -422,7 +439,8 @@ class ElasticRNNT(_Transducer, ElasticModel):
         joiner = j.enc_proj.params() + sum(
             p.numel() for m in (j.pred_proj, j.out) for p in m.parameters()
         )
-        return self.front.params() + self.encoder.params() + fixed + joiner
+        ctc = self.ctc.params() if self.ctc is not None else 0
+        return self.front.params() + self.encoder.params() + fixed + joiner + ctc
 
     def active_flops(self, batch_size: int = 1) -> int:
         """The acoustic encoder (front end + transformer) on ``example_seconds`` of audio:
@@ -457,9 +475,12 @@ class ElasticRNNT(_Transducer, ElasticModel):
         with self.active(arch):
             front, encoder = self.front.to_static(), self.encoder.to_static()
             enc_proj = self.joiner.enc_proj.to_static()
+            ctc = self.ctc.to_static() if self.ctc is not None else None
         j = self.joiner
         joiner = Joiner(enc_proj, copy.deepcopy(j.pred_proj), copy.deepcopy(j.out))
-        net = StaticRNNT(front, encoder, copy.deepcopy(self.predictor), joiner)
+        net = StaticRNNT(
+            front, encoder, copy.deepcopy(self.predictor), joiner, ctc, self.ctc_weight
+        )
         net.max_symbols = self.max_symbols
         return net.train(self.training)
 
@@ -473,7 +494,9 @@ class ElasticRNNT(_Transducer, ElasticModel):
         self.front.permute_(perm)
         self.encoder.permute_embed_(perm)
         with torch.no_grad():
-            self.joiner.enc_proj.weight.copy_(self.joiner.enc_proj.weight[:, perm])
+            for lin in (self.joiner.enc_proj, self.ctc):
+                if lin is not None:
+                    lin.weight.copy_(lin.weight[:, perm])
 
 
 def speech_inputs(

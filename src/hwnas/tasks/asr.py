@@ -5,9 +5,11 @@ frames (B, T, F) float32 with their lengths, and the transcript's label ids (B, 
 theirs (blank = 0 pads). It returns a dict with the joiner's ``logits`` (B, T', U+1, V),
 the encoder's output ``lengths`` (B,) and, in eval mode, greedy ``hypotheses``. The loss
 is ``torchaudio.functional.rnnt_loss`` (mean over utterances of each utterance's negative
-log-likelihood). Given only ``(features, feature_lengths)`` a model runs its acoustic
-encoder: what latency, throughput and ONNX export measure, on ``example_seconds`` of
-audio, so latency also reads as a real-time factor.
+log-likelihood), plus ``ctc_weight`` times the CTC loss of the encoder when the model has
+an auxiliary CTC head (``model.ctc_weight``; it speeds up training from scratch).
+Given only ``(features, feature_lengths)`` a model runs its acoustic encoder: what
+latency, throughput and ONNX export measure, on ``example_seconds`` of audio, so latency
+also reads as a real-time factor.
 
 Distillation (progressive shrinking) is on the joiner: KL(teacher || student) of the
 temperature-softened distributions over the vocabulary at every valid (frame, label
@@ -151,7 +153,7 @@ class TransducerASR(Task):
         logits = outputs["logits"][:, :, : int(lengths.max()) + 1]  # drop padded prefixes
         with warnings.catch_warnings():  # torchaudio flags its maintenance mode on each call
             warnings.simplefilter("ignore", UserWarning)
-            return AF.rnnt_loss(
+            loss = AF.rnnt_loss(
                 logits.float(),
                 tokens[:, : int(lengths.max())].int().contiguous(),
                 outputs["lengths"].int(),
@@ -159,6 +161,12 @@ class TransducerASR(Task):
                 blank=0,
                 reduction="mean",
             )
+        if "ctc_logits" in outputs:  # the model's auxiliary CTC, per utterance like rnnt_loss
+            log_probs = F.log_softmax(outputs["ctc_logits"].float(), -1).transpose(0, 1)
+            ctc = F.ctc_loss(log_probs, tokens, outputs["lengths"], lengths, blank=0,
+                             reduction="sum", zero_infinity=True)  # fmt: skip
+            loss = loss + float(outputs["ctc_weight"]) * ctc / tokens.shape[0]
+        return loss
 
     def distill_loss(
         self, student: Mapping[str, Tensor], teacher: Mapping[str, Tensor], temperature: float
