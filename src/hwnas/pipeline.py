@@ -6,22 +6,33 @@ the resolved config, Hydra's record of the run, the latency model used, and the
 stages (zero_shot, supernet, search, final) in order, each under
 ``cfg.paths.output_dir/<stage>/`` and finishing with a ``DONE.json`` marker; rerunning
 in the same folder skips finished stages (resume).
+
+Crash safety: every file is written through :mod:`hwnas.atomic` (a kill leaves the old
+file or the new one), the searches journal their evaluations and replay them on resume
+(:mod:`hwnas.search.journal`), and the trainings keep checkpoints they resume from
+(:func:`hwnas.training.trainer.fit`). Each stage starts from global RNG states seeded
+from (seed, stage), so a stage resumed in a new process draws what it would have drawn
+after the earlier stages in the same process.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from hwnas import atomic
 from hwnas import stages as st
 from hwnas.checks import STAGES, preflight, validate
 from hwnas.context import ConfigError, Context, build_context
+from hwnas.data.base import derive_seed
 from hwnas.quantize.stage import quantize as quantize_stage
 from hwnas.runtime import resolve_threads, torch_threads
 
@@ -45,7 +56,13 @@ def check_run_dir(out: Path, cfg: DictConfig) -> None:
     path = out / CONFIG_FILE
     if not path.exists():
         return
-    mine, theirs = _comparable(cfg), _comparable(OmegaConf.load(path))
+    try:
+        recorded = OmegaConf.load(path)
+    except yaml.YAMLError as err:
+        raise atomic.corrupt(
+            path, err, f"restore {path} (a copy is in {out / '.hydra'}) or start a new folder"
+        ) from err
+    mine, theirs = _comparable(cfg), _comparable(recorded)
     if theirs != mine:
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         raise ConfigError(
@@ -67,7 +84,14 @@ def _comparable(cfg: DictConfig) -> dict[str, Any]:
             flat[prefix[:-1]] = node
 
     walk(data, "")
-    volatile = ("stages", "threads", "progress", "progress_interval_s")
+    # how often a training checkpoints does not change its results
+    volatile = (
+        "stages",
+        "threads",
+        "progress",
+        "progress_interval_s",
+        "trainer.checkpoint_every_n_steps",
+    )
     return {k: v for k, v in flat.items() if k not in volatile and not k.startswith("paths.")}
 
 
@@ -76,28 +100,42 @@ def record_run(out: Path, cfg: DictConfig, ctx: Context) -> None:
     (when run under Hydra), the latency model the searches used and, for a model whose
     space is derived (``describe()``), that space as ``space.json``."""
     out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out / CONFIG_FILE, resolve=True)
+    atomic.write_text(out / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
         folder = out / ".hydra"
-        folder.mkdir(exist_ok=True)
-        OmegaConf.save(cfg, folder / "config.yaml")
-        OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), folder / "hydra.yaml")
-        OmegaConf.save(hydra_cfg.overrides.task, folder / "overrides.yaml")
-    ctx.cost_model.save_record(out)
+        atomic.write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+        hydra_yaml = OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg}))
+        atomic.write_text(folder / "hydra.yaml", hydra_yaml)
+        atomic.write_text(folder / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.overrides.task))
+    # the cost model writes its record itself: into a scratch folder, then moved over
+    with tempfile.TemporaryDirectory(dir=out, prefix=".record.") as scratch:
+        ctx.cost_model.save_record(scratch)
+        for written in sorted(Path(scratch).iterdir()):
+            if written.is_file():
+                atomic.replace_file(written, out / written.name)
     describe = getattr(ctx.model, "describe", None)
     if callable(describe):  # a space derived from a model (model=bootstrap): space.json
-        (out / SPACE_FILE).write_text(json.dumps(describe(), indent=2))
+        atomic.write_json(out / SPACE_FILE, describe())
 
 
 def stage_summary(out: Path, stage: str) -> dict[str, Any] | None:
-    """The ``DONE.json`` summary of a finished stage, or None."""
+    """The ``DONE.json`` summary of a finished stage, or None; a truncated or damaged
+    one is a :class:`~hwnas.atomic.CorruptFileError` naming it."""
     path = out / stage / "DONE.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    return atomic.read_json(path, f"delete {path} and rerun to redo the {stage} stage")
 
 
 def mark_done(out: Path, stage: str, summary: Mapping[str, Any]) -> None:
-    (out / stage / "DONE.json").write_text(json.dumps(dict(summary), indent=2))
+    atomic.write_json(out / stage / "DONE.json", dict(summary))
+
+
+def seed_stage(seed: int, stage: str) -> None:
+    """Seed every global RNG from (``seed``, ``stage``) before a stage runs, so what the
+    stage draws does not depend on which stages ran before it in this process."""
+    L.seed_everything(derive_seed(seed, "stage", stage) % 2**32, workers=True, verbose=False)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -128,8 +166,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 ctx.results[stage] = done
             else:
                 log.info("stage %s: starting", stage)
+                seed_stage(ctx.seed, stage)
                 ctx.results[stage] = STEPS[stage](ctx)
                 mark_done(out, stage, ctx.results[stage])
             metrics.update({k: float(v) for k, v in ctx.results[stage].get("metrics", {}).items()})
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic.write_json(out / "metrics.json", metrics)
     return metrics

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from hwnas import atomic  # noqa: E402
 from hwnas.hardware.constraints import Constraints  # noqa: E402
 from hwnas.hardware.latency import device_name, measure_latency  # noqa: E402
 from hwnas.search.base import Evaluated, SearchResult  # noqa: E402
@@ -38,7 +39,7 @@ def save_pareto(result: SearchResult, path: str | Path, gain: str) -> list[Evalu
     the front was drawn against on every row (``flops_m (no latency estimate)``)."""
     key = result.cost_key
     front = result.pareto(key)
-    with open(path, "w", newline="") as fh:
+    with atomic.atomic_open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         keys = [k for k in COST_KEYS if front and k in front[0].costs]
         w.writerow(["arch", gain, *keys, "front_cost"])
@@ -119,7 +120,8 @@ def plot_pareto(
     ax.set_title(f"{result.strategy}: {len(uniq)} archs, {len(front)} on the front")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic.atomic_open(path, "wb") as fh:
+        fig.savefig(fh, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
 
 
@@ -246,8 +248,8 @@ def final_report(
         "drop": sign * (rows["largest"][f"test_{m}"] - rows["subnet"][f"test_{m}"]),
         "environment": env,
     }
-    (folder / "report.json").write_text(json.dumps(report, indent=2))
-    (folder / "report.md").write_text(_markdown(report))
+    atomic.write_json(folder / "report.json", report)
+    atomic.write_text(folder / "report.md", _markdown(report))
     log.info(
         "final: test %s %.4f (subnet) vs %.4f (largest), both %s; latency %.3f vs %.3f ms (%.2fx)",
         m,

@@ -4,20 +4,26 @@ artifacts under ``<run>/<stage>/``."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 
+from hwnas import atomic
 from hwnas.checks import build_configured_strategy, search_constraints
 from hwnas.context import ConfigError, Context
 from hwnas.hardware.constraints import InfeasibleError
 from hwnas.progress import progress_bar
 from hwnas.report import final_report, finetune_budget, plot_pareto, save_pareto
 from hwnas.search.base import Evaluated, SearchProblem, SearchResult, Strategy
+from hwnas.search.journal import (
+    JOURNAL_NAME,
+    JournaledObjective,
+    journal_header,
+    weights_digest,
+)
 from hwnas.search.objectives import TaskObjective, ZeroShotObjective
 from hwnas.spaces.base import SearchSpace
 from hwnas.subnet_io import save_subnet
@@ -26,22 +32,37 @@ from hwnas.training.callbacks import ZeroShotSearchCallback
 from hwnas.training.evaluate import SubnetEvaluator, first_samples
 from hwnas.training.subnet import SubnetModule
 from hwnas.training.supernet import Phase, SupernetModule
-from hwnas.training.trainer import build_trainer
+from hwnas.training.trainer import CHECKPOINT, build_trainer, fit, logged_metrics
 
 log = logging.getLogger(__name__)
 
 
+def _journaled(
+    ctx: Context, objective, journal: Path, title: str, seed: int, space: SearchSpace
+) -> JournaledObjective:
+    """``objective`` journaled to ``journal`` (replayed on resume, see
+    :mod:`hwnas.search.journal`); the header ties it to the weights being scored."""
+    header = journal_header(title, seed, space, weights=weights_digest(ctx.model))
+    return JournaledObjective(objective, journal, header, ctx.cost_model)
+
+
 def _zero_shot_search(
-    ctx: Context, space: SearchSpace, seed: int, title: str, budget: int | None = None
+    ctx: Context,
+    space: SearchSpace,
+    seed: int,
+    title: str,
+    journal: Path,
+    budget: int | None = None,
 ) -> SearchResult:
-    objective = ZeroShotObjective(ctx.model, ctx.descore, ctx.inputs, ctx.cost_model, seed)
+    inner = ZeroShotObjective(ctx.model, ctx.descore, ctx.inputs, ctx.cost_model, seed)
+    objective = _journaled(ctx, inner, journal, title, seed, space)
     strategy = build_configured_strategy(ctx.cfg.zero_shot.strategy, "zero_shot.strategy")
     with progress_bar(title, **ctx.progress) as update:
         problem = SearchProblem(space, objective, ctx.cost_model, ctx.constraints, seed, update)
         result = strategy.run(problem, budget)
-    if objective.failures:
-        log.warning("%s: proxy failures (candidates): %s", title, dict(objective.failures))
-    result.proxy_failures = dict(objective.failures)
+    if inner.failures:
+        log.warning("%s: proxy failures (candidates): %s", title, dict(inner.failures))
+    result.proxy_failures = dict(inner.failures)
     return result
 
 
@@ -50,11 +71,12 @@ def zero_shot(ctx: Context) -> dict[str, Any]:
     folder = ctx.stage_dir("zero_shot")
     start = time.perf_counter()
     budget = ctx.cfg.zero_shot.budget
-    result = _zero_shot_search(ctx, ctx.model.space, ctx.seed, "zero-shot search", budget)
+    journal = folder / JOURNAL_NAME
+    result = _zero_shot_search(ctx, ctx.model.space, ctx.seed, "zero-shot search", journal, budget)
     seconds = time.perf_counter() - start
     result.save(folder)
     pool = result.pool(int(ctx.cfg.zero_shot.pool_size))
-    (folder / "pool.json").write_text(json.dumps([a.to_dict() for a in pool], indent=1))
+    atomic.write_json(folder / "pool.json", [a.to_dict() for a in pool], indent=1)
     save_pareto(result, folder / "pareto.csv", gain="descore")
     plot_pareto(
         result, folder / "pareto.png", ctx.constraints, gain_label="DE-Score", chosen=result.best
@@ -104,35 +126,34 @@ def supernet(ctx: Context) -> dict[str, Any]:
     )
 
     def search(space: SearchSpace, i: int) -> SearchResult | None:
+        journal = folder / f"phase{i}_{phases[i].name}" / JOURNAL_NAME
         try:
             return _zero_shot_search(
-                ctx, space, ctx.seed + i, f"phase {i} zero-shot search", int(cfg.search_budget)
+                ctx,
+                space,
+                ctx.seed + i,
+                f"phase {i} zero-shot search",
+                journal,
+                int(cfg.search_budget),
             )
         except InfeasibleError as err:
             log.warning("phase %d: %s; the phase samples its space uniformly", i, err)
             return None
 
-    ckpt_dir = folder / "checkpoints"
     trainer = build_trainer(
         ctx.cfg.trainer,
         folder,
         max_epochs=module.total_epochs,
         title="supernet",
         limit_train_batches=cfg.limit_train_batches,
-        callbacks=[
-            ZeroShotSearchCallback(search, int(cfg.pool_size), folder),
-            ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0),
-        ],
-        checkpointing=True,
+        callbacks=[ZeroShotSearchCallback(search, int(cfg.pool_size), folder)],
+        checkpoint=folder / "checkpoints" / CHECKPOINT,
+        checkpoint_key=f"supernet:{weights_digest(ctx.model)}",  # the initial weights
         **ctx.progress,
     )
-    last = ckpt_dir / "last.ckpt"
-    resume = str(last) if last.exists() else None
-    if resume:
-        log.info("supernet: resuming from %s", last)
-    trainer.fit(module, datamodule=ctx.dm, ckpt_path=resume)
-    torch.save(ctx.model.state_dict(), folder / "supernet.pt")
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    fit(trainer, module, ctx.dm)
+    atomic.torch_save(ctx.model.state_dict(), folder / "supernet.pt")
+    metrics = {k: v for k, v in logged_metrics(trainer).items() if k.startswith("val/")}
     return {
         "epochs": module.total_epochs,
         "pools": {str(i): len(p) for i, p in module.pools.items()},
@@ -147,7 +168,9 @@ def load_supernet(ctx: Context) -> None:
             f"no trained supernet in {path.parent}: add supernet to stages "
             "or resume the run folder where it finished (hydra.run.dir=...)"
         )
-    ctx.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    done = path.parent / "DONE.json"
+    fix = f"delete {path} and {done} and rerun to redo the supernet stage from its checkpoint"
+    ctx.model.load_state_dict(atomic.torch_load(path, fix))
 
 
 def evaluator(ctx: Context, val_samples: int) -> SubnetEvaluator:
@@ -169,10 +192,17 @@ def search(ctx: Context) -> dict[str, Any]:
     space = ctx.model.space
     largest = space.max_arch()
     constraints, largest_latency = search_constraints(ctx)
-    objective = TaskObjective(evaluator(ctx, int(sel.val_samples)), ctx.task)
+    metric = ctx.task.primary_metric
+    objective = _journaled(
+        ctx,
+        TaskObjective(evaluator(ctx, int(sel.val_samples)), ctx.task),
+        folder / JOURNAL_NAME,
+        f"subnet search ({metric})",
+        ctx.seed,
+        space,
+    )
     strategy = build_configured_strategy(sel.strategy, "search.strategy")
     zs = ctx.results.get("zero_shot", {}).get("pool", [])[: int(sel.seed_with_zero_shot)]
-    metric = ctx.task.primary_metric
     with progress_bar(f"subnet search ({metric})", **ctx.progress) as update:
         problem = SearchProblem(space, objective, ctx.cost_model, constraints, ctx.seed, update)
         result = strategy.run(problem, sel.budget)
@@ -198,19 +228,17 @@ def search(ctx: Context) -> dict[str, Any]:
         chosen=chosen,
         reference=largest,
     )
-    (folder / "chosen.json").write_text(
-        json.dumps(
-            {
-                "arch": chosen.arch.to_dict(),
-                "val_metrics": chosen.metrics,
-                "val_primary": metric,
-                "val_method": inherited_label(ctx.model),
-                "costs": chosen.costs,
-                "largest_latency_ms": largest_latency,
-                "constraints": constraints.describe(),
-            },
-            indent=2,
-        )
+    atomic.write_json(
+        folder / "chosen.json",
+        {
+            "arch": chosen.arch.to_dict(),
+            "val_metrics": chosen.metrics,
+            "val_primary": metric,
+            "val_method": inherited_label(ctx.model),
+            "costs": chosen.costs,
+            "largest_latency_ms": largest_latency,
+            "constraints": constraints.describe(),
+        },
     )
     log.info(
         "search: chose %s (val %s %.4f, %s)",
@@ -234,9 +262,10 @@ def search(ctx: Context) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- 4. final
-def _finetune(ctx: Context, net: torch.nn.Module, folder, tag: str) -> dict[str, float]:
+def _finetune(ctx: Context, net: torch.nn.Module, folder: Path, tag: str, arch) -> dict[str, float]:
     """Fine-tune ``net`` for final.epochs and return every test metric of the task
-    (``Task.evaluate``, as the inherited weights are scored)."""
+    (``Task.evaluate``, as the inherited weights are scored). The training keeps
+    ``checkpoints/last_<tag>.ckpt`` and resumes from it."""
     f = ctx.cfg.final
     module = SubnetModule(
         net,
@@ -255,9 +284,11 @@ def _finetune(ctx: Context, net: torch.nn.Module, folder, tag: str) -> dict[str,
         log_name=f"logs_{tag}",
         title=f"final ({tag})",
         limit_train_batches=f.limit_train_batches,
+        checkpoint=folder / "checkpoints" / f"last_{tag}.ckpt",
+        checkpoint_key=f"{tag}:{arch.to_str()}:{weights_digest(net)}",
         **ctx.progress,
     )
-    trainer.fit(module, datamodule=ctx.dm)
+    fit(trainer, module, ctx.dm)
     return ctx.task.evaluate(net, ctx.dm.test_dataloader(), module.device)
 
 
@@ -270,7 +301,11 @@ def final(ctx: Context) -> dict[str, Any]:
             f"no chosen subnet in {chosen_path.parent}: add search to stages "
             "or resume the run folder where it finished"
         )
-    chosen = ctx.model.space.validate(json.loads(chosen_path.read_text())["arch"])
+    fix = (
+        f"delete {chosen_path.parent / 'DONE.json'} and rerun to redo the search stage "
+        "(its journal replays what it measured)"
+    )
+    chosen = ctx.model.space.validate(atomic.read_json(chosen_path, fix)["arch"])
     largest = ctx.model.space.max_arch()
     f = ctx.cfg.final
     epochs = int(f.epochs)
@@ -283,7 +318,7 @@ def final(ctx: Context) -> dict[str, Any]:
     ):
         net = ev.subnet(arch)
         inherited = ctx.task.evaluate(net, ctx.dm.test_dataloader())
-        tuned = _finetune(ctx, net, folder, tag) if tune else None
+        tuned = _finetune(ctx, net, folder, tag, arch) if tune else None
         sides[tag] = {
             "inherited": ctx.task.primary(inherited),
             "finetuned": None if tuned is None else ctx.task.primary(tuned),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from hwnas import atomic
 from hwnas.elastic import build_model
 from hwnas.spaces.base import Arch
 
@@ -29,15 +29,18 @@ def export_onnx(
     dynamic_axes: dict[str, dict[int, str]] | None = None,
 ) -> Path:
     """Write ``net`` (eval mode, CPU copy) as ONNX for example ``inputs``, every input
-    and output with a dynamic batch dimension, plus ``dynamic_axes`` (e.g. time)."""
+    and output with a dynamic batch dimension, plus ``dynamic_axes`` (e.g. time). The
+    file is exported beside ``path`` and then moved over it (a kill leaves no half
+    file)."""
     path = Path(path)
+    tmp = atomic.temporary_path(path)
     net = net.eval().to("cpu")
     input_names = input_names or [f"input{i}" for i in range(len(inputs))]
     output_names = output_names or ["output"]
     torch.onnx.export(
         net,
         tuple(inputs),
-        str(path),
+        str(tmp),
         input_names=input_names,
         output_names=output_names,
         dynamic_axes={
@@ -46,7 +49,7 @@ def export_onnx(
         },
         dynamo=False,
     )
-    return path
+    return atomic.replace_file(tmp, path)
 
 
 def save_subnet(
@@ -56,7 +59,7 @@ def save_subnet(
     it: arch, model config, data shapes and the task's spec) and, with ``onnx``,
     ``subnet.onnx``."""
     folder = Path(folder)
-    torch.save(net.state_dict(), folder / "subnet.pt")
+    atomic.torch_save(net.state_dict(), folder / "subnet.pt")
     spec = {
         **ctx.task.spec(),
         "arch": arch.to_dict(),
@@ -67,7 +70,7 @@ def save_subnet(
         "num_classes": ctx.dm.num_classes,
         "data": ctx.dm.name,
     }
-    (folder / "arch.json").write_text(json.dumps(spec, indent=2))
+    atomic.write_json(folder / "arch.json", spec)
     if onnx:
         inputs = ctx.task.example_inputs(1, torch.Generator().manual_seed(0))
         names = ctx.task.input_names(), ctx.task.output_names()
@@ -83,7 +86,8 @@ def load_subnet(folder: str | Path) -> nn.Module:
         raise FileNotFoundError(
             f"{folder} has no arch.json + subnet.pt: point to a run's final/ folder"
         )
-    spec = json.loads(spec_path.read_text())
+    fix = f"rerun the final stage of that run (delete {folder / 'DONE.json'} and rerun)"
+    spec = atomic.read_json(spec_path, fix)
     supernet = build_model(spec["model"], tuple(spec["input_shape"]), int(spec["num_classes"]))
     if supernet.space.id != spec["space_id"]:
         raise ValueError(
@@ -91,5 +95,5 @@ def load_subnet(folder: str | Path) -> nn.Module:
             f"hwnas builds {supernet.space.id}: use the hwnas version of the run"
         )
     net = supernet.export(supernet.space.validate(spec["arch"]))
-    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    net.load_state_dict(atomic.torch_load(weights, fix))
     return net.eval()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import random
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hwnas.atomic import atomic_open, write_json
 from hwnas.hardware.base import CostModel
 from hwnas.hardware.constraints import Constraints, InfeasibleError
 from hwnas.search.settings import check_settings
@@ -284,7 +284,7 @@ class SearchResult:
         keys: list[str] = []
         for r in rows:
             keys += [k for k in r if k not in keys]
-        with open(path, "w", newline="") as fh:
+        with atomic_open(path, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=keys)
             w.writeheader()
             w.writerows(rows)
@@ -304,7 +304,7 @@ class SearchResult:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.to_csv(folder / "history.csv")
-        (folder / "result.json").write_text(json.dumps(self.to_json(), indent=2))
+        write_json(folder / "result.json", self.to_json())
 
 
 def _cost_tuple(e: Evaluated, keys: Sequence[str]) -> tuple[float, ...]:

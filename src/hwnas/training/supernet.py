@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from hwnas import atomic
 from hwnas.elastic.base import ElasticModel
 from hwnas.spaces.base import Arch, SearchSpace
 from hwnas.tasks import ImageClassification, Task
@@ -154,6 +155,13 @@ class SupernetModule(L.LightningModule):
             self.freeze_teacher()
         self.enter_phase(i)
 
+    def on_train_start(self) -> None:
+        """A training resumed mid-epoch skips ``on_train_epoch_start``: read the frozen
+        teacher back here (the phase itself was restored with the checkpoint)."""
+        i = self.phase_index(self.current_epoch)
+        if self.teacher_mode == "frozen" and self.phases[i].elastic and self._entered >= i:
+            self.freeze_teacher()
+
     def freeze_teacher(self) -> nn.Module:
         """The frozen teacher: the largest subnet as it is when the first elastic phase
         starts (after phase 0 has fitted it to the data), exported and never trained
@@ -164,12 +172,15 @@ class SupernetModule(L.LightningModule):
         net = self.model.export(self.model.space.max_arch())
         path = self.teacher_path
         if path is not None and path.is_file():
-            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            fix = (
+                f"delete {path} and the checkpoints beside it ({path.parent / 'checkpoints'}) "
+                "and rerun: supernet training then starts again from its first epoch"
+            )
+            net.load_state_dict(atomic.torch_load(path, fix))
             log.info("supernet: frozen teacher read from %s", path)
         else:
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(net.state_dict(), path)
+                atomic.torch_save(net.state_dict(), path)
             log.info("supernet: largest subnet frozen as the teacher of the smaller ones")
         net.to(self.device).eval().requires_grad_(False)
         self._teacher.append(net)
@@ -263,12 +274,18 @@ class SupernetModule(L.LightningModule):
 
     # --------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Pools, the phase entered and the subnet sampler's RNG state travel in the
+        checkpoint, so a resumed training draws the same subnets."""
         checkpoint["hwnas_pools"] = json.dumps(
             {str(i): [a.to_str() for a in pool] for i, pool in self.pools.items()}
         )
         checkpoint["hwnas_entered"] = self._entered
+        checkpoint["hwnas_subnet_rng"] = self.rng.getstate()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         pools = json.loads(checkpoint.get("hwnas_pools", "{}"))
         self.pools = {int(i): [Arch.from_str(s) for s in p] for i, p in pools.items()}
         self._entered = int(checkpoint.get("hwnas_entered", -1))
+        if "hwnas_subnet_rng" in checkpoint:
+            version, internal, gauss = checkpoint["hwnas_subnet_rng"]
+            self.rng.setstate((version, tuple(internal), gauss))
