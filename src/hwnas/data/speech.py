@@ -10,7 +10,6 @@ SpecAugment masks) comes from a seed, never from a global RNG.
 from __future__ import annotations
 
 import logging
-import os
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
@@ -23,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from hwnas import atomic
 from hwnas.data.base import SeededLoaders, check_options, derive_seed, seeded_generator
 
 log = logging.getLogger(__name__)
@@ -273,14 +273,6 @@ def check_spec_augment(options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: a crash leaves
-    the old file or the new one, never a truncated one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 class SpeechDataModule(SeededLoaders, L.LightningDataModule):
     """Utterances as log-mel features and character labels, in length-bucketed batches.
 
@@ -349,8 +341,7 @@ class SpeechDataModule(SeededLoaders, L.LightningDataModule):
             except Exception as err:  # any unreadable cache is recomputed
                 log.warning("%s: unreadable cache %s (%s); recomputing", self.name, path, err)
         feats = [log_mel(w, self.n_mels) for w in waveforms()]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(feats, path)
+        atomic.torch_save(feats, path)
         return feats
 
     # -- Lightning hooks ----------------------------------------------------------

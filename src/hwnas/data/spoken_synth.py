@@ -17,7 +17,6 @@ import hashlib
 import itertools
 import json
 import logging
-import os
 import random
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from hwnas import atomic
 from hwnas.data.base import derive_seed
 from hwnas.data.speech import SAMPLE_RATE, SpeechDataModule
 
@@ -266,7 +266,7 @@ class SpokenSynthDataModule(SpeechDataModule):
                            self.max_words, self.voice_splits)  # fmt: skip
         folder.mkdir(parents=True, exist_ok=True)
         corpus = {"settings": self.settings(), "espeak": espeak_version()}
-        (folder / "corpus.json").write_text(json.dumps(corpus, indent=1, sort_keys=True))
+        atomic.write_text(folder / "corpus.json", json.dumps(corpus, indent=1, sort_keys=True))
         log.info("spoken_synth: generating %d utterances with espeak-ng in %s", len(plan), folder)
         done = itertools.count(1)  # next() is atomic: a shared counter for the threads
 
@@ -277,10 +277,9 @@ class SpokenSynthDataModule(SpeechDataModule):
             if not audio_path.is_file():
                 voice = f"{utt['voice']}+{utt['variant']}"
                 audio = speak(utt["text"], voice, utt["speed"], utt["pitch"])
-                tmp = audio_path.with_name(f".{audio_path.name}.{os.getpid()}.tmp")
-                sf.write(tmp, audio.clamp(-1, 1).numpy(), SAMPLE_RATE, format="FLAC",
-                         subtype="PCM_16")  # fmt: skip
-                os.replace(tmp, audio_path)
+                with atomic.atomic_open(audio_path, "wb") as fh:
+                    sf.write(fh, audio.clamp(-1, 1).numpy(), SAMPLE_RATE, format="FLAC",
+                             subtype="PCM_16")  # fmt: skip
             info = sf.info(audio_path)
             n = next(done)
             if n % 500 == 0:
@@ -289,9 +288,7 @@ class SpokenSynthDataModule(SpeechDataModule):
 
         with ThreadPoolExecutor(self.workers) as pool:
             manifest = list(pool.map(one, plan))
-        tmp = path.with_name(f".manifest.json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(manifest, indent=1))
-        os.replace(tmp, path)
+        atomic.write_json(path, manifest, indent=1)
         hours = sum(u["seconds"] for u in manifest) / 3600
         log.info("spoken_synth: %d utterances, %.2f h of audio", len(manifest), hours)
         return manifest

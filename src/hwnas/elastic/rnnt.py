@@ -258,20 +258,6 @@ class _Transducer:
         return self.greedy_decode(enc, enc_lengths)
 
 
-class StaticEncoder(nn.Module):
-    """Front end + transformer encoder of an exported RNN-T (what latency measures)."""
-
-    def __init__(self, front: StaticFrontEnd, encoder: StaticTransformerEncoder):
-        super().__init__()
-        self.front, self.encoder = front, encoder
-
-    def forward(
-        self, features: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        x, out_lengths = self.front(features, lengths)
-        return self.encoder(x, length_mask(out_lengths, x.shape[1])), out_lengths
-
-
 class StaticRNNT(_Transducer, nn.Module):
     """A standalone RNN-T: front end, encoder, predictor, joiner. Plain layers only."""
 
@@ -287,10 +273,6 @@ class StaticRNNT(_Transducer, nn.Module):
         super().__init__()
         self.front, self.encoder, self.predictor, self.joiner = front, encoder, predictor, joiner
         self.ctc, self.ctc_weight = ctc, float(ctc_weight)
-
-    def acoustic_encoder(self) -> StaticEncoder:
-        """The encoder alone (front end + transformer), sharing this model's weights."""
-        return StaticEncoder(self.front, self.encoder)
 
     def proxy_blocks(self) -> list[nn.Module]:
         return list(self.encoder.layers)

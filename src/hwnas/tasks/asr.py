@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hwnas.elastic.rnnt import speech_inputs
 from hwnas.proxies import ProxyInputs, gaussian_inputs
 from hwnas.tasks.base import Task
 
@@ -107,8 +108,7 @@ class TransducerASR(Task):
     def example_inputs(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Gaussian features of ``example_seconds`` (B, T, F) and full lengths (B,)."""
         frames = int(round(self.example_seconds * self.frames_per_second)) + 1
-        x = torch.randn((batch_size, frames, self.n_mels), generator=generator)
-        return x, torch.full((batch_size,), frames, dtype=torch.long)
+        return speech_inputs(batch_size, frames, self.n_mels, generator)
 
     def proxy_inputs(
         self,
