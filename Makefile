@@ -9,7 +9,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SQUAD  := $(VENV)/.hwnas-squad
 WEIGHTS := $(VENV)/.hwnas-pretrained
 
-.PHONY: install data data-squad data-pretrained data-speech demo squad asr test lint bench bench-bootstrap clean
+.PHONY: install data data-squad data-pretrained data-speech data-postgres demo squad asr test lint bench bench-bootstrap clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -67,7 +67,19 @@ asr: install data-speech
 demo: install data
 	$(PY) -m hwnas
 
-test: install data data-squad data-pretrained data-speech
+# A PostgreSQL server (Debian's package) for the shared-search test against an RDB
+# storage; the test starts a throwaway cluster on a local socket.
+data-postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
+		if command -v apt-get >/dev/null 2>&1; then \
+			SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+			$$SUDO apt-get install -y postgresql \
+			|| ($$SUDO apt-get update && $$SUDO apt-get install -y postgresql) \
+			|| echo "warning: could not install postgresql; its search-storage test is skipped"; \
+		else echo "warning: no apt-get: install PostgreSQL for the search-storage test"; fi; \
+	fi
+
+test: install data data-squad data-pretrained data-speech data-postgres
 	$(PY) -m pytest tests
 
 lint: install

@@ -84,6 +84,9 @@ def test_unknown_keys_are_rejected():
         ("trainer.logger=wandb", "trainer.logger"),
         ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps"),
         ("trainer.accelerator=tpu", "trainer.accelerator"),
+        ("zero_shot.workers=2", "zero_shot/strategy=tpe or nsga2"),
+        ("search.storage=/tmp/s.journal", "search/strategy=tpe or nsga2"),
+        ("search.workers=0", "search.workers=0"),
     ],
 )
 def test_invalid_values_get_one_line_errors(override, match):

@@ -19,6 +19,7 @@ from hwnas.context import ConfigError, Context
 from hwnas.hardware.constraints import KNOWN_METRICS, Constraints
 from hwnas.progress import MODES
 from hwnas.search.base import Strategy, build_strategy, list_strategies
+from hwnas.search.workers import SEARCH_STAGES, check_sharing
 from hwnas.spaces.base import SearchSpace
 from hwnas.training.optim import OPTIMIZERS
 from hwnas.training.supernet import TEACHERS
@@ -119,8 +120,13 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"stages={stages} must keep the order {list(STAGES)}")
     for key, kind, low in NUMERIC:
         check_number(key, OmegaConf.select(cfg, key), kind, low)
-    build_configured_strategy(cfg.zero_shot.strategy, "zero_shot.strategy")
-    build_configured_strategy(cfg.search.strategy, "search.strategy")
+    for key in SEARCH_STAGES:
+        node = cfg[key]
+        strategy = build_configured_strategy(node.strategy, f"{key}.strategy")
+        try:
+            check_sharing(node, key, strategy)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     if "quantize" in cfg:  # run folders of older versions have no quantize node
         from hwnas.quantize.stage import check_quantize_config
 

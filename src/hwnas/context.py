@@ -21,6 +21,7 @@ from hwnas.hardware.constraints import Constraints
 from hwnas.hardware.factory import build_cost_model
 from hwnas.hardware.records import RECORD_NAME
 from hwnas.proxies import DEScore, ProxyInputs
+from hwnas.runtime import process_rank
 from hwnas.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Context:
     seed: int
     device: torch.device
     results: dict[str, Any] = field(default_factory=dict)
+    rank: int = 0  # global rank of this process in a multi-process (DDP) run
 
     def stage_dir(self, stage: str) -> Path:
         folder = self.out / stage
@@ -103,6 +105,8 @@ def build_context(cfg: DictConfig) -> Context:
         inputs = ProxyInputs(x=x.to(device), y=y.to(device), num_classes=dm.num_classes)
     else:
         inputs = task.proxy_inputs(int(zs.batch_size), seed, device, shape=model.proxy_shape)
+    rank = process_rank(int(cfg.trainer.get("num_nodes", 1)))
     return Context(
-        cfg, out, dm, model, cost_model, constraints, descore, inputs, task, seed, device
-    )
+        cfg, out, dm, model, cost_model, constraints, descore, inputs, task, seed, device,
+        rank=rank,
+    )  # fmt: skip

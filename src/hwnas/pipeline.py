@@ -18,7 +18,9 @@ after the earlier stages in the same process.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,8 @@ def _comparable(cfg: DictConfig) -> dict[str, Any]:
         "progress",
         "progress_interval_s",
         "trainer.checkpoint_every_n_steps",
+        "zero_shot.workers",  # how many processes share a search (its study is kept)
+        "search.workers",
     )
     return {k: v for k, v in flat.items() if k not in volatile and not k.startswith("paths.")}
 
@@ -138,6 +142,31 @@ def seed_stage(seed: int, stage: str) -> None:
     L.seed_everything(derive_seed(seed, "stage", stage) % 2**32, workers=True, verbose=False)
 
 
+# stages whose trainings every process of a multi-process (DDP) run takes part in
+TRAINING_STAGES = ("supernet", "final")
+
+
+def follow(ctx: Context, poll_s: float = 1.0) -> dict[str, float]:
+    """The pipeline in a process of rank > 0 of a multi-process (DDP) training: it takes
+    part in the trainings of the supernet and final stages and writes nothing; for the
+    other stages it waits for rank zero's ``DONE.json``. Stops when the process that
+    started it (Lightning's rank zero) has exited."""
+    parent = os.getppid()
+    log.info("rank %d: joins the trainings of %s", ctx.rank, list(TRAINING_STAGES))
+    for stage in ctx.cfg.stages:
+        if stage in TRAINING_STAGES:
+            if stage_summary(ctx.out, stage) is None:
+                seed_stage(ctx.seed, stage)
+                STEPS[stage](ctx)
+            continue
+        while (done := stage_summary(ctx.out, stage)) is None:
+            if os.getppid() != parent:
+                raise RuntimeError(f"rank {ctx.rank}: rank zero exited before stage {stage}")
+            time.sleep(poll_s)
+        ctx.results[stage] = done
+    return {}
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Run the configured stages; returns the run's headline metrics."""
     validate(cfg)
@@ -148,6 +177,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     threads = resolve_threads(cfg.threads)
     with torch_threads(threads):
         ctx = build_context(cfg)
+        if ctx.rank != 0:
+            return follow(ctx)
         preflight(ctx)
         record_run(out, cfg, ctx)
         log.info("output folder: %s (%d CPU threads)", out, threads)

@@ -33,3 +33,20 @@ def auto_threads() -> int:
 
 def resolve_threads(setting: int | str) -> int:
     return auto_threads() if setting == "auto" else int(setting)
+
+
+
+def process_rank(num_nodes: int = 1) -> int:
+    """This process's global rank in a multi-process training: ``RANK`` (torchrun),
+    ``SLURM_PROCID`` (SLURM), else ``NODE_RANK * (WORLD_SIZE / num_nodes) + LOCAL_RANK``
+    as Lightning sets them for the processes it starts; 0 for a single process."""
+    env = os.environ
+    for key in ("RANK", "SLURM_PROCID"):
+        if env.get(key, "").isdigit():
+            return int(env[key])
+    local = int(env.get("LOCAL_RANK") or 0)
+    node = int(env.get("NODE_RANK") or 0)
+    world = int(env.get("WORLD_SIZE") or 0)
+    if node and world:
+        return node * (world // max(1, num_nodes)) + local
+    return local

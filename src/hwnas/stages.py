@@ -14,9 +14,12 @@ import torch
 from hwnas import atomic
 from hwnas.checks import build_configured_strategy, search_constraints
 from hwnas.context import ConfigError, Context
+from hwnas.elastic import syncbn
 from hwnas.hardware.constraints import InfeasibleError
 from hwnas.progress import progress_bar
 from hwnas.report import final_report, finetune_budget, plot_pareto, save_pareto
+from hwnas.runtime import resolve_threads
+from hwnas.search import workers
 from hwnas.search.base import Evaluated, SearchProblem, SearchResult, Strategy
 from hwnas.search.journal import (
     JOURNAL_NAME,
@@ -25,6 +28,7 @@ from hwnas.search.journal import (
     weights_digest,
 )
 from hwnas.search.objectives import TaskObjective, ZeroShotObjective
+from hwnas.search.optuna_base import OptunaStrategy
 from hwnas.spaces.base import SearchSpace
 from hwnas.subnet_io import save_subnet
 from hwnas.training.bn import inherited_label
@@ -53,17 +57,95 @@ def _zero_shot_search(
     title: str,
     journal: Path,
     budget: int | None = None,
+    share: bool = False,
 ) -> SearchResult:
     inner = ZeroShotObjective(ctx.model, ctx.descore, ctx.inputs, ctx.cost_model, seed)
     objective = _journaled(ctx, inner, journal, title, seed, space)
     strategy = build_configured_strategy(ctx.cfg.zero_shot.strategy, "zero_shot.strategy")
     with progress_bar(title, **ctx.progress) as update:
         problem = SearchProblem(space, objective, ctx.cost_model, ctx.constraints, seed, update)
-        result = strategy.run(problem, budget)
+        if share:
+            result = _shared_run(ctx, "zero_shot", strategy, problem, budget, objective.header)
+        else:
+            result = strategy.run(problem, budget)
     if inner.failures:
         log.warning("%s: proxy failures (candidates): %s", title, dict(inner.failures))
     result.proxy_failures = dict(inner.failures)
     return result
+
+
+def _shared_run(
+    ctx: Context,
+    stage: str,
+    strategy: Strategy,
+    problem: SearchProblem,
+    budget: int | None,
+    header: dict[str, Any],
+) -> SearchResult:
+    """``strategy.run`` as worker 0 of the stage's shared study when the stage's config
+    asks for workers or a storage (:mod:`hwnas.search.workers`), else alone."""
+    node = ctx.cfg[stage]
+    if not workers.wants_sharing(node):
+        return strategy.run(problem, budget)
+    if not isinstance(strategy, OptunaStrategy):  # validate() refused this already
+        raise ConfigError(f"{stage}.workers needs {stage}/strategy=tpe or nsga2")
+    folder = ctx.stage_dir(stage)
+    n = int(node.get("workers", 1))
+    strategy.shared = workers.shared_study(node, folder, header, worker=0)
+    workers.prepare_storage(strategy.shared.storage)
+    threads = max(1, resolve_threads(ctx.cfg.threads) // n)
+    procs = workers.start_workers(ctx.out, stage, folder, n, threads) if n > 1 else []
+    try:
+        result = strategy.run(problem, budget)
+    except BaseException:
+        for _, proc in procs:
+            proc.kill()
+        raise
+    workers.finish_workers(procs, folder)
+    stats = strategy.shared.stats
+    log.info(
+        "%s: %d workers, study %r in %s; this process measured %d of %d",
+        stage,
+        n,
+        strategy.shared.study_name,
+        strategy.shared.storage,
+        stats.get("measured", 0),
+        len(result.unique()),
+    )
+    return result
+
+
+def _search_objective(ctx: Context) -> TaskObjective:
+    return TaskObjective(evaluator(ctx, int(ctx.cfg.search.val_samples)), ctx.task)
+
+
+def work(ctx: Context, stage: str, worker: int | None, parent_pid: int | None = None) -> dict:
+    """Join stage ``stage``'s shared search as worker ``worker`` (``python -m
+    hwnas.search.worker``): the same objective, constraints and study as the stage's
+    own process; writes nothing but the study. Returns the worker's counts."""
+    if stage == "zero_shot":
+        node, seed, space = ctx.cfg.zero_shot, ctx.seed, ctx.model.space
+        title, constraints = "zero-shot search", ctx.constraints
+        objective: Any = ZeroShotObjective(
+            ctx.model, ctx.descore, ctx.inputs, ctx.cost_model, seed
+        )
+    elif stage == "search":
+        load_supernet(ctx)
+        node, seed, space = ctx.cfg.search, ctx.seed, ctx.model.space
+        title = f"subnet search ({ctx.task.primary_metric})"
+        constraints, _ = search_constraints(ctx)
+        objective = _search_objective(ctx)
+    else:
+        raise ValueError(f"stage={stage!r}: workers join zero_shot or search")
+    strategy = build_configured_strategy(node.strategy, f"{stage}.strategy")
+    header = journal_header(title, seed, space, weights=weights_digest(ctx.model))
+    shared = workers.shared_study(node, ctx.out / stage, header, worker, parent_pid)
+    if not isinstance(strategy, OptunaStrategy):
+        raise ConfigError(f"{stage}.workers needs {stage}/strategy=tpe or nsga2")
+    strategy.shared = shared
+    problem = SearchProblem(space, objective, ctx.cost_model, constraints, seed)
+    strategy.run(problem, node.budget)
+    return dict(shared.stats)
 
 
 # ------------------------------------------------------------------ 1. zero-shot
@@ -72,7 +154,9 @@ def zero_shot(ctx: Context) -> dict[str, Any]:
     start = time.perf_counter()
     budget = ctx.cfg.zero_shot.budget
     journal = folder / JOURNAL_NAME
-    result = _zero_shot_search(ctx, ctx.model.space, ctx.seed, "zero-shot search", journal, budget)
+    result = _zero_shot_search(
+        ctx, ctx.model.space, ctx.seed, "zero-shot search", journal, budget, share=True
+    )
     seconds = time.perf_counter() - start
     result.save(folder)
     pool = result.pool(int(ctx.cfg.zero_shot.pool_size))
@@ -123,6 +207,7 @@ def supernet(ctx: Context) -> dict[str, Any]:
         optimizer=str(cfg.optimizer),
         teacher=str(cfg.get("teacher", "inplace")),
         teacher_path=folder / "teacher.pt",
+        sync_batchnorm=bool(ctx.cfg.trainer.get("sync_batchnorm", True)),
     )
 
     def search(space: SearchSpace, i: int) -> SearchResult | None:
@@ -152,6 +237,8 @@ def supernet(ctx: Context) -> dict[str, Any]:
         **ctx.progress,
     )
     fit(trainer, module, ctx.dm)
+    if not trainer.is_global_zero:  # the other processes of a DDP training stop here
+        return {}
     atomic.torch_save(ctx.model.state_dict(), folder / "supernet.pt")
     metrics = {k: v for k, v in logged_metrics(trainer).items() if k.startswith("val/")}
     return {
@@ -194,18 +281,14 @@ def search(ctx: Context) -> dict[str, Any]:
     constraints, largest_latency = search_constraints(ctx)
     metric = ctx.task.primary_metric
     objective = _journaled(
-        ctx,
-        TaskObjective(evaluator(ctx, int(sel.val_samples)), ctx.task),
-        folder / JOURNAL_NAME,
-        f"subnet search ({metric})",
-        ctx.seed,
-        space,
-    )
+        ctx, _search_objective(ctx), folder / JOURNAL_NAME, f"subnet search ({metric})",
+        ctx.seed, space,
+    )  # fmt: skip
     strategy = build_configured_strategy(sel.strategy, "search.strategy")
     zs = ctx.results.get("zero_shot", {}).get("pool", [])[: int(sel.seed_with_zero_shot)]
     with progress_bar(f"subnet search ({metric})", **ctx.progress) as update:
         problem = SearchProblem(space, objective, ctx.cost_model, constraints, ctx.seed, update)
-        result = strategy.run(problem, sel.budget)
+        result = _shared_run(ctx, "search", strategy, problem, sel.budget, objective.header)
     # The best zero-shot archs, the largest and the smallest are measured as well, so
     # the front and the plot always show the reference points.
     extra = [space.validate(a) for a in zs] + [largest, space.min_arch()]
@@ -288,7 +371,9 @@ def _finetune(ctx: Context, net: torch.nn.Module, folder: Path, tag: str, arch) 
         checkpoint_key=f"{tag}:{arch.to_str()}:{weights_digest(net)}",
         **ctx.progress,
     )
-    fit(trainer, module, ctx.dm)
+    sync = bool(ctx.cfg.trainer.get("sync_batchnorm", True))
+    with syncbn.plain_batch_norms_synced(net), syncbn.synchronised(sync):
+        fit(trainer, module, ctx.dm)
     return ctx.task.evaluate(net, ctx.dm.test_dataloader(), module.device)
 
 
@@ -325,6 +410,8 @@ def final(ctx: Context) -> dict[str, Any]:
             "all": {"inherited": inherited, "finetuned": tuned},
         }
         nets[tag] = net.eval()
+    if ctx.rank != 0:  # the other processes of a DDP training stop after the trainings
+        return {}
     save_subnet(folder, nets["subnet"], chosen, ctx, onnx=bool(f.onnx))
     return final_report(
         ctx,

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwnas.elastic import syncbn
+
 Index = None | int | torch.Tensor
 
 
@@ -189,7 +191,7 @@ class _ElasticBatchNorm:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_a, *S) -> same
         idx = self.in_idx
-        if idx is None:
+        if idx is None and not (self.training and syncbn.active()):
             return super().forward(x)
         self._check_input_dim(x)
         factor = 0.0 if self.momentum is None else self.momentum
@@ -200,7 +202,7 @@ class _ElasticBatchNorm:
         keep_stats = not self.training or self.track_running_stats
         mean = take(self.running_mean, 0, idx) if keep_stats else None
         var = take(self.running_var, 0, idx) if keep_stats else None
-        out = F.batch_norm(
+        out = syncbn.batch_norm(  # global batch statistics under DDP (see syncbn)
             x, mean, var, take(self.weight, 0, idx), take(self.bias, 0, idx),
             use_batch, factor, self.eps,
         )  # fmt: skip

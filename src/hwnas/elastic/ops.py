@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwnas.elastic import syncbn
+
 
 class DynamicPointwiseConv2d(nn.Module):
     """1x1 convolution with elastic input and output channels (no bias)."""
@@ -107,7 +109,7 @@ class DynamicBatchNorm2d(nn.BatchNorm2d):
                 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
             )
         use_batch = self.training or self.running_mean is None
-        return F.batch_norm(
+        return syncbn.batch_norm(  # global batch statistics under DDP (see syncbn)
             x,
             self.running_mean[:c] if not self.training or self.track_running_stats else None,
             self.running_var[:c] if not self.training or self.track_running_stats else None,

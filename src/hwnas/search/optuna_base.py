@@ -25,6 +25,8 @@ objective values. Shared rules:
   told at once.
 - **Result**: every measured arch re-ranked together (``rank="history"``,
   :meth:`Strategy.finalize`); the study is kept as ``self.study`` after :meth:`run`.
+- **Shared**: with ``self.shared`` set, the search is one worker of a study that many
+  processes share through an Optuna storage (:mod:`hwnas.search.distributed`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from hwnas.search.base import (
     Strategy,
     infeasible_error,
 )
+from hwnas.search.distributed import SharedStudy, run_shared
 from hwnas.spaces.base import Arch, SearchSpace
 
 log = logging.getLogger(__name__)
@@ -156,6 +159,8 @@ class OptunaStrategy(Strategy):
         self.trials, self.top_k, self.metric = trials, top_k, metric
         self.max_tries, self.seed, self.reference_size = max_tries, seed, reference_size
         self.study: optuna.Study | None = None
+        # set to join a study shared by many workers (hwnas.search.distributed)
+        self.shared: SharedStudy | None = None
 
     @abstractmethod
     def sampler(self, seed: int) -> optuna.samplers.BaseSampler: ...
@@ -177,6 +182,8 @@ class OptunaStrategy(Strategy):
     def run(self, problem: SearchProblem, budget: int | None = None) -> SearchResult:
         seed = problem.seed if self.seed is None else self.seed
         total = min(budget or self.trials, self.trials)
+        if self.shared is not None:
+            return run_shared(self, problem, total, self.shared)
         rng, codec = random.Random(seed), GeneCodec(problem.space)
         history: list[Evaluated] = []
         measured: dict[Arch, Evaluated] = {}

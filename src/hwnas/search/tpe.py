@@ -47,6 +47,8 @@ class TPE(OptunaStrategy):
         return optuna.samplers.TPESampler(
             n_startup_trials=self.n_startup_trials,
             multivariate=self.multivariate,
+            # workers sharing a study: running trials count as bad, so they spread out
+            constant_liar=self.shared is not None,
             seed=seed,
             **sampler_constraints(),
         )

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from hwnas import atomic
 from hwnas.search.base import SearchResult
-from hwnas.spaces.base import SearchSpace
+from hwnas.spaces.base import Arch, SearchSpace
 from hwnas.training.supernet import SupernetModule
 
 log = logging.getLogger(__name__)
@@ -57,15 +57,21 @@ class ZeroShotSearchCallback(L.Callback):
         if space.size() <= 1:
             return
         phase = pl_module.phases[i]
-        log.info("phase %d (%s): zero-shot search over %s", i, phase.name, "+".join(phase.elastic))
-        was_training = pl_module.model.training
-        result = self.search(space, i)
-        pl_module.model.train(was_training)
+        result = None
+        if trainer.is_global_zero:  # one search; its pool goes to every process
+            log.info(
+                "phase %d (%s): zero-shot search over %s", i, phase.name, "+".join(phase.elastic)
+            )
+            was_training = pl_module.model.training
+            result = self.search(space, i)
+            pl_module.model.train(was_training)
+        pool = result.pool(self.pool_size) if result is not None else []
+        if trainer.world_size > 1:
+            shared = trainer.strategy.broadcast([a.to_str() for a in pool], src=0)
+            pool = [Arch.from_str(a) for a in shared]
+        pl_module.pools[i] = pool  # empty: searched once, no pool, uniform sampling
         if result is None:
-            pl_module.pools[i] = []  # searched once: no pool, uniform sampling
             return
-        pool = result.pool(self.pool_size)
-        pl_module.pools[i] = pool
         self.results[i] = result
         log.info(
             "phase %d (%s): pool of %d candidates, best DE-Score %.3f",

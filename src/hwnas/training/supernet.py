@@ -6,6 +6,12 @@ on the labels, then the smallest and ``num_random`` random subnets (drawn from t
 phase's zero-shot pool when the :class:`ZeroShotSearchCallback` provided one) on the
 largest's soft predictions (in-place distillation). Gradients of all subnets are
 summed and applied once, so DDP sees one backward per step.
+
+With several processes (``trainer.strategy=ddp``) every rank draws the same subnets
+(one seed), parameters a step leaves unused are expected (DDP's
+``find_unused_parameters``), the elastic batch norms normalise with the global batch's
+statistics (:mod:`hwnas.elastic.syncbn`), the between-phase search runs on rank zero
+and its pool is broadcast, and only rank zero writes files.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hwnas import atomic
+from hwnas.elastic import syncbn
 from hwnas.elastic.base import ElasticModel
 from hwnas.spaces.base import Arch, SearchSpace
 from hwnas.tasks import ImageClassification, Task
@@ -69,6 +76,7 @@ class SupernetModule(L.LightningModule):
         optimizer: str = "sgd",
         teacher: str = "inplace",
         teacher_path: str | Path | None = None,
+        sync_batchnorm: bool = True,
     ):
         super().__init__()
         if not phases:
@@ -94,6 +102,8 @@ class SupernetModule(L.LightningModule):
         self.teacher_path = None if teacher_path is None else Path(teacher_path)
         self._teacher: list[nn.Module] = []  # a list: never a registered submodule
         self.rng = random.Random(seed)  # same seed on every rank: same subnets per step
+        # with several processes the elastic batch norms use the global batch statistics
+        self.sync_batchnorm = bool(sync_batchnorm)
         self.pools: dict[int, list[Arch]] = {}
         self._entered = -1
         self._val_nets: dict[str, torch.nn.Module] = {}
@@ -179,7 +189,7 @@ class SupernetModule(L.LightningModule):
             net.load_state_dict(atomic.torch_load(path, fix))
             log.info("supernet: frozen teacher read from %s", path)
         else:
-            if path is not None:
+            if path is not None and (self._trainer is None or self.trainer.is_global_zero):
                 atomic.torch_save(net.state_dict(), path)
             log.info("supernet: largest subnet frozen as the teacher of the smaller ones")
         net.to(self.device).eval().requires_grad_(False)
@@ -198,6 +208,12 @@ class SupernetModule(L.LightningModule):
         return lr
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        if self.sync_batchnorm and self.trainer.world_size > 1:
+            with syncbn.plain_batch_norms_synced(self.model), syncbn.synchronised():
+                return self._sandwich_step(batch, batch_idx)
+        return self._sandwich_step(batch, batch_idx)
+
+    def _sandwich_step(self, batch, batch_idx: int) -> torch.Tensor:
         task = self.task
         inputs, targets = task.split_batch(batch)
         lr = self._set_lr(batch_idx)

@@ -30,6 +30,27 @@ log = logging.getLogger(__name__)
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
 LOGGERS = ("csv", "tensorboard", "none")
+STRATEGIES = ("auto", "ddp")
+
+
+def multi_process(cfg: Mapping[str, Any]) -> bool:
+    """Whether the ``trainer`` node trains with several processes."""
+    return (
+        cfg.get("strategy", "auto") == "ddp"
+        or str(cfg.get("devices", 1)) not in ("1", "[0]")
+        or int(cfg.get("num_nodes", 1)) > 1
+    )
+
+
+def _strategy(cfg: Mapping[str, Any]) -> Any:
+    """With several processes (:func:`multi_process`; ``strategy=auto`` with several
+    devices too): Lightning's DDP tolerating parameters a step leaves unused (the
+    subnets of a supernet step use different parts of it), gloo on CPU, NCCL on GPU."""
+    if multi_process(cfg):
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(find_unused_parameters=True)
+    return "auto"
 
 
 def check_trainer_config(cfg: Mapping[str, Any]) -> None:
@@ -53,6 +74,15 @@ def check_trainer_config(cfg: Mapping[str, Any]) -> None:
     n = cfg["log_every_n_steps"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"trainer.log_every_n_steps={n!r} must be an integer >= 1")
+    strategy = cfg.get("strategy", "auto")
+    if strategy not in STRATEGIES:
+        raise ValueError(
+            f"trainer.strategy={strategy!r}: choose one of {list(STRATEGIES)} "
+            "(ddp: one process per device, started by Lightning, torchrun or SLURM)"
+        )
+    nodes = cfg.get("num_nodes", 1)
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+        raise ValueError(f"trainer.num_nodes={nodes!r} must be an integer >= 1")
     n = cfg.get("checkpoint_every_n_steps")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
         raise ValueError(
@@ -264,6 +294,9 @@ def build_trainer(
     log_every_n_steps, deterministic, checkpoint_every_n_steps), writing logs under
     ``folder/log_name``; a rich bar on a terminal, :class:`LogProgress` lines otherwise
     (progress ``mode``, as :func:`hwnas.progress.progress_bar` takes it).
+    ``strategy``, ``num_nodes`` and ``devices`` spread a training over processes
+    (``ddp``; batch norms are synchronised by the callers, :mod:`hwnas.elastic.syncbn`,
+    as Lightning's ``sync_batchnorm`` breaks elastic layers and needs GPUs).
 
     With ``checkpoint`` (a file path) the training keeps that checkpoint
     (:class:`~hwnas.training.callbacks.ResumeCheckpoint`, tagged ``checkpoint_key``)
@@ -281,6 +314,8 @@ def build_trainer(
         max_epochs=max_epochs,
         accelerator=cfg["accelerator"],
         devices=cfg["devices"],
+        num_nodes=int(cfg.get("num_nodes", 1)),
+        strategy=_strategy(cfg),
         precision=cfg["precision"],
         limit_train_batches=limit_train_batches,
         log_every_n_steps=int(cfg["log_every_n_steps"]),
@@ -323,7 +358,10 @@ def fit(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDa
                 saver.key,
                 stale.name,
             )
-            ckpt.replace(stale)
+            try:
+                ckpt.replace(stale)
+            except FileNotFoundError:  # another process of the same training moved it
+                pass
             ckpt = None
         else:
             log.info(
