@@ -9,7 +9,6 @@ and a reproduction reads it back with ``hardware.table=<run>/latency_table.json`
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from hwnas import atomic
 from hwnas.elastic.base import ElasticModel
 from hwnas.hardware.base import CostModel
 from hwnas.hardware.latency import check_setting, measure_latency, setting_label
@@ -115,7 +115,7 @@ class FlopsLine:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2))
+        atomic.write_json(path, self.to_json())
         return path
 
     @classmethod

@@ -14,7 +14,6 @@ another; a table is refused for another space.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from hwnas import atomic
 from hwnas.elastic.base import ElasticModel
 from hwnas.hardware.analytic import covering_archs, unit_keys
 from hwnas.hardware.base import CostModel
@@ -280,7 +280,7 @@ class LatencyTable:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2))
+        atomic.write_json(path, self.to_json())
         return path
 
     @classmethod

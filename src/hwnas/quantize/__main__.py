@@ -24,7 +24,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from hwnas import compose_config  # noqa: E402
+from hwnas import atomic, compose_config  # noqa: E402
 
 log = logging.getLogger("hwnas.quantize")
 USAGE = (
@@ -108,7 +108,7 @@ def _run(args: dict[str, str], rest: list[str]) -> int:
         progress = {"mode": str(cfg.progress), "interval_s": float(cfg.progress_interval_s)}
         q = OmegaConf.to_container(cfg.quantize, resolve=True)
         summary = quantize_model(net, dm, q, out, int(cfg.seed), progress)
-    (out / "DONE.json").write_text(json.dumps(summary, indent=2))
+    atomic.write_json(out / "DONE.json", summary)
     print(f"quantized model: {out / 'model.onnx'}; report: {out / 'report.md'}")
     return 0
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from hwnas import atomic
 from hwnas.quantize.layers import QUANTIZABLE_OPS, layer_nodes_by_name
 from hwnas.quantize.ort_runtime import as_feed
 
@@ -236,9 +237,10 @@ def quantize_assignment(
         quant_kw = {"nodes_to_quantize": chosen, "op_types_to_quantize": list(QUANTIZABLE_OPS)}
     activation = QuantType.QUInt8 if settings.activations == "uint8" else QuantType.QInt8
     with _quiet_ort():
+        tmp = atomic.temporary_path(out)  # a kill leaves no truncated model behind
         quantize_static(
             str(src),
-            str(out),
+            str(tmp),
             calibration_data_reader=reader,
             quant_format=QuantFormat.QDQ,
             per_channel=settings.per_channel,
@@ -250,6 +252,7 @@ def quantize_assignment(
             calibration_cache_path=None if cache_path is None else str(cache_path),
             **quant_kw,
         )
+    atomic.replace_file(tmp, out)
     return out
 
 

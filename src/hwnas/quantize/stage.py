@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from torch import nn  # noqa: E402
 
+from hwnas import atomic
 from hwnas.hardware.constraints import Constraints  # noqa: E402
 from hwnas.progress import progress_bar  # noqa: E402
 from hwnas.quantize.hessian import hutchinson_trace, task_loss  # noqa: E402
@@ -199,8 +199,8 @@ def quantize_model(
     _save_front(folder, measured, fp32_arch, int8_arch, chosen, metric)
 
     # 5. the chosen model and the report on the test set
-    shutil.copyfile(cost.model_path(chosen), folder / "model.onnx")
-    (folder / "assignment.json").write_text(json.dumps(chosen.to_dict(), indent=2))
+    atomic.write_bytes(folder / "model.onnx", cost.model_path(chosen).read_bytes())
+    atomic.write_json(folder / "assignment.json", chosen.to_dict())
     report = _report(task, dm, q, {
         "fp32": cost.model_path(fp32_arch), "int8": cost.model_path(int8_arch),
         "chosen": cost.model_path(chosen),
@@ -215,8 +215,8 @@ def quantize_model(
         },
         "settings": settings.to_dict(),
     })  # fmt: skip
-    (folder / "report.json").write_text(json.dumps(report, indent=2))
-    (folder / "report.md").write_text(_markdown(report))
+    atomic.write_json(folder / "report.json", report)
+    atomic.write_text(folder / "report.md", _markdown(report))
     log.info(
         "quantize: %d of %d layers INT8; test %s %.4f vs FP32 %.4f; %.2fx throughput (ORT)",
         report["assignment"]["int8"], len(layers), metric, report["chosen"]["test"],
@@ -235,7 +235,7 @@ def quantize_model(
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", newline="") as f:
+    with atomic.atomic_open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
@@ -271,7 +271,8 @@ def _save_front(
     ax.set_ylabel(f"val {metric}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(folder / "pareto.png", dpi=120)
+    with atomic.atomic_open(folder / "pareto.png", "wb") as fh:
+        fig.savefig(fh, dpi=120, format="png")
     plt.close(fig)
 
 
