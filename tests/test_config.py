@@ -87,6 +87,9 @@ def test_unknown_keys_are_rejected():
         ("zero_shot.workers=2", "zero_shot/strategy=tpe or nsga2"),
         ("search.storage=/tmp/s.journal", "search/strategy=tpe or nsga2"),
         ("search.workers=0", "search.workers=0"),
+        ("supernet.warmup_fraction=-0.1", "supernet.warmup_fraction"),
+        ("trainer.gradient_clip_val=0", "trainer.gradient_clip_val"),
+        ("trainer.strategy=fsdp", "trainer.strategy"),
     ],
 )
 def test_invalid_values_get_one_line_errors(override, match):

@@ -164,3 +164,35 @@ def test_frozen_teacher_is_the_largest_after_phase_zero_and_never_trains(tmp_pat
     assert all(torch.equal(restored[k], saved[k]) for k in saved)
     with pytest.raises(ValueError, match="supernet.teacher"):
         SupernetModule(model, PHASES, teacher="oracle")
+
+
+def test_supernet_phases_warm_up_then_decay():
+    """``supernet.warmup_fraction``: each phase's LR rises linearly to its peak over
+    that fraction of the phase's steps, then follows the cosine to zero; 0 keeps the
+    plain cosine from the peak."""
+    from types import SimpleNamespace
+
+    from hwnas.elastic import ElasticCNN
+    from hwnas.training.supernet import Phase, SupernetModule
+    from tests.test_mo_search import TINY
+
+    phases = [Phase("largest", (), 2, 0.1), Phase("kernel", ("kernel",), 1, 0.05)]
+
+    def lrs(warmup: float) -> list[float]:
+        module = SupernetModule(ElasticCNN(**TINY), phases, warmup_fraction=warmup)
+        opt = torch.optim.SGD(module.parameters(), lr=1.0)
+        out = []
+        for epoch in range(3):
+            trainer = SimpleNamespace(num_training_batches=10, optimizers=[opt],
+                                      current_epoch=epoch)  # fmt: skip
+            module._trainer = trainer
+            out += [module._set_lr(b) for b in range(10)]
+        return out
+
+    plain, warm = lrs(0.0), lrs(0.25)
+    assert plain[0] == pytest.approx(0.1) and plain[20] == pytest.approx(0.05)
+    assert warm[0] == pytest.approx(0.1 / 5)  # 1 of the 5 warm-up steps of phase 0
+    assert warm[4] == pytest.approx(0.1) and warm[:5] == sorted(warm[:5])
+    assert all(b <= a for a, b in zip(warm[4:20], warm[5:20]))  # then decays
+    assert warm[20] < warm[21] < warm[22] and warm[22] == pytest.approx(0.05)  # phase 1
+    assert max(warm) == pytest.approx(0.1)

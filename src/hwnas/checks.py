@@ -45,6 +45,7 @@ NUMERIC: tuple[tuple[str, str, float | None], ...] = (
     ("supernet.momentum", "number", 0.0),
     ("supernet.weight_decay", "number", 0.0),
     ("supernet.calib_samples", "int", 1),
+    ("supernet.warmup_fraction", "number", 0.0),
     ("supernet.limit_train_batches", "fraction", None),
     ("search.val_samples", "int", 1),
     ("search.calib_samples", "int", 1),

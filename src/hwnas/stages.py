@@ -208,6 +208,7 @@ def supernet(ctx: Context) -> dict[str, Any]:
         teacher=str(cfg.get("teacher", "inplace")),
         teacher_path=folder / "teacher.pt",
         sync_batchnorm=bool(ctx.cfg.trainer.get("sync_batchnorm", True)),
+        warmup_fraction=float(cfg.get("warmup_fraction", 0.0)),
     )
 
     def search(space: SearchSpace, i: int) -> SearchResult | None:

@@ -77,6 +77,7 @@ class SupernetModule(L.LightningModule):
         teacher: str = "inplace",
         teacher_path: str | Path | None = None,
         sync_batchnorm: bool = True,
+        warmup_fraction: float = 0.0,
     ):
         super().__init__()
         if not phases:
@@ -104,6 +105,9 @@ class SupernetModule(L.LightningModule):
         self.rng = random.Random(seed)  # same seed on every rank: same subnets per step
         # with several processes the elastic batch norms use the global batch statistics
         self.sync_batchnorm = bool(sync_batchnorm)
+        if not 0.0 <= warmup_fraction < 1.0:
+            raise ValueError(f"supernet.warmup_fraction={warmup_fraction!r} must be in [0, 1)")
+        self.warmup_fraction = float(warmup_fraction)
         self.pools: dict[int, list[Arch]] = {}
         self._entered = -1
         self._val_nets: dict[str, torch.nn.Module] = {}
@@ -200,8 +204,13 @@ class SupernetModule(L.LightningModule):
         i = self.phase_index(self.current_epoch)
         phase = self.phases[i]
         steps = max(1, self.trainer.num_training_batches)
-        done = (self.current_epoch - self.phase_start(i)) + batch_idx / steps
-        lr = phase.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, done / phase.epochs)))
+        done = ((self.current_epoch - self.phase_start(i)) + batch_idx / steps) / phase.epochs
+        warm = self.warmup_fraction
+        if done < warm:  # linear warm-up at the start of every phase
+            lr = phase.lr * min(1.0, (done + 1.0 / (steps * phase.epochs)) / warm)
+        else:  # then cosine decay over the rest of the phase
+            rest = (done - warm) / (1.0 - warm)
+            lr = phase.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, rest)))
         for opt in self.trainer.optimizers:
             for group in opt.param_groups:
                 group["lr"] = lr

@@ -80,6 +80,10 @@ def check_trainer_config(cfg: Mapping[str, Any]) -> None:
             f"trainer.strategy={strategy!r}: choose one of {list(STRATEGIES)} "
             "(ddp: one process per device, started by Lightning, torchrun or SLURM)"
         )
+    clip = cfg.get("gradient_clip_val")
+    bad_clip = isinstance(clip, bool) or not isinstance(clip, int | float) or clip <= 0
+    if clip is not None and bad_clip:
+        raise ValueError(f"trainer.gradient_clip_val={clip!r} must be a number > 0 or null")
     nodes = cfg.get("num_nodes", 1)
     if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
         raise ValueError(f"trainer.num_nodes={nodes!r} must be an integer >= 1")
@@ -319,6 +323,7 @@ def build_trainer(
         precision=cfg["precision"],
         limit_train_batches=limit_train_batches,
         log_every_n_steps=int(cfg["log_every_n_steps"]),
+        gradient_clip_val=cfg.get("gradient_clip_val"),
         num_sanity_val_steps=0,
         deterministic=bool(cfg["deterministic"]),
         enable_model_summary=False,
