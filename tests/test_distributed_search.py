@@ -252,3 +252,18 @@ def test_pipeline_stages_share_their_searches_with_worker_processes(tmp_path):
                            text=True, timeout=600)  # fmt: skip
     assert again.returncode == 0, again.stderr[-2000:]
     assert "already done" in again.stdout + again.stderr
+
+
+def test_the_worker_command_names_bad_arguments(tmp_path, capsys):
+    from hwnas.search.worker import main
+
+    for argv, message in (
+        (["foo=1"], "unknown argument 'foo=1'"),
+        ([f"run_dir={tmp_path}"], "missing ['stage']"),
+        ([f"run_dir={tmp_path}", "stage=final"], "workers join zero_shot or search"),
+        ([f"run_dir={tmp_path}", "stage=search", "worker=x"], "worker='x'"),
+        ([f"run_dir={tmp_path}", "stage=search"], "hwnas_config.yaml not found"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err

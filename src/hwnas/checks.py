@@ -119,8 +119,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"stages={stages}: use a non-empty subset of {list(STAGES)}")
     if stages != [s for s in STAGES if s in stages]:
         raise ConfigError(f"stages={stages} must keep the order {list(STAGES)}")
+    absent = object()
     for key, kind, low in NUMERIC:
-        check_number(key, OmegaConf.select(cfg, key), kind, low)
+        value = OmegaConf.select(cfg, key, default=absent)
+        if value is not absent:  # absent: the saved config of a run made before that key
+            check_number(key, value, kind, low)
     for key in SEARCH_STAGES:
         node = cfg[key]
         strategy = build_configured_strategy(node.strategy, f"{key}.strategy")

@@ -31,6 +31,11 @@ def parse(argv: list[str]) -> dict[str, str]:
     missing = [k for k in ("run_dir", "stage") if k not in args]
     if missing:
         raise ValueError(f"missing {missing}; {USAGE}")
+    if args["stage"] not in ("zero_shot", "search"):
+        raise ValueError(f"stage={args['stage']!r}: workers join zero_shot or search")
+    for key in ("worker", "threads", "parent"):
+        if key in args and not args[key].isdigit():
+            raise ValueError(f"{key}={args[key]!r} must be a non-negative integer")
     return args
 
 
