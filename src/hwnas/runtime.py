@@ -34,8 +34,6 @@ def auto_threads() -> int:
 def resolve_threads(setting: int | str) -> int:
     return auto_threads() if setting == "auto" else int(setting)
 
-
-
 def process_rank(num_nodes: int = 1) -> int:
     """This process's global rank in a multi-process training: ``RANK`` (torchrun),
     ``SLURM_PROCID`` (SLURM), else ``NODE_RANK * (WORLD_SIZE / num_nodes) + LOCAL_RANK``
@@ -46,7 +44,7 @@ def process_rank(num_nodes: int = 1) -> int:
             return int(env[key])
     local = int(env.get("LOCAL_RANK") or 0)
     node = int(env.get("NODE_RANK") or 0)
-    world = int(env.get("WORLD_SIZE") or 0)
-    if node and world:
-        return node * (world // max(1, num_nodes)) + local
-    return local
+    # processes per node; before Lightning starts them (no WORLD_SIZE yet) at least 1,
+    # so the first process of a node > 0 is never taken for rank zero
+    per_node = int(env.get("WORLD_SIZE") or num_nodes) // max(1, num_nodes)
+    return node * max(1, per_node) + local

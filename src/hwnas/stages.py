@@ -21,6 +21,7 @@ from hwnas.report import final_report, finetune_budget, plot_pareto, save_pareto
 from hwnas.runtime import resolve_threads
 from hwnas.search import workers
 from hwnas.search.base import Evaluated, SearchProblem, SearchResult, Strategy
+from hwnas.search.distributed import open_storage
 from hwnas.search.journal import (
     JOURNAL_NAME,
     JournaledObjective,
@@ -46,8 +47,19 @@ def _journaled(
 ) -> JournaledObjective:
     """``objective`` journaled to ``journal`` (replayed on resume, see
     :mod:`hwnas.search.journal`); the header ties it to the weights being scored."""
-    header = journal_header(title, seed, space, weights=weights_digest(ctx.model))
-    return JournaledObjective(objective, journal, header, ctx.cost_model)
+    return JournaledObjective(objective, journal, _header(ctx, title, seed, space), ctx.cost_model)
+
+
+def _header(ctx: Context, title: str, seed: int, space: SearchSpace) -> dict[str, Any]:
+    """What identifies a search: its journal's header and its shared study's header."""
+    return journal_header(title, seed, space, weights=weights_digest(ctx.model))
+
+
+ZERO_SHOT_TITLE = "zero-shot search"
+
+
+def _search_title(ctx: Context) -> str:
+    return f"subnet search ({ctx.task.primary_metric})"
 
 
 def _zero_shot_search(
@@ -92,7 +104,7 @@ def _shared_run(
     folder = ctx.stage_dir(stage)
     n = int(node.get("workers", 1))
     strategy.shared = workers.shared_study(node, folder, header, worker=0)
-    workers.prepare_storage(strategy.shared.storage)
+    open_storage(strategy.shared.storage)  # an RDB's tables made before workers open it
     threads = max(1, resolve_threads(ctx.cfg.threads) // n)
     procs = workers.start_workers(ctx.out, stage, folder, n, threads) if n > 1 else []
     try:
@@ -125,20 +137,20 @@ def work(ctx: Context, stage: str, worker: int | None, parent_pid: int | None = 
     own process; writes nothing but the study. Returns the worker's counts."""
     if stage == "zero_shot":
         node, seed, space = ctx.cfg.zero_shot, ctx.seed, ctx.model.space
-        title, constraints = "zero-shot search", ctx.constraints
+        title, constraints = ZERO_SHOT_TITLE, ctx.constraints
         objective: Any = ZeroShotObjective(
             ctx.model, ctx.descore, ctx.inputs, ctx.cost_model, seed
         )
     elif stage == "search":
         load_supernet(ctx)
         node, seed, space = ctx.cfg.search, ctx.seed, ctx.model.space
-        title = f"subnet search ({ctx.task.primary_metric})"
+        title = _search_title(ctx)
         constraints, _ = search_constraints(ctx)
         objective = _search_objective(ctx)
     else:
         raise ValueError(f"stage={stage!r}: workers join zero_shot or search")
     strategy = build_configured_strategy(node.strategy, f"{stage}.strategy")
-    header = journal_header(title, seed, space, weights=weights_digest(ctx.model))
+    header = _header(ctx, title, seed, space)
     shared = workers.shared_study(node, ctx.out / stage, header, worker, parent_pid)
     if not isinstance(strategy, OptunaStrategy):
         raise ConfigError(f"{stage}.workers needs {stage}/strategy=tpe or nsga2")
@@ -155,7 +167,7 @@ def zero_shot(ctx: Context) -> dict[str, Any]:
     budget = ctx.cfg.zero_shot.budget
     journal = folder / JOURNAL_NAME
     result = _zero_shot_search(
-        ctx, ctx.model.space, ctx.seed, "zero-shot search", journal, budget, share=True
+        ctx, ctx.model.space, ctx.seed, ZERO_SHOT_TITLE, journal, budget, share=True
     )
     seconds = time.perf_counter() - start
     result.save(folder)
@@ -280,14 +292,12 @@ def search(ctx: Context) -> dict[str, Any]:
     space = ctx.model.space
     largest = space.max_arch()
     constraints, largest_latency = search_constraints(ctx)
-    metric = ctx.task.primary_metric
-    objective = _journaled(
-        ctx, _search_objective(ctx), folder / JOURNAL_NAME, f"subnet search ({metric})",
-        ctx.seed, space,
-    )  # fmt: skip
+    metric, title = ctx.task.primary_metric, _search_title(ctx)
+    journal = folder / JOURNAL_NAME
+    objective = _journaled(ctx, _search_objective(ctx), journal, title, ctx.seed, space)
     strategy = build_configured_strategy(sel.strategy, "search.strategy")
     zs = ctx.results.get("zero_shot", {}).get("pool", [])[: int(sel.seed_with_zero_shot)]
-    with progress_bar(f"subnet search ({metric})", **ctx.progress) as update:
+    with progress_bar(title, **ctx.progress) as update:
         problem = SearchProblem(space, objective, ctx.cost_model, constraints, ctx.seed, update)
         result = _shared_run(ctx, "search", strategy, problem, sel.budget, objective.header)
     # The best zero-shot archs, the largest and the smallest are measured as well, so

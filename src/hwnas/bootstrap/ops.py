@@ -194,10 +194,7 @@ class _ElasticBatchNorm:
         if idx is None and not (self.training and syncbn.active()):
             return super().forward(x)
         self._check_input_dim(x)
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else factor
+        factor = syncbn.step_factor(self)
         use_batch = self.training or (self.running_mean is None and self.running_var is None)
         keep_stats = not self.training or self.track_running_stats
         mean = take(self.running_mean, 0, idx) if keep_stats else None

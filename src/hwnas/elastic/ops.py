@@ -102,12 +102,7 @@ class DynamicBatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
-        factor = 0.0
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-            factor = (
-                1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-            )
+        factor = syncbn.step_factor(self)
         use_batch = self.training or self.running_mean is None
         return syncbn.batch_norm(  # global batch statistics under DDP (see syncbn)
             x,

@@ -43,6 +43,16 @@ def active() -> bool:
     )
 
 
+def step_factor(bn: torch.nn.modules.batchnorm._BatchNorm) -> float:
+    """The running-statistics momentum of this forward of ``bn``, as ``nn.BatchNorm``
+    uses it; a training forward with running statistics counts the batch."""
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:  # cumulative average
+            return 1.0 / float(bn.num_batches_tracked)
+    return 0.0 if bn.momentum is None else bn.momentum
+
+
 def _all_reduce(t: torch.Tensor) -> torch.Tensor:
     from torch.distributed.nn.functional import all_reduce
 
@@ -92,14 +102,9 @@ class _SyncedBatchNorm:
         if not (self.training and active()):
             return super().forward(x)
         self._check_input_dim(x)
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:
-                factor = 1.0 / float(self.num_batches_tracked)
         return batch_norm(
             x, self.running_mean, self.running_var, self.weight, self.bias,
-            True, factor, self.eps,
+            True, step_factor(self), self.eps,
         )  # fmt: skip
 
 

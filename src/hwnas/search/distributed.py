@@ -278,7 +278,8 @@ def run_shared(
     me = shared.tag
     stats = shared.stats
     stats.update(measured=0, duplicates=0, infeasible=0, over_budget=0, stale_failed=0)
-    held: dict[int, tuple[optuna.trial.Trial | int, Arch]] = {}
+    # measured, not yet told (the reference is incomplete): number -> (trial, arch, metrics)
+    held: dict[int, tuple[optuna.trial.Trial | int, Arch, dict[str, float]]] = {}
     told_floor = [0.0]
 
     def snapshot() -> _Snapshot:
@@ -302,10 +303,7 @@ def run_shared(
         return strategy.values(strategy._value(problem, record, reference), record.costs)
 
     def tell_held(reference) -> None:
-        for number, (trial, arch) in list(held.items()):
-            metrics = measured_by_me.get(number)
-            if metrics is None:  # held from a previous life of this worker
-                metrics = held_metrics[number]
+        for number, (trial, arch, metrics) in list(held.items()):
             told = value(arch, metrics, reference)
             told_floor[0] = min(told_floor[0], told[0])
             try:
@@ -314,8 +312,6 @@ def run_shared(
                 log.info("trial %d was failed as stale before its value was told", number)
             del held[number]
 
-    measured_by_me: dict[int, dict[str, float]] = {}
-    held_metrics: dict[int, dict[str, float]] = {}
     with quiet_optuna():
         study = optuna.create_study(
             storage=storage,
@@ -334,8 +330,8 @@ def run_shared(
             if t.user_attrs.get(METRICS) is None or len(t.params) < n_params:
                 _fail(storage, t, "left unfinished by this worker's previous run")
             else:
-                held[t.number] = (t.number, codec.decode(t.params))
-                held_metrics[t.number] = {k: float(v) for k, v in t.user_attrs[METRICS].items()}
+                metrics = {k: float(v) for k, v in t.user_attrs[METRICS].items()}
+                held[t.number] = (t.number, codec.decode(t.params), metrics)
         misses, stopped = 0, False
         with _Heartbeat(storage, shared.heartbeat_s) as heart:
             while True:
@@ -386,9 +382,8 @@ def run_shared(
                             log.warning("trial %d was failed as stale meanwhile", trial.number)
                             continue
                         stats["measured"] += 1
-                        measured_by_me[trial.number] = metrics
                         misses = 0
-                        held[trial.number] = (trial, arch)
+                        held[trial.number] = (trial, arch, metrics)
                 if misses >= strategy.max_tries:
                     fresh = _unseen_feasible(problem, rng, snap.owner, strategy.max_tries * 20)
                     if fresh is None:

@@ -27,7 +27,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from hwnas.search.base import Strategy
-from hwnas.search.distributed import SharedStudy, open_storage
+from hwnas.search.distributed import SharedStudy
 from hwnas.search.optuna_base import OptunaStrategy
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,3 @@ def finish_workers(procs: list, folder: Path, timeout_s: float = 600.0) -> None:
         if code != 0:
             where = folder / f"worker{i}.log"
             log.warning("search worker %d exited with %s: see %s", i, code, where)
-
-
-def prepare_storage(spec: str) -> None:
-    """Create the storage (an RDB's tables) once before workers start opening it."""
-    open_storage(spec)
