@@ -73,6 +73,7 @@ VARIANTS = {
     "fp32": "FP32 (ORT)",
     "int8": "uniform INT8 (ORT)",
     "chosen": "chosen mixed (ORT)",
+    "qat": "QAT (ORT)",
 }
 _ABSENT = object()
 
@@ -238,6 +239,8 @@ def onnx_files(folder: Path) -> dict[str, Path]:
         for p in ("fp32", "int8")
     }
     files["chosen"] = folder / "model.onnx"
+    if "qat" in json.loads((folder / "report.json").read_text()):
+        files["qat"] = folder / "qat" / "model.onnx"
     for path in files.values():
         if not path.is_file():
             raise SystemExit(f"error: {path} is missing: delete {folder} to quantize again")
@@ -268,10 +271,13 @@ def rows_of(model: Model, out: Path, threads: int) -> list[dict]:
         "size_mb": state_dict_mb(model.net), "runner": model.net,
     }]  # fmt: skip
     counts = {"fp32": 0, "int8": layers, "chosen": report["assignment"]["int8"]}
+    if "qat" in report:
+        counts["qat"] = sum(p == "int8" for p in report["qat"]["assignment"].values())
     for key, path in onnx_files(folder).items():
         rows.append({
             **common, "variant": VARIANTS[key], "int8_layers": f"{counts[key]}/{layers}",
             "top1": float(report[key]["test"]), "size_mb": model_size_mb(path), "runner": path,
+            "qat_info": report.get("qat") if key == "qat" else None,
         })  # fmt: skip
     print(
         f"{model.name}: eager FP32 top-1 {top1:.4f}, ORT FP32 {report['fp32']['test']:.4f}, "
@@ -366,6 +372,18 @@ def findings(models: list[Model], rows: list[dict]) -> list[str]:
             f"{chosen['x_fp32']:.2f}x at {drop:+.2%} test top-1 drop "
             f"({'within' if drop <= limit else 'beyond'} {limit:.2%} on test)."
         )
+        qat = by.get((m.name, VARIANTS["qat"]))
+        if qat is not None:
+            info = qat["qat_info"]
+            uniform = set(info["assignment"].values()) == {"int8"}
+            ptq = f"; PTQ of uniform INT8 {int8['top1']:.2%}" if uniform else ""
+            lines.append(
+                f"- {m.name}: QAT ({info['epochs']} epoch(s), {qat['int8_layers']} layers INT8) "
+                f"test top-1 {qat['top1']:.2%} vs FP32 {fp32['top1']:.2%}{ptq}; val "
+                f"{info['val']:.2%} after vs {info['ptq_val']:.2%} before (the fine-tuned weights "
+                f"in FP32: {info['fp32_val']:.2%}); {qat['x_fp32']:.2f}x FP32 throughput; "
+                f"{'deployed' if info['deployed'] else 'not deployed'}."
+            )
     boot = [m for m in models if m.bootstrap and m.name != BASELINE_NAME]
     if not boot:
         lines.append("- NAS + quantization vs the baseline: no bootstrap run in the table.")

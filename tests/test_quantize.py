@@ -101,13 +101,17 @@ def _images(n: int, seed: int, batch: int = 8) -> list[torch.Tensor]:
     return [torch.randn(batch, 3, 16, 16, generator=gen) for _ in range(n)]
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """The tiny conv net, its ONNX export and calibration batches (shared, read-only)."""
-    folder = tmp_path_factory.mktemp("quant")
+def tiny_export(folder) -> tuple[TinyConvNet, object, list[torch.Tensor]]:
+    """The tiny conv net, its ONNX export into ``folder`` and calibration batches."""
     net = _tiny_net()
     path = export_onnx(net, (torch.randn(2, 3, 16, 16),), folder / "fp32.onnx")
     return net, path, _images(4, seed=2)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """:func:`tiny_export`, shared and read-only."""
+    return tiny_export(tmp_path_factory.mktemp("quant"))
 
 
 def _op_counts(path) -> Counter:

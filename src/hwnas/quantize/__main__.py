@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: dict[str, str], rest: list[str]) -> int:
+    import lightning.pytorch  # noqa: F401  (it sets its loggers' level when imported)
     import torch
 
     from hwnas.checks import validate
@@ -98,6 +99,8 @@ def _run(args: dict[str, str], rest: list[str]) -> int:
     from hwnas.runtime import resolve_threads
     from hwnas.subnet_io import load_subnet
 
+    for name in ("lightning.pytorch", "lightning.fabric"):  # as python -m hwnas
+        logging.getLogger(name).setLevel(logging.WARNING)
     cfg, subnet, out = load_config(args, rest)
     validate(cfg)
     net = load_subnet(subnet)
@@ -107,7 +110,7 @@ def _run(args: dict[str, str], rest: list[str]) -> int:
         dm.setup()
         progress = {"mode": str(cfg.progress), "interval_s": float(cfg.progress_interval_s)}
         q = OmegaConf.to_container(cfg.quantize, resolve=True)
-        summary = quantize_model(net, dm, q, out, int(cfg.seed), progress)
+        summary = quantize_model(net, dm, q, out, int(cfg.seed), progress, cfg.trainer)
     atomic.write_json(out / "DONE.json", summary)
     print(f"quantized model: {out / 'model.onnx'}; report: {out / 'report.md'}")
     return 0

@@ -88,6 +88,10 @@ def check_quantize_config(q: Mapping[str, Any]) -> None:
         raise ValueError(f"quantize.hessian_samples={q['hessian_samples']} must be >= 2")
     settings_of(q)
     Constraints.from_config(_plain(q["constraints"]))
+    if "qat" in q:
+        from hwnas.quantize.qat import check_qat_config
+
+        check_qat_config(q["qat"])
 
 
 def _plain(node: Any) -> Any:
@@ -105,10 +109,13 @@ def quantize_model(
     folder: str | Path,
     seed: int = 0,
     progress: Mapping[str, Any] | None = None,
+    trainer_cfg: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Search a per-layer precision for ``net`` (eval mode, CPU) on the data module
     ``dm`` with the settings ``q`` (conf/quantize/default.yaml); write everything into
-    ``folder`` and return the stage summary (with ``metrics``)."""
+    ``folder`` and return the stage summary (with ``metrics``). ``trainer_cfg`` (the
+    ``trainer`` node; default conf/trainer/default.yaml) runs the optional
+    quantization-aware fine-tuning (``q.qat``), in one process."""
     check_quantize_config(q)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -196,25 +203,64 @@ def quantize_model(
     chosen = min(ok, key=lambda a: measured[a]["latency_ms"]) if ok else fp32_arch
     if not ok:
         log.warning("quantize: no measured assignment within max_drop and constraints: FP32 kept")
-    _save_front(folder, measured, fp32_arch, int8_arch, chosen, metric)
+    chosen_path = cost.model_path(chosen)
+
+    # 4b. optional quantization-aware fine-tuning of the chosen (or fastest) assignment
+    qat = _qat_node(q)
+    qat_row: dict[str, Any] | None = None
+    models: dict[str, Path] = {}
+    if int(qat["epochs"]) > 0:
+        target = _qat_target(qat, measured, chosen)
+        if target is None:
+            log.info("quantize: the QAT target has no INT8 layer; fine-tuning skipped")
+        else:
+            path = _quantization_aware(
+                net, target, dm, qat, trainer_cfg, folder / "qat", calib, settings, layers,
+                example, progress,
+            )  # fmt: skip
+            qat_row = {
+                "assignment": target.to_dict(), "val": accuracy(OrtModule(path)),
+                "fp32_val": accuracy(OrtModule(path.with_name("fp32.onnx"))),
+                "ptq_val": measured[target]["val"], "latency_ms": measured[target]["latency_ms"],
+                "feasible": measured[target]["feasible"], "epochs": int(qat["epochs"]),
+            }  # fmt: skip
+            better = measured[target]["latency_ms"] < measured[chosen]["latency_ms"] or (
+                target == chosen and qat_row["val"] > measured[chosen]["val"]
+            )
+            within = base - qat_row["val"] <= float(q["max_drop"])
+            qat_row["deployed"] = bool(qat_row["feasible"] and within and better)
+            log.info(
+                "quantize: QAT of %d INT8 layers: val %s %.4f (PTQ %.4f, FP32 %.4f)%s",
+                sum(p == "int8" for p in target.values()), metric, qat_row["val"],
+                qat_row["ptq_val"], base, "; deployed" if qat_row["deployed"] else "",
+            )  # fmt: skip
+            models["qat"] = path
+            if qat_row["deployed"]:
+                chosen, chosen_path = target, path
+    _save_front(folder, measured, fp32_arch, int8_arch, chosen, metric, qat_row)
 
     # 5. the chosen model and the report on the test set
-    atomic.write_bytes(folder / "model.onnx", cost.model_path(chosen).read_bytes())
+    atomic.write_bytes(folder / "model.onnx", chosen_path.read_bytes())
     atomic.write_json(folder / "assignment.json", chosen.to_dict())
     report = _report(task, dm, q, {
         "fp32": cost.model_path(fp32_arch), "int8": cost.model_path(int8_arch),
-        "chosen": cost.model_path(chosen),
+        "chosen": chosen_path, **models,
     }, shape)  # fmt: skip
     kept = [r.to_dict() for r in rows if chosen[r.layer] == "fp32"]
+    chosen_val = qat_row["val"] if chosen_path == models.get("qat") else measured[chosen]["val"]
     report.update({
         "assignment": {"int8": sum(p == "int8" for p in chosen.values()), "layers": len(layers)},
         "kept_fp32": [{k: r[k] for k in ("layer", "n_params", "drop", "omega")} for r in kept],
         "estimate": q["estimate"], "max_drop": float(q["max_drop"]),
         "val": {
-            "fp32": base, "int8": measured[int8_arch]["val"], "chosen": measured[chosen]["val"],
+            "fp32": base, "int8": measured[int8_arch]["val"],
+            "chosen": chosen_val,
         },
         "settings": settings.to_dict(),
     })  # fmt: skip
+    if qat_row is not None:
+        report["qat"].update(qat_row)
+        report["chosen"]["qat"] = bool(qat_row["deployed"])
     atomic.write_json(folder / "report.json", report)
     atomic.write_text(folder / "report.md", _markdown(report))
     log.info(
@@ -222,9 +268,11 @@ def quantize_model(
         report["assignment"]["int8"], len(layers), metric, report["chosen"]["test"],
         report["fp32"]["test"], report["chosen"]["speedup"],
     )  # fmt: skip
+    extra = {} if qat_row is None else {f"quantize/qat_test_{metric}": report["qat"]["test"]}
     return {
         "assignment": chosen.to_dict(),
         "metrics": {
+            **extra,
             f"quantize/test_{metric}": report["chosen"]["test"],
             f"quantize/fp32_test_{metric}": report["fp32"]["test"],
             "quantize/latency_ms": report["chosen"]["latency_ms"],
@@ -232,6 +280,67 @@ def quantize_model(
             "quantize/size_mb": report["chosen"]["size_mb"],
         },
     }
+
+
+QAT_OFF = {"epochs": 0}
+
+
+def _qat_node(q: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The ``qat`` node (a run saved before it existed: off)."""
+    return q.get("qat") or QAT_OFF
+
+
+def _qat_target(
+    qat: Mapping[str, Any], measured: Mapping[Arch, dict[str, Any]], chosen: Arch
+) -> Arch | None:
+    """The assignment QAT fine-tunes: the chosen one, the fastest measured assignment
+    within the constraints whatever its accuracy (``fastest``), or uniform INT8
+    (``int8``); ``None`` when it has no INT8 layer."""
+    target = chosen
+    if qat["assignment"] == "int8":
+        target = Arch({k: "int8" for k in chosen})
+    elif qat["assignment"] == "fastest":
+        feasible = [a for a, m in measured.items() if m["feasible"]]
+        target = min(feasible, key=lambda a: measured[a]["latency_ms"], default=chosen)
+    return target if any(p == "int8" for p in target.values()) else None
+
+
+def _quantization_aware(
+    net: nn.Module,
+    target: Arch,
+    dm: Any,
+    qat: Mapping[str, Any],
+    trainer_cfg: Mapping[str, Any] | None,
+    folder: Path,
+    calib: list,
+    settings: QuantSettings,
+    layers: list,
+    example: tuple,
+    progress: Mapping[str, Any],
+) -> Path:
+    """Fine-tune ``net`` with ``target``'s INT8 layers fake-quantized, export the tuned
+    FP32 weights (``qat/fp32.onnx``), quantize them with ORT (calibrated again) and
+    return the path of the deployed QAT model (``qat/model.onnx``, beside the FP32)."""
+    from hwnas.quantize.onnx_quant import calibration_cache_name, quantize_assignment
+    from hwnas.quantize.qat import qat_finetune
+
+    if trainer_cfg is None:
+        from hwnas import compose_config
+
+        trainer_cfg = compose_config([]).trainer
+    task = dm.task()
+    tuned, _ = qat_finetune(
+        net, target.to_dict(), dm, qat, trainer_cfg, folder, calib,
+        settings.resolved_reduce_range, settings.activations, progress,
+    )  # fmt: skip
+    fp32 = export_onnx(
+        tuned, example, folder / "fp32.onnx", task.input_names(), task.output_names()
+    )
+    nodes = onnx_layer_nodes(tuned, fp32, layers, example=example)
+    cache = folder / calibration_cache_name(fp32, settings)
+    return quantize_assignment(
+        fp32, target.to_dict(), calib, folder / "model.onnx", settings, nodes, cache
+    )
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -248,9 +357,11 @@ def _save_front(
     int8: Arch,
     chosen: Arch,
     metric: str,
+    qat: Mapping[str, Any] | None = None,
 ) -> None:
-    """``pareto.csv`` (every measured assignment, fastest first, with its marks) and
-    ``pareto.png`` (measured val accuracy against latency)."""
+    """``pareto.csv`` (every measured assignment, fastest first, with its marks; the
+    QAT model, when there is one, as a row of its own) and ``pareto.png`` (measured val
+    accuracy against latency)."""
     order = sorted(measured, key=lambda a: measured[a]["latency_ms"])
     marks = {fp32: "uniform FP32", int8: "uniform INT8"}
     rows = []
@@ -258,7 +369,14 @@ def _save_front(
         mark = marks.get(a, "")
         if a == chosen:
             mark = (mark + ", chosen").lstrip(", ")
+        if qat is not None and qat["deployed"] and a == chosen:
+            mark = mark.replace("chosen", "").strip(", ")
         rows.append({"assignment": json.dumps(a.to_dict()), "mark": mark, **measured[a]})
+    if qat is not None:
+        target = measured[Arch(qat["assignment"])]
+        row = {**target, "val": qat["val"]}
+        mark = "QAT, chosen" if qat["deployed"] else "QAT"
+        rows.append({"assignment": json.dumps(qat["assignment"]), "mark": mark, **row})
     _write_csv(folder / "pareto.csv", rows)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     xs = [measured[a]["latency_ms"] for a in order]
@@ -266,7 +384,10 @@ def _save_front(
     ax.plot(xs, ys, "o-", color="tab:blue", ms=4, label="measured assignments")
     for a, style, label in ((fp32, "s", "uniform FP32"), (int8, "D", "uniform INT8")):
         ax.plot(measured[a]["latency_ms"], measured[a]["val"], style, ms=8, label=label)
-    ax.plot(measured[chosen]["latency_ms"], measured[chosen]["val"], "*", ms=14, label="chosen")
+    if qat is not None:
+        ax.plot(qat["latency_ms"], qat["val"], "P", ms=9, label="after QAT")
+    best = qat["val"] if qat is not None and qat["deployed"] else measured[chosen]["val"]
+    ax.plot(measured[chosen]["latency_ms"], best, "*", ms=14, label="chosen")
     ax.set_xlabel("latency (ms, ONNX Runtime)")
     ax.set_ylabel(f"val {metric}")
     ax.legend(fontsize=8)
@@ -313,9 +434,12 @@ def _markdown(r: Mapping[str, Any]) -> str:
         "| model | test acc | size (MB) | latency (ms) | throughput (/s) | speedup |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name in ("fp32", "int8", "chosen"):
+    labels = {"fp32": "FP32", "int8": "uniform INT8", "chosen": "chosen mixed", "qat": "QAT"}
+    if r["chosen"].get("qat"):
+        labels["chosen"] = "chosen mixed (QAT)"
+    for name in [n for n in labels if n in r]:
         m = r[name]
-        label = {"fp32": "FP32", "int8": "uniform INT8", "chosen": "chosen mixed"}[name]
+        label = labels[name]
         lines.append(
             f"| {label} | {m['test']:.4f} | {m['size_mb']:.3f} | {m['latency_ms']:.3f} | "
             f"{m['throughput_per_s']:.0f} | {m['speedup']:.2f}x |"
@@ -328,6 +452,16 @@ def _markdown(r: Mapping[str, Any]) -> str:
         f"Latency at batch {t['batch_size']}, throughput at batch {t['throughput_batch']}, "
         f"{t['threads']} thread(s); medians of {t['repeats']} runs.",
     ]
+    if "qat" in r:
+        qat = r["qat"]
+        done = "deployed" if qat["deployed"] else "kept out (not faster or better within max_drop)"
+        lines += [
+            "",
+            f"Quantization-aware fine-tuning ({qat['epochs']} epoch(s)) of an assignment with "
+            f"{sum(p == 'int8' for p in qat['assignment'].values())} INT8 layers: val "
+            f"{qat['val']:.4f} after vs {qat['ptq_val']:.4f} before (FP32 {r['val']['fp32']:.4f}"
+            f"; the fine-tuned weights unquantized {qat['fp32_val']:.4f}); {done}.",
+        ]
     if r["kept_fp32"]:
         lines += ["", "Layers kept in FP32 (measured val drop alone in INT8, HAWQ Omega):", ""]
         lines += [
@@ -351,8 +485,9 @@ def quantize(ctx: Any) -> dict[str, Any]:
         )
     net = load_subnet(final_dir)
     return quantize_model(
-        net, ctx.dm, _plain(ctx.cfg.quantize), ctx.stage_dir("quantize"), ctx.seed, ctx.progress
-    )
+        net, ctx.dm, _plain(ctx.cfg.quantize), ctx.stage_dir("quantize"), ctx.seed,
+        ctx.progress, ctx.cfg.trainer,
+    )  # fmt: skip
 
 
 __all__ = [
