@@ -129,7 +129,8 @@ def run_settings(run: Path, quick: list[str], overrides: list[str]) -> tuple[dic
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(run / "hwnas_config.yaml")
-    q = cfg.quantize if "quantize" in cfg else compose_config([]).quantize
+    today = compose_config([]).quantize  # for the keys a run of an older hwnas predates
+    q = OmegaConf.merge(today, cfg.quantize) if "quantize" in cfg else today
     data, q = apply_overrides(cfg.data, q, quick, strict=False)
     data, q = apply_overrides(data, q, overrides, strict=True)
     return data, q, int(cfg.get("seed", 0))

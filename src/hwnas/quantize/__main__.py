@@ -45,8 +45,9 @@ def load_config(args: dict[str, str], rest: list[str]) -> tuple[DictConfig, Path
         if not saved.is_file():
             raise FileNotFoundError(f"{saved} is missing: run_dir must be a hwnas run folder")
         cfg = OmegaConf.load(saved)
-        if "quantize" not in cfg:  # a run of an older hwnas: today's defaults
-            cfg.quantize = compose_config([]).quantize
+        # a run of an older hwnas: today's defaults for the keys it predates
+        today = compose_config([]).quantize
+        cfg.quantize = OmegaConf.merge(today, cfg.quantize) if "quantize" in cfg else today
         cfg.merge_with(OmegaConf.from_dotlist(rest))
         subnet, out = run / "final", Path(args.get("output_dir", run / "quantize"))
     else:
