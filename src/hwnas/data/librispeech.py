@@ -3,8 +3,10 @@
 ``torchaudio.datasets.LIBRISPEECH`` lists each split's utterances and transcripts
 (its ``get_metadata``, which reads no audio); the FLAC files are read with soundfile
 and turned into log-mel features when a batch asks for them, so the 100 hours of
-``train-clean-100`` never sit in memory. Transcripts are lower-cased to the character
-vocabulary. Expects ``<data_dir>/LibriSpeech/<split>/<speaker>/<chapter>/`` as the
+``train-clean-100`` never sit in memory. Transcripts are lower-cased to the characters of
+:data:`~hwnas.data.speech.CHARACTERS` (whichever the vocabulary, characters or
+SentencePiece subwords; a SentencePiece model is cached in ``<data_dir>/librispeech_vocab``).
+Expects ``<data_dir>/LibriSpeech/<split>/<speaker>/<chapter>/`` as the
 archives from openslr.org/12 extract.
 """
 
@@ -18,7 +20,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hwnas.data.speech import HOP_LENGTH, SAMPLE_RATE, SpeechDataModule, log_mel
+from hwnas.data.speech import (
+    HOP_LENGTH,
+    SAMPLE_RATE,
+    SpeechDataModule,
+    log_mel,
+    normalize_transcript,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +113,7 @@ class LibriSpeechDataModule(SpeechDataModule):
                 continue
             files.append(path)
             frames.append(1 + info.frames // HOP_LENGTH)
-            texts.append(self.vocab.normalize(transcript))
+            texts.append(normalize_transcript(transcript))
             seconds.append(info.frames / SAMPLE_RATE)
         dropped = len(ds) - len(files)
         log.info("librispeech: %s has %d utterances (%d longer than %s s left out)",

@@ -1,5 +1,10 @@
-"""Shared machinery of the speech data modules: vocabulary, log-mel features, seeded
+"""Shared machinery of the speech data modules: vocabularies, log-mel features, seeded
 SpecAugment, length-bucketed batches, and the base :class:`SpeechDataModule`.
+
+Labels are characters (:class:`CharVocabulary`, the default) or SentencePiece subwords
+(:class:`SentencePieceVocabulary`, trained on the training transcripts; needs the
+``sentencepiece`` package to train and encode, not to decode). Both normalise text the
+same way, so WER and CER references do not depend on the vocabulary.
 
 Audio is 16 kHz mono float. Features are 80 (``n_mels``) log-mel bins every 10 ms
 (25 ms windows), each bin normalised over the utterance, so an utterance of ``N``
@@ -9,8 +14,13 @@ SpecAugment masks) comes from a seed, never from a global RNG.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
+import json
 import logging
 import random
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +47,37 @@ SPEC_AUGMENT = MappingProxyType(
 )
 
 
+SENTENCEPIECE_FIX = "pip install sentencepiece (or pip install hwnas[speech])"
+VOCABULARIES = ("chars", "sentencepiece")
+# blank, SentencePiece's unknown piece and every character (a word boundary is the space)
+MIN_SENTENCEPIECE_LABELS = len(CHARACTERS) + 2
+SENTENCEPIECE_FORMAT = 1  # bump when the training settings change, so old caches are not reused
+WORD_BOUNDARY = "\u2581"  # SentencePiece's "▁", a space before a word
+
+
+class MissingPackageError(ImportError, ValueError):
+    """An optional package is not installed; the message is one line naming the fix (a
+    ``ValueError`` too, so ``python -m hwnas`` reports it as one ``error:`` line)."""
+
+
+def normalize_transcript(text: str, chars: str = CHARACTERS) -> str:
+    """Lower case, characters outside ``chars`` dropped, whitespace collapsed."""
+    kept = "".join(c for c in text.lower() if c in chars or c.isspace())
+    return " ".join(kept.split())
+
+
+def import_sentencepiece() -> Any:
+    """The ``sentencepiece`` module; :class:`MissingPackageError` naming the fix when it
+    is not installed."""
+    try:
+        import sentencepiece
+    except ImportError as err:
+        raise MissingPackageError(
+            f"data.vocab=sentencepiece needs the sentencepiece package: {SENTENCEPIECE_FIX}"
+        ) from err
+    return sentencepiece
+
+
 class CharVocabulary:
     """Characters as labels: id 0 is the transducer's blank, ``chars[i]`` is id ``i + 1``."""
 
@@ -51,8 +92,7 @@ class CharVocabulary:
 
     def normalize(self, text: str) -> str:
         """Lower case, characters outside the vocabulary dropped, whitespace collapsed."""
-        kept = "".join(c for c in text.lower() if c in self._ids or c.isspace())
-        return " ".join(kept.split())
+        return normalize_transcript(text, self.chars)
 
     def encode(self, text: str) -> list[int]:
         """Label ids (1..len - 1) of the normalised ``text``."""
@@ -70,6 +110,182 @@ class CharVocabulary:
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any]) -> CharVocabulary:
         return cls(str(spec["chars"]))
+
+
+class SentencePieceVocabulary:
+    """SentencePiece subwords as labels: id 0 is the transducer's blank and ``pieces[i]``
+    (SentencePiece's id ``i``) is id ``i + 1``; ``pieces[0]`` is SentencePiece's unknown
+    piece (id 1), which :meth:`encode` never produces (every character is a piece).
+
+    Text is normalised as :class:`CharVocabulary` does. :meth:`train` (or
+    :meth:`from_model_proto`) and :meth:`encode` need the ``sentencepiece`` package;
+    :meth:`decode` only needs ``pieces``, so saved models decode anywhere."""
+
+    def __init__(
+        self,
+        pieces: Sequence[str],
+        model_proto: bytes | None = None,
+        model_type: str = "unigram",
+        chars: str = CHARACTERS,
+    ) -> None:
+        if len(pieces) < 2:
+            raise ValueError(f"a SentencePiece vocabulary needs pieces, got {list(pieces)}")
+        self.pieces, self.model_proto = [str(p) for p in pieces], model_proto
+        self.model_type, self.chars = str(model_type), chars
+        self.unk = 1
+        self._processor: Any = None
+
+    # -- building ---------------------------------------------------------------
+    @classmethod
+    def from_model_proto(
+        cls, model_proto: bytes, model_type: str = "unigram", chars: str = CHARACTERS
+    ) -> SentencePieceVocabulary:
+        """The vocabulary of a serialised SentencePiece model (needs the package)."""
+        spm = import_sentencepiece()
+        processor = spm.SentencePieceProcessor(model_proto=model_proto)
+        pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
+        vocab = cls(pieces, model_proto, model_type, chars)
+        vocab._processor = processor
+        return vocab
+
+    @classmethod
+    def train(
+        cls,
+        texts: Sequence[str],
+        vocab_size: int,
+        model_type: str = "unigram",
+        cache_dir: str | Path | None = None,
+        chars: str = CHARACTERS,
+    ) -> SentencePieceVocabulary:
+        """A vocabulary of ``vocab_size`` labels (blank included) trained on the normalised
+        ``texts`` (training transcripts only), deterministically: one thread, every
+        sentence, full character coverage, every character of ``chars`` a piece.
+
+        With ``cache_dir``, the model is read from (or written atomically to)
+        ``<cache_dir>/sentencepiece_<key>.model``, ``key`` hashing the texts, the settings
+        and the sentencepiece version, so a rerun reuses it."""
+        spm = import_sentencepiece()
+        vocab_size = int(vocab_size)
+        if vocab_size < len(chars) + 2:
+            raise ValueError(
+                f"data.vocab_size={vocab_size} is too small for data.vocab=sentencepiece: it "
+                f"needs >= {len(chars) + 2} (blank, unknown and the {len(chars)} characters)"
+            )
+        lines = [t for t in (normalize_transcript(x, chars) for x in texts) if t]
+        if not lines:
+            raise ValueError("data.vocab=sentencepiece: the training transcripts are empty")
+        digest = hashlib.blake2b("\n".join(lines).encode(), digest_size=16).hexdigest()
+        settings = {"texts": digest, "vocab_size": vocab_size, "model_type": model_type,
+                    "chars": chars, "format": SENTENCEPIECE_FORMAT,
+                    "sentencepiece": getattr(spm, "__version__", "")}  # fmt: skip
+        key = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=6)
+        name = f"sentencepiece_{key.hexdigest()}.model"
+        path = None if cache_dir is None else Path(cache_dir) / name
+        if path is not None and path.is_file():
+            try:
+                vocab = cls.from_model_proto(path.read_bytes(), model_type, chars)
+                if len(vocab) == vocab_size:
+                    log.info("sentencepiece vocabulary (%d labels) read from %s", vocab_size, path)
+                    return vocab
+            except (RuntimeError, OSError, ValueError) as err:  # a damaged cache is retrained
+                log.warning("unreadable sentencepiece model %s (%s); retraining", path, err)
+        proto = _train_sentencepiece(spm, lines, vocab_size - 1, model_type, chars)
+        if path is not None:
+            try:
+                atomic.write_bytes(path, proto)
+            except OSError as err:  # a read-only data folder: train again next time
+                log.warning("cannot cache the sentencepiece model in %s (%s)", path, err)
+        log.info("sentencepiece vocabulary (%d labels, %s) trained on %d transcripts",
+                 vocab_size, model_type, len(lines))  # fmt: skip
+        return cls.from_model_proto(proto, model_type, chars)
+
+    # -- the vocabulary interface ---------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.pieces) + 1
+
+    def normalize(self, text: str) -> str:
+        """Lower case, characters outside the vocabulary dropped, whitespace collapsed."""
+        return normalize_transcript(text, self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        """Label ids (2..len - 1) of the normalised ``text`` (needs the package)."""
+        if self._processor is None:
+            if self.model_proto is None:
+                raise ValueError(
+                    "this SentencePiece vocabulary has no model (saved without one): it can "
+                    "decode, not encode"
+                )
+            spm = import_sentencepiece()
+            self._processor = spm.SentencePieceProcessor(model_proto=self.model_proto)
+        return [i + 1 for i in self._processor.encode(self.normalize(text), out_type=int)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of label ids (no package needed): the pieces joined, word boundaries as
+        spaces, whitespace collapsed; blank, unknown and ids outside the vocabulary are
+        skipped."""
+        n = len(self.pieces)
+        text = "".join(self.pieces[i - 1] for i in map(int, ids) if self.unk < i <= n)
+        return " ".join(text.replace(WORD_BOUNDARY, " ").split())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able description (saved beside a model); :meth:`from_dict` reads it.
+        ``pieces[i]`` is label ``i + 1``; ``model_proto`` is the serialised SentencePiece
+        model (base64), for encoding."""
+        proto = None if self.model_proto is None else base64.b64encode(self.model_proto)
+        return {
+            "type": "sentencepiece", "blank": 0, "unk": self.unk, "pieces": list(self.pieces),
+            "model_type": self.model_type, "chars": self.chars,
+            "model_proto": None if proto is None else proto.decode("ascii"),
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> SentencePieceVocabulary:
+        if spec.get("type") != "sentencepiece":
+            raise ValueError(f"not a SentencePiece vocabulary: type {spec.get('type')!r}")
+        proto = spec.get("model_proto")
+        return cls(
+            list(spec["pieces"]), None if proto is None else base64.b64decode(proto),
+            str(spec.get("model_type", "unigram")), str(spec.get("chars", CHARACTERS)),
+        )  # fmt: skip
+
+
+def _train_sentencepiece(
+    spm: Any, lines: Sequence[str], pieces: int, model_type: str, chars: str
+) -> bytes:
+    """A serialised SentencePiece model of ``pieces`` pieces (its unknown piece is id 0,
+    no bos/eos) trained on ``lines``; ValueError naming data.vocab_size when the text
+    cannot give that many."""
+    buffer = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines), model_writer=buffer, vocab_size=pieces,
+            model_type=model_type, character_coverage=1.0, num_threads=1,
+            required_chars="".join(c for c in chars if not c.isspace()),
+            normalization_rule_name="identity", unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
+            input_sentence_size=0, hard_vocab_limit=True, minloglevel=2,
+        )  # fmt: skip
+    except RuntimeError as err:
+        text = " ".join(str(err).split())
+        most = re.search(r"<= (\d+)", text)
+        if "too high" in text and most:
+            raise ValueError(
+                f"data.vocab_size={pieces + 1} is too large for {len(lines)} training "
+                f"transcripts: sentencepiece makes at most {int(most.group(1)) + 1} labels "
+                "(blank included) from them; lower data.vocab_size"
+            ) from None
+        raise ValueError(f"data.vocab=sentencepiece: training failed: {text[:300]}") from None
+    return buffer.getvalue()
+
+
+def vocabulary_from_dict(spec: Mapping[str, Any]) -> CharVocabulary | SentencePieceVocabulary:
+    """The vocabulary a :meth:`to_dict` spec describes (``type``: characters or
+    sentencepiece), e.g. the ``vocabulary`` of a saved model's task spec."""
+    kind = spec.get("type")
+    if kind == "characters":
+        return CharVocabulary.from_dict(spec)
+    if kind == "sentencepiece":
+        return SentencePieceVocabulary.from_dict(spec)
+    raise ValueError(f"unknown vocabulary type {kind!r}: expected characters or sentencepiece")
 
 
 @lru_cache(maxsize=4)
@@ -273,11 +489,34 @@ def check_spec_augment(options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def check_vocabulary(vocab: str, vocab_size: int) -> None:
+    """``data.vocab`` and ``data.vocab_size`` checked (one-line ValueError naming the key;
+    :class:`MissingPackageError` when sentencepiece is asked for and not installed)."""
+    if vocab not in VOCABULARIES:
+        raise ValueError(f"data.vocab={vocab!r}: use one of {list(VOCABULARIES)}")
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 3:
+        raise ValueError(
+            f"data.vocab_size={vocab_size!r} must be an integer >= 3 (labels, blank included)"
+        )
+    if vocab == "sentencepiece":
+        if vocab_size < MIN_SENTENCEPIECE_LABELS:
+            raise ValueError(
+                f"data.vocab_size={vocab_size} must be >= {MIN_SENTENCEPIECE_LABELS} with "
+                f"data.vocab=sentencepiece (blank, unknown and the {len(CHARACTERS)} characters)"
+            )
+        import_sentencepiece()
+
+
 class SpeechDataModule(SeededLoaders, L.LightningDataModule):
-    """Utterances as log-mel features and character labels, in length-bucketed batches.
+    """Utterances as log-mel features and character or subword labels, in length-bucketed
+    batches.
 
     Batches are dicts (see :func:`collate`): ``n_mels`` log-mel bins every ``hop_length``
     samples at ``sample_rate`` (10 ms frames at 16 kHz), labels from ``vocab`` (blank 0).
+    ``vocab`` is ``chars`` (:class:`CharVocabulary`) or ``sentencepiece``: a
+    :class:`SentencePieceVocabulary` of ``vocab_size`` labels (blank included; that is
+    ``num_classes`` before :meth:`setup` trains it on the training transcripts, after
+    ``train_limit``, and caches it in :meth:`vocab_cache_dir`).
     Subclasses implement :meth:`split_features` (features held in memory, e.g. from
     :meth:`cached_features`, or computed on access). ``*_limit`` keep seeded subsets;
     ``spec_augment`` (keyword arguments of :func:`spec_augment` over its defaults,
@@ -300,6 +539,8 @@ class SpeechDataModule(SeededLoaders, L.LightningDataModule):
         test_limit: int | None = None,
         seed: int = 0,
         pin_memory: bool = False,
+        vocab: str = "chars",
+        vocab_size: int = 256,
         **unknown: Any,
     ) -> None:
         super().__init__()
@@ -310,13 +551,18 @@ class SpeechDataModule(SeededLoaders, L.LightningDataModule):
             raise ValueError("data.num_workers must be >= 0")
         if spec_augment is not None:
             spec_augment = check_spec_augment(spec_augment)
+        check_vocabulary(vocab, vocab_size)
         self.data_dir = str(data_dir)
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.num_workers, self.n_mels, self.seed = int(num_workers), int(n_mels), int(seed)
         self.pin_memory, self.spec_augment = bool(pin_memory), spec_augment
         self.limits = {"train": train_limit, "val": val_limit, "test": test_limit}
-        self.vocab = CharVocabulary()
-        self.num_classes = len(self.vocab)
+        self.vocab_kind, self.vocab_size = str(vocab), int(vocab_size)
+        # a SentencePiece vocabulary is trained in setup; its size is known from the config
+        self.vocab: CharVocabulary | SentencePieceVocabulary | None = (
+            CharVocabulary() if self.vocab_kind == "chars" else None
+        )
+        self.num_classes = len(self.vocab) if self.vocab is not None else self.vocab_size
         self.input_shape = (self.n_mels,)
         self.sample_rate, self.hop_length = SAMPLE_RATE, HOP_LENGTH
         self.data_train: SpeechDataset | None = None
@@ -344,21 +590,40 @@ class SpeechDataModule(SeededLoaders, L.LightningDataModule):
         atomic.torch_save(feats, path)
         return feats
 
+    def vocab_cache_dir(self) -> Path:
+        """Where a trained SentencePiece model is cached: ``<data_dir>/<name>_vocab``
+        (corpora with a cache folder of their own keep it there)."""
+        return Path(self.data_dir) / f"{self.name}_vocab"
+
+    def train_vocabulary(self, texts: Sequence[str]) -> SentencePieceVocabulary:
+        """A SentencePiece vocabulary of ``vocab_size`` labels trained on the training
+        transcripts ``texts`` (or read from :meth:`vocab_cache_dir`)."""
+        return SentencePieceVocabulary.train(texts, self.vocab_size,
+                                             cache_dir=self.vocab_cache_dir())  # fmt: skip
+
     # -- Lightning hooks ----------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        """Load the corpus and its features (computed or read from a cache) once."""
+        """Load the corpus and its features (computed or read from a cache) once; a
+        SentencePiece vocabulary is trained on the (kept) training transcripts first."""
         if self.data_train is not None:
             return
-        splits = {}
+        loaded, keep = {}, {}
         for split in ("train", "val", "test"):
-            feats, texts, seconds = self.split_features(split)
-            tokens = [self.vocab.encode(t) for t in texts]
+            loaded[split] = self.split_features(split)
+            n = len(loaded[split][1])
+            if not n:
+                raise ValueError(f"data {self.name}: the {split} split is empty")
+            keep[split] = self._limit(torch.arange(n), self.limits[split], f"{split}_limit")
+        if self.vocab is None:
+            texts = loaded["train"][1]
+            self.vocab = self.train_vocabulary([texts[i] for i in keep["train"].tolist()])
+        vocab = self.vocab
+        splits = {}
+        for split, (feats, texts, seconds) in loaded.items():
+            tokens = [vocab.encode(t) for t in texts]
             lengths = getattr(feats, "lengths", None)
             data = SpeechDataset(feats, tokens, self.spec_augment, seconds, lengths)
-            if not len(data):
-                raise ValueError(f"data {self.name}: the {split} split is empty")
-            keep = self._limit(torch.arange(len(data)), self.limits[split], f"{split}_limit")
-            splits[split] = data.subset(keep.tolist(), augment=split == "train")
+            splits[split] = data.subset(keep[split].tolist(), augment=split == "train")
         self.data_train, self.data_val, self.data_test = (
             splits["train"], splits["val"], splits["test"],
         )  # fmt: skip
@@ -408,9 +673,12 @@ class SpeechDataModule(SeededLoaders, L.LightningDataModule):
         return float(sum(self._require(f"data_{split}").durations_s))
 
     def task(self, label_smoothing: float = 0.0) -> Any:
-        """Transducer ASR over this data's vocabulary and features."""
+        """Transducer ASR over this data's vocabulary and features (a SentencePiece
+        vocabulary is trained first, by :meth:`setup`, if it was not yet)."""
         from hwnas.tasks.asr import TransducerASR
 
+        if self.vocab is None:
+            self.setup()
         return TransducerASR(
             vocab=self.vocab, n_mels=self.n_mels, sample_rate=self.sample_rate,
             hop_length=self.hop_length, label_smoothing=label_smoothing,

@@ -167,7 +167,8 @@ class SpokenSynthDataModule(SpeechDataModule):
     words from ``num_words`` words (``None`` = all built-in ones, the ten digits always
     in); ``val_voices`` and ``test_voices`` (voice, variant) pairs are held out for val
     and test; ``workers`` espeak-ng processes run at once while generating. The other
-    options are :class:`SpeechDataModule`'s. Features are cached beside the audio."""
+    options are :class:`SpeechDataModule`'s. Features (and a trained SentencePiece model,
+    with ``vocab=sentencepiece``) are cached beside the audio."""
 
     name = "spoken_synth"
 
@@ -229,6 +230,10 @@ class SpokenSynthDataModule(SpeechDataModule):
                 found = root / hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
             self._folder = found
         return self._folder
+
+    def vocab_cache_dir(self) -> Path:
+        """A trained SentencePiece model is cached beside the corpus's audio and features."""
+        return self.cache_dir()
 
     def _generated_elsewhere(self, root: Path) -> Path | None:
         """A finished corpus folder under ``root`` whose ``corpus.json`` has these settings."""

@@ -3,10 +3,11 @@
 A model sees ``(features, feature_lengths, tokens, token_lengths)`` in training: log-mel
 frames (B, T, F) float32 with their lengths, and the transcript's label ids (B, U) with
 theirs (blank = 0 pads). It returns a dict with the joiner's ``logits`` (B, T', U+1, V),
-the encoder's output ``lengths`` (B,) and, in eval mode, greedy ``hypotheses``. The loss
-is ``torchaudio.functional.rnnt_loss`` (mean over utterances of each utterance's negative
-log-likelihood), plus ``ctc_weight`` times the CTC loss of the encoder when the model has
-an auxiliary CTC head (``model.ctc_weight``; it speeds up training from scratch).
+the encoder's output ``lengths`` (B,) and, in eval mode, ``hypotheses`` of the model's
+search (``model.decoding``: greedy or beam). The loss is ``torchaudio.functional.rnnt_loss``
+(mean over utterances of each utterance's negative log-likelihood), plus ``ctc_weight``
+times the CTC loss of the encoder when the model has an auxiliary CTC head
+(``model.ctc_weight``; it speeds up training from scratch).
 Given only ``(features, feature_lengths)`` a model runs its acoustic encoder: what
 latency, throughput and ONNX export measure, on ``example_seconds`` of audio, so latency
 also reads as a real-time factor.
@@ -188,7 +189,7 @@ class TransducerASR(Task):
     def batch_metrics(
         self, outputs: Mapping[str, Any], targets: Mapping[str, Tensor]
     ) -> dict[str, Tensor]:
-        """The transducer loss, and WER / CER of the greedy hypotheses when the model ran
+        """The transducer loss, and WER / CER of the model's hypotheses when it ran
         in eval mode (training outputs carry no decoding: the rates are left out)."""
         out: dict[str, Tensor] = {"loss": self.loss(outputs, targets).detach()}
         hyps = outputs.get("hypotheses")
@@ -206,8 +207,8 @@ class TransducerASR(Task):
     def transcribe(
         self, model: nn.Module, loader: Iterable, device: str | torch.device = "cpu"
     ) -> tuple[list[str], list[str], float]:
-        """Greedy transcripts of every utterance in ``loader``, their references, and the
-        seconds of audio."""
+        """Transcripts (``model.transcribe``: the model's greedy or beam search) of every
+        utterance in ``loader``, their references, and the seconds of audio."""
         model.eval().to(device)
         hyps: list[str] = []
         refs: list[str] = []
@@ -224,7 +225,7 @@ class TransducerASR(Task):
     def evaluate(
         self, model: nn.Module, loader: Iterable, device: str | torch.device = "cpu"
     ) -> dict[str, float]:
-        """Corpus WER and CER (fractions) of greedy decoding over ``loader``, with the
+        """Corpus WER and CER (fractions) of the model's decoding over ``loader``, with the
         number of ``utterances`` and ``audio_seconds``."""
         hyps, refs, seconds = self.transcribe(model, loader, device)
         if not refs:
@@ -256,6 +257,8 @@ class TransducerASR(Task):
                 },
                 {"name": "encoder_lengths", "shape": ["batch"], "dtype": "int64"},
             ],  # fmt: skip
-            "decoding": "greedy transducer search (model.transcribe)",
+            "decoding": (
+                "transducer search of model.transcribe: greedy or beam, see the model's config"
+            ),
             "example_seconds": self.example_seconds,
         }
