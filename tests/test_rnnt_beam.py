@@ -13,20 +13,9 @@ from omegaconf import OmegaConf
 
 from hwnas.elastic import build_model
 from hwnas.elastic.rnnt import BLANK, ElasticRNNT, StaticRNNT
+from tests.test_rnnt import TINY
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-TINY = dict(
-    embed_choices=(16, 24),
-    depth_choices=(1, 2),
-    head_choices=(1, 2),
-    head_dim=8,
-    ffn_choices=(16, 32),
-    frontend_channels=16,
-    predictor_dim=16,
-    joint_dim=24,
-    dropout=0.0,
-    example_seconds=0.5,
-)
 
 
 @pytest.fixture(autouse=True)
