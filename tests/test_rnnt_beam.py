@@ -172,7 +172,11 @@ def test_beam_hypotheses_are_valid_distinct_labels():
     hyps = model.transcribe(feats, lengths)
     assert hyps == [nbest[0][0] for nbest in results] and any(hyps)
     tokens, token_lengths = torch.ones(3, 2, dtype=torch.long), torch.full((3,), 2)
-    assert model(feats, lengths, tokens, token_lengths)["hypotheses"] == hyps
+    # validation while training decodes greedily; the search scores greedy subnets
+    out = model(feats, lengths, tokens, token_lengths)["hypotheses"]
+    assert out == model.greedy_decode(enc, enc_lengths)
+    searched = model.search_module(model.export(model.space.max_arch()))
+    assert searched.decoding == "greedy" and model.decoding == "beam"
     # an empty utterance decodes to nothing
     assert model.beam_decode(enc, torch.tensor([enc.shape[1], 0, 1]), 3)[1] == []
 

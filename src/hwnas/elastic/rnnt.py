@@ -17,9 +17,11 @@ fixed head dim) and ``ffn{i}`` (MLP hidden size).
 encoder_lengths (B,))``, which is what latency, throughput and ONNX export measure.
 ``forward(features, lengths, tokens, token_lengths)`` adds the joiner over every
 (frame, label prefix) pair for the transducer loss: a dict with ``logits`` (B, T', U+1,
-V), ``lengths`` (B,), ``token_lengths`` and, in eval mode, ``hypotheses`` (a list of id
-lists) of the configured search: ``decoding="greedy"`` (argmax labels) or ``"beam"``
-(:meth:`_Transducer.beam_decode` with ``beam_size`` hypotheses), as in ``transcribe``.
+V), ``lengths`` (B,), ``token_lengths`` and, in eval mode, greedy ``hypotheses`` (a list
+of id lists: validation while training). ``transcribe`` (test figures, reports) uses the
+configured search: ``decoding="greedy"`` (argmax labels) or ``"beam"``
+(:meth:`_Transducer.beam_decode` with ``beam_size`` hypotheses); the search with
+inherited weights ranks subnets by greedy WER (:meth:`ElasticRNNT.search_module`).
 """
 
 from __future__ import annotations
@@ -243,8 +245,8 @@ class _Transducer:
         }
         if self.ctc is not None:  # auxiliary CTC on the encoder (training aid)
             out["ctc_logits"], out["ctc_weight"] = self.ctc(enc), self.ctc_weight
-        if not self.training:
-            out["hypotheses"] = self.decode(enc, enc_lengths)
+        if not self.training:  # validation while training: the fast greedy search
+            out["hypotheses"] = self.greedy_decode(enc, enc_lengths)
         return out
 
     def decode(self, enc: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
@@ -542,6 +544,12 @@ class ElasticRNNT(_Transducer, ElasticModel):
 
     def proxy_module(self, sub: nn.Module) -> nn.Module:
         return TransducerProxyView(sub)
+
+    def search_module(self, sub: nn.Module) -> nn.Module:
+        """The search ranks subnets by greedy WER (many subnets: the fast search); the
+        reported test figures and ``transcribe`` use ``decoding``."""
+        sub.decoding = "greedy"
+        return sub
 
     # ----------------------------------------------------------------------- costs
     def active_params(self) -> int:
