@@ -226,3 +226,21 @@ def test_config_file_defaults_and_export_keep_the_decoding():
         assert hyps == sub.beam_decode(enc, enc_lengths, 3) == model.transcribe(feats, lengths)
         differs |= hyps != sub.greedy_decode(enc, enc_lengths)
     assert differs  # transcribe really ran the beam search
+
+
+def test_search_scores_greedy_while_the_final_subnet_keeps_the_beam():
+    from hwnas.training.evaluate import SubnetEvaluator
+
+    class Spy:  # a task recording how each evaluated net decodes
+        seen: list[str] = []
+
+        def evaluate(self, net, val, device):
+            self.seen.append(net.decoding)
+            return {"wer": 0.5}
+
+    model = tiny_model(0, 30, decoding="beam", beam_size=3)
+    spy = Spy()
+    ev = SubnetEvaluator(model, spy, [], [], calib_samples=1)
+    arch = model.space.max_arch()
+    assert ev(arch) == {"wer": 0.5} and spy.seen == ["greedy"]
+    assert ev.subnet(arch).decoding == "beam" and model.decoding == "beam"

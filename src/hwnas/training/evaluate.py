@@ -61,10 +61,12 @@ class SubnetEvaluator:
         self.val = list(validation)
 
     def subnet(self, arch: Arch) -> torch.nn.Module:
-        """The exported subnet of ``arch`` with recalibrated BN (eval mode), as the
-        model's :meth:`~hwnas.elastic.base.ElasticModel.search_module` has it scored."""
-        net = self.model.search_module(self.model.export(arch))
+        """The exported subnet of ``arch`` with recalibrated BN (eval mode)."""
+        net = self.model.export(arch)
         return recalibrate_bn(net, self.calib, self.calib_samples, self.device)
 
     def __call__(self, arch: Arch) -> dict[str, float]:
-        return self.task.evaluate(self.subnet(arch), self.val, self.device)
+        """Validation metrics of ``arch`` as the search scores it (the model's
+        :meth:`~hwnas.elastic.base.ElasticModel.search_module`)."""
+        net = self.model.search_module(self.subnet(arch))
+        return self.task.evaluate(net, self.val, self.device)
