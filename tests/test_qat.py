@@ -181,3 +181,19 @@ def test_qat_in_the_quantize_cli(tmp_path):
     assert deployed == qat["deployed"] == report["chosen"]["qat"]
     bad = main([f"run_dir={run}", f"output_dir={tmp_path / 'b'}", "quantize.qat.assignment=x"])
     assert bad == 2 and not (tmp_path / "b").exists()
+
+
+def test_restored_ranges_give_the_same_rounding_without_recalibrating(exported):
+    """A training resumed mid-epoch restores the ranges and only attaches the output
+    rounding: the model then rounds exactly as before the stop."""
+    net, _, calib = exported
+    first, again = copy.deepcopy(net), copy.deepcopy(net)
+    a = FakeQuantizer(first, dict.fromkeys(LAYERS, "int8"), True)
+    a.calibrate(calib)
+    b = FakeQuantizer(again, dict.fromkeys(LAYERS, "int8"), True)
+    b.ranges.copy_(a.ranges)
+    b.attach(_images(1, seed=9)[0])  # another batch: the ranges must not move
+    assert torch.equal(b.ranges, a.ranges)
+    x = _images(1, seed=5)[0]
+    with torch.no_grad():
+        assert torch.equal(first(x), again(x))

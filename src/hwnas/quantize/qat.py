@@ -32,7 +32,8 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,42 @@ class FakeQuantizer:
 
         return hook
 
+    @contextmanager
+    def _observing(self) -> Iterator[None]:
+        """Fake quantization off (inputs and outputs observed into ``ranges``), the
+        model in eval mode; all restored after."""
+        training = self.net.training
+        self.observe = True
+        for fq in self._weights:
+            fq.enabled = False
+        try:
+            self.net.eval()
+            yield
+        finally:
+            self.observe = False
+            for fq in self._weights:
+                fq.enabled = True
+            self.net.train(training)
+
+    def _feed(self, batch: Any) -> tuple:
+        device = next(self.net.parameters()).device
+        inputs = batch if isinstance(batch, (tuple, list)) else (batch,)
+        return tuple(t.to(device) for t in inputs)
+
+    @torch.no_grad()
+    def attach(self, batch: Any) -> None:
+        """Place the output fake quantization (:meth:`_hook_outputs`) with one model-input
+        ``batch``, leaving the ranges as they are (e.g. restored from a checkpoint);
+        :meth:`calibrate` does it on its first call."""
+        if self._outputs_hooked:
+            return
+        saved = self.ranges.clone()
+        try:
+            with self._observing():
+                self._hook_outputs(self._feed(batch))
+        finally:
+            self.ranges.copy_(saved)
+
     def _hook_outputs(self, inputs: tuple) -> None:
         """Fake-quantize each INT8 layer's output where ORT quantizes it: after the
         BatchNorm that takes the layer's output directly (folded into it on export),
@@ -189,30 +226,15 @@ class FakeQuantizer:
     def calibrate(self, batches: Sequence[Any]) -> None:
         """Input and output ranges of every INT8 layer: min/max over ``batches`` (model
         inputs) with fake quantization off and the model in eval mode (restored after)."""
-        training = self.net.training
-        device = next(self.net.parameters()).device
-        self.observe = True
-        for fq in self._weights:
-            fq.enabled = False
-        try:
-            self.net.eval()
-            feeds = [
-                tuple(t.to(device) for t in (b if isinstance(b, (tuple, list)) else (b,)))
-                for b in batches
-            ]
-            if not feeds:
-                raise ValueError("calibration needs at least one batch")
-            if not self._outputs_hooked:
-                self._hook_outputs(feeds[0])
+        feeds = [self._feed(b) for b in batches]
+        if not feeds:
+            raise ValueError("calibration needs at least one batch")
+        self.attach(feeds[0])
+        with self._observing():
             empty = torch.tensor([[float("inf"), float("-inf")] * 2])
             self.ranges.copy_(empty.expand_as(self.ranges))
             for inputs in feeds:
                 self.net(*inputs)
-        finally:
-            self.observe = False
-            for fq in self._weights:
-                fq.enabled = True
-            self.net.train(training)
         unseen = [n for n, r in zip(self.names, self.ranges, strict=True) if r[0] > r[1]]
         if unseen:
             raise ValueError(f"layers {unseen} never ran on the calibration batches")
@@ -254,8 +276,9 @@ class QatModule(SubnetModule):
         return self
 
     def on_fit_start(self) -> None:
-        self.train()
         self.fq.ranges = self.act_ranges  # the restored buffer on a resume
+        self.fq.attach(self.calib[0])  # output rounding in place even mid-epoch
+        self.train()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if batch_idx == 0:
