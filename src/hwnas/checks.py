@@ -58,6 +58,8 @@ NUMERIC: tuple[tuple[str, str, float | None], ...] = (
     ("final.limit_train_batches", "fraction", None),
     ("final.warmup_fraction", "number", 0.0),
     ("final.throughput_batch", "int", 1),
+    ("final.kd_alpha", "number", 0.0),
+    ("final.kd_temperature", "number", 1e-12),
 )
 
 

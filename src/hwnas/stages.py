@@ -356,10 +356,13 @@ def search(ctx: Context) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- 4. final
-def _finetune(ctx: Context, net: torch.nn.Module, folder: Path, tag: str, arch) -> dict[str, float]:
-    """Fine-tune ``net`` for final.epochs and return every test metric of the task
-    (``Task.evaluate``, as the inherited weights are scored). The training keeps
-    ``checkpoints/last_<tag>.ckpt`` and resumes from it."""
+def _finetune(
+    ctx: Context, net: torch.nn.Module, folder: Path, tag: str, arch, teacher=None
+) -> dict[str, float]:
+    """Fine-tune ``net`` for final.epochs (distilled from ``teacher`` when given, with
+    final.kd_alpha) and return every test metric of the task (``Task.evaluate``, as the
+    inherited weights are scored). The training keeps ``checkpoints/last_<tag>.ckpt``
+    and resumes from it."""
     f = ctx.cfg.final
     module = SubnetModule(
         net,
@@ -370,6 +373,9 @@ def _finetune(ctx: Context, net: torch.nn.Module, folder: Path, tag: str, arch) 
         warmup_fraction=float(f.warmup_fraction),
         task=ctx.dm.task(label_smoothing=float(f.label_smoothing)),
         optimizer=str(f.optimizer),
+        teacher=teacher,
+        kd_alpha=float(f.get("kd_alpha", 0.0)),
+        kd_temperature=float(f.get("kd_temperature", 1.0)),
     )
     trainer = build_trainer(
         ctx.cfg.trainer,
@@ -406,6 +412,7 @@ def final(ctx: Context) -> dict[str, Any]:
     f = ctx.cfg.final
     epochs = int(f.epochs)
     ev = evaluator(ctx, 1)
+    kd = float(f.get("kd_alpha", 0.0)) > 0
     sides = {}
     nets = {}
     for tag, arch, tune in (
@@ -414,7 +421,9 @@ def final(ctx: Context) -> dict[str, Any]:
     ):
         net = ev.subnet(arch)
         inherited = ctx.task.evaluate(net, ctx.dm.test_dataloader())
-        tuned = _finetune(ctx, net, folder, tag, arch) if tune else None
+        # final.kd_alpha > 0: the chosen subnet learns from the supernet's largest too
+        teacher = ev.subnet(largest) if tag == "subnet" and kd and tune else None
+        tuned = _finetune(ctx, net, folder, tag, arch, teacher) if tune else None
         sides[tag] = {
             "inherited": ctx.task.primary(inherited),
             "finetuned": None if tuned is None else ctx.task.primary(tuned),
@@ -424,6 +433,8 @@ def final(ctx: Context) -> dict[str, Any]:
     if ctx.rank != 0:  # the other processes of a DDP training stop after the trainings
         return {}
     save_subnet(folder, nets["subnet"], chosen, ctx, onnx=bool(f.onnx))
+    kd_note = f" (the chosen subnet also distilled from the largest, kd_alpha {f.kd_alpha})"
+    kd_note = kd_note if kd else ""
     return final_report(
         ctx,
         folder,
@@ -433,5 +444,5 @@ def final(ctx: Context) -> dict[str, Any]:
         largest,
         sides["subnet"],
         sides["largest"],
-        finetune_budget(epochs, f.limit_train_batches),
+        finetune_budget(epochs, f.limit_train_batches) + kd_note,
     )

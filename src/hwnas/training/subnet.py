@@ -14,7 +14,9 @@ from hwnas.training.optim import batch_size, check_optimizer, detach, make_optim
 
 class SubnetModule(L.LightningModule):
     """Fine-tunes a standalone subnet with cross-entropy, SGD (Nesterov) and a per-step
-    cosine schedule; logs ``val/acc`` and ``test/acc``."""
+    cosine schedule; logs ``val/acc`` and ``test/acc``. With a ``teacher`` (frozen) and
+    ``kd_alpha > 0`` the loss is ``kd_alpha * distillation + (1 - kd_alpha) * task loss``
+    (the task's ``distill_loss`` at ``kd_temperature``)."""
 
     def __init__(
         self,
@@ -27,10 +29,21 @@ class SubnetModule(L.LightningModule):
         warmup_fraction: float = 0.0,
         task: Task | None = None,
         optimizer: str = "sgd",
+        teacher: nn.Module | None = None,
+        kd_alpha: float = 0.0,
+        kd_temperature: float = 1.0,
     ):
         super().__init__()
         if epochs < 0 or lr <= 0:
             raise ValueError(f"final training needs epochs >= 0 and lr > 0, got {epochs}, {lr}")
+        if not 0.0 <= kd_alpha <= 1.0 or kd_temperature <= 0:
+            raise ValueError(
+                f"final.kd_alpha={kd_alpha} must be in [0, 1] and final.kd_temperature="
+                f"{kd_temperature} > 0"
+            )
+        # the teacher is frozen and kept out of the module (no state dict, no optimizer)
+        self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None else []
+        self.kd_alpha, self.kd_temperature = float(kd_alpha), float(kd_temperature)
         self.net = net
         self.epochs, self.lr, self.momentum = epochs, lr, momentum
         self.weight_decay, self.label_smoothing = weight_decay, label_smoothing
@@ -44,6 +57,8 @@ class SubnetModule(L.LightningModule):
     def on_fit_start(self) -> None:
         # A subnet handed over after BN recalibration is in eval mode; train it as a whole.
         self.net.train()
+        for t in self._teacher:
+            t.to(self.device).eval()
 
     def _set_lr(self, batch_idx: int) -> float:
         steps = max(1, self.trainer.num_training_batches)
@@ -64,6 +79,12 @@ class SubnetModule(L.LightningModule):
         outputs = self.net(*inputs)
         loss = task.loss(outputs, targets)
         logged = {"train/loss": loss}
+        if self._teacher and self.kd_alpha > 0:
+            with torch.no_grad():
+                taught = self._teacher[0](*inputs)
+            kd = task.distill_loss(outputs, taught, self.kd_temperature)
+            logged["train/kd"] = kd
+            loss = self.kd_alpha * kd + (1.0 - self.kd_alpha) * loss
         # a task may leave out what teacher-forced training outputs cannot give (WER)
         primary = task.batch_metrics(detach(outputs), targets).get(task.primary_metric)
         if primary is not None:
