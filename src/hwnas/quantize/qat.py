@@ -327,13 +327,13 @@ def qat_finetune(
     reduce_range: bool,
     activations: str = "uint8",
     progress: Mapping[str, Any] | None = None,
-) -> tuple[nn.Module, dict[str, float]]:
+) -> nn.Module:
     """A copy of ``net`` fine-tuned for ``qat.epochs`` with the INT8 layers of
     ``assignment`` fake-quantized (see the module doc), on CPU and in eval mode, as a
-    plain module holding FP32 weights; and the training's last logged metrics. The
-    training keeps ``folder/checkpoints/last.ckpt`` and resumes from it."""
+    plain module holding FP32 weights. The training keeps
+    ``folder/checkpoints/last.ckpt`` and resumes from it."""
     from hwnas.search.journal import weights_digest
-    from hwnas.training.trainer import build_trainer, fit, logged_metrics
+    from hwnas.training.trainer import build_trainer, fit
 
     check_qat_config(qat)
     folder = Path(folder)
@@ -355,8 +355,7 @@ def qat_finetune(
     with warnings.catch_warnings():  # the frozen batch norms are meant to be in eval mode
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")
         fit(trainer, module, dm)
-    metrics = logged_metrics(trainer)
-    return fq.remove().to("cpu").eval(), metrics
+    return fq.remove().to("cpu").eval()
 
 
 __all__ = [

@@ -210,7 +210,7 @@ def quantize_model(
     qat_row: dict[str, Any] | None = None
     models: dict[str, Path] = {}
     if int(qat["epochs"]) > 0:
-        target = _qat_target(qat, measured, chosen)
+        target = _qat_target(qat, measured, chosen, int8_arch)
         if target is None:
             log.info("quantize: the QAT target has no INT8 layer; fine-tuning skipped")
         else:
@@ -247,7 +247,7 @@ def quantize_model(
         "chosen": chosen_path, **models,
     }, shape)  # fmt: skip
     kept = [r.to_dict() for r in rows if chosen[r.layer] == "fp32"]
-    chosen_val = qat_row["val"] if chosen_path == models.get("qat") else measured[chosen]["val"]
+    chosen_val = qat_row["val"] if qat_row and qat_row["deployed"] else measured[chosen]["val"]
     report.update({
         "assignment": {"int8": sum(p == "int8" for p in chosen.values()), "layers": len(layers)},
         "kept_fp32": [{k: r[k] for k in ("layer", "n_params", "drop", "omega")} for r in kept],
@@ -291,14 +291,14 @@ def _qat_node(q: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _qat_target(
-    qat: Mapping[str, Any], measured: Mapping[Arch, dict[str, Any]], chosen: Arch
+    qat: Mapping[str, Any], measured: Mapping[Arch, dict[str, Any]], chosen: Arch, int8: Arch
 ) -> Arch | None:
     """The assignment QAT fine-tunes: the chosen one, the fastest measured assignment
     within the constraints whatever its accuracy (``fastest``), or uniform INT8
     (``int8``); ``None`` when it has no INT8 layer."""
     target = chosen
     if qat["assignment"] == "int8":
-        target = Arch({k: "int8" for k in chosen})
+        target = int8
     elif qat["assignment"] == "fastest":
         feasible = [a for a, m in measured.items() if m["feasible"]]
         target = min(feasible, key=lambda a: measured[a]["latency_ms"], default=chosen)
@@ -329,7 +329,7 @@ def _quantization_aware(
 
         trainer_cfg = compose_config([]).trainer
     task = dm.task()
-    tuned, _ = qat_finetune(
+    tuned = qat_finetune(
         net, target.to_dict(), dm, qat, trainer_cfg, folder, calib,
         settings.resolved_reduce_range, settings.activations, progress,
     )  # fmt: skip
