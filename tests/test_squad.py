@@ -190,6 +190,10 @@ def test_loss_distill_and_batch_metrics(dm):
     one = {"start_positions": torch.tensor([3]), "end_positions": torch.tensor([5])}
     est = task.batch_metrics(pred, one)
     assert est["f1"].item() == pytest.approx(2 / 3) and est["exact_match"] == 0
+    # an answerable window's estimate skips [CLS], as the official decoding does
+    cls_first = pred.clone()
+    cls_first[0, 0] = 100.0
+    assert task.batch_metrics(cls_first, one)["f1"].item() == pytest.approx(2 / 3)
 
 
 def test_task_inputs_names_and_spec(dm):
@@ -257,6 +261,24 @@ def test_determinism_limits_and_calibration():
     lim = _dm(train_limit=5, test_limit=4)
     assert lim.data_train.questions() == 5 and lim.data_test.questions() == 4
     assert _val_questions(lim) == _val_questions(a)  # limits do not move the val split
+
+
+def test_no_answer_windows_thins_only_training_windows_that_miss_the_answer():
+    full, none, half = _dm(), _dm(no_answer_windows=0.0), _dm(no_answer_windows=0.5)
+    starts = full.store.start_positions
+    answered = {f for f in full.data_train.feature_ids.tolist() if starts[f] > 0}
+    missing = set(full.data_train.feature_ids.tolist()) - answered
+    assert answered and missing  # the fixture has both kinds
+    assert set(none.data_train.feature_ids.tolist()) == answered
+    kept = set(half.data_train.feature_ids.tolist())
+    assert answered < kept < answered | missing  # a part of the misses, all the answers
+    assert kept == set(_dm(no_answer_windows=0.5).data_train.feature_ids.tolist())  # seeded
+    for dm in (none, half):  # val and test keep every window
+        assert torch.equal(dm.data_val.feature_ids, full.data_val.feature_ids)
+        assert torch.equal(dm.data_test.feature_ids, full.data_test.feature_ids)
+    assert all(b["start_positions"].gt(0).all() for b in none.train_dataloader())
+    with pytest.raises(ValueError, match="no_answer_windows=1.5 must be a fraction"):
+        _dm(no_answer_windows=1.5)
 
 
 def _train_file_ids() -> set[str]:

@@ -179,6 +179,7 @@ class SquadDataModule(SeededLoaders, L.LightningDataModule):
         n_best: int = 20,
         max_answer_length: int = 30,
         pin_memory: bool = False,
+        no_answer_windows: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -191,6 +192,12 @@ class SquadDataModule(SeededLoaders, L.LightningDataModule):
             raise ValueError("data.val_size, data.num_workers and data.doc_stride must be >= 0")
         if source not in SOURCES:
             raise ValueError(f"data.source={source!r}: choose one of {list(SOURCES)}")
+        if not 0.0 <= float(no_answer_windows) <= 1.0:
+            raise ValueError(
+                f"data.no_answer_windows={no_answer_windows!r} must be a fraction in [0, 1] "
+                "(1 keeps every training window that misses its answer, 0 none)"
+            )
+        self.no_answer_windows = float(no_answer_windows)
         self.tokenizer, self.tokenizer_path = load_tokenizer(tokenizer)
         room = int(max_seq_length) - int(max_query_length)
         room -= self.tokenizer.num_special_tokens_to_add(pair=True)
@@ -250,6 +257,26 @@ class SquadDataModule(SeededLoaders, L.LightningDataModule):
             test_idx.numel(),
             len(store),
         )
+        if self.no_answer_windows < 1.0:
+            self.data_train = self._thin_no_answer(self.data_train)
+
+    def _thin_no_answer(self, data: SquadFeatureDataset) -> SquadFeatureDataset:
+        """Keep every training window that holds its answer and a seeded
+        ``no_answer_windows`` fraction of those that miss it (labelled ``[CLS]``)."""
+        ids = data.feature_ids
+        missing = data.store.start_positions[ids] == 0
+        gen = seeded_generator(self.seed, "no_answer_windows")
+        drop = missing & (torch.rand(ids.numel(), generator=gen) >= self.no_answer_windows)
+        log.info(
+            "squad: training on %d of %d windows (%d of the %d that miss their answer, "
+            "data.no_answer_windows=%g)",
+            int((~drop).sum()),
+            ids.numel(),
+            int((missing & ~drop).sum()),
+            int(missing.sum()),
+            self.no_answer_windows,
+        )
+        return SquadFeatureDataset(data.store, ids[~drop])
 
     # -- search-time helpers ------------------------------------------------------
     def calibration_loader(self, num_samples: int, batch_size: int | None = None) -> DataLoader:

@@ -198,11 +198,14 @@ class ExtractiveQA(Task):
         """Token-span estimates for logging: ``f1`` is the token-overlap F1 of the argmax
         start/end span (end clipped to >= start) with the gold token span, ``exact_match``
         the fraction with both positions right, both over the windows that hold their
-        answer (all windows when none does). :meth:`evaluate` gives the official text
-        scores."""
-        ps, pe = outputs[..., 0].argmax(1), outputs[..., 1].argmax(1)  # (B,)
-        pe = torch.maximum(pe, ps)
+        answer (all windows when none does); on those the span never starts or ends at
+        ``[CLS]``, as the official decoding never answers it. :meth:`evaluate` gives the
+        official text scores."""
         gs, ge = targets["start_positions"], targets["end_positions"]
+        answerable = bool((gs > 0).any())
+        logits = outputs[:, 1:] if answerable else outputs
+        ps, pe = (logits[..., k].argmax(1) + int(answerable) for k in (0, 1))  # (B,)
+        pe = torch.maximum(pe, ps)
         overlap = (torch.minimum(pe, ge) - torch.maximum(ps, gs) + 1).clamp_min(0).float()
         precision = overlap / (pe - ps + 1).float()
         recall = overlap / (ge - gs + 1).clamp_min(1).float()
@@ -210,7 +213,7 @@ class ExtractiveQA(Task):
         exact = ((ps == gs) & (pe == ge)).float()
         # windows whose answer lies elsewhere (gold at [CLS]) are easy and would inflate
         # the estimate: average over the answerable ones when the batch has any
-        keep = gs > 0 if bool((gs > 0).any()) else torch.ones_like(gs, dtype=torch.bool)
+        keep = gs > 0 if answerable else torch.ones_like(gs, dtype=torch.bool)
         return {
             "f1": f1[keep].mean(),
             "exact_match": exact[keep].mean(),
