@@ -27,18 +27,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
+from _squad import ROOT, squad_setup  # benchmarks/_squad.py (the script's folder)
 from omegaconf import OmegaConf
 from scipy.stats import spearmanr
 
-from hwnas.data import build_datamodule
-from hwnas.elastic import build_model
 from hwnas.hardware.factory import build_cost_model
 from hwnas.proxies import DEScore
 from hwnas.spaces.base import Arch
 from hwnas.training.evaluate import first_samples
 
-ROOT = Path(__file__).resolve().parents[1]
 DENAS = {"without latency": 0.57, "with latency": 0.40}  # DE-NAS, 100 BERT candidates
 
 
@@ -83,14 +80,7 @@ def main() -> None:
                     "and rank them against its F1, without fine-tuning again")  # fmt: skip
     ap.add_argument("overrides", nargs="*", help="Hydra overrides (after the experiment)")
     args = ap.parse_args()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        overrides = ["experiment=squad_minilm", *args.overrides, "paths.output_dir=/tmp"]
-        cfg = compose("config", overrides=overrides)
-    torch.manual_seed(int(cfg.seed))
-    dm = build_datamodule(cfg.data)
-    dm.setup()
-    task = dm.task()
-    model = build_model(cfg.model, tuple(dm.input_shape), dm.num_classes)
+    cfg, dm, task, model = squad_setup(args.overrides)
     if args.supernet is not None:
         model.load_state_dict(torch.load(args.supernet, map_location="cpu", weights_only=True))
         source = f"trained supernet {args.supernet}"

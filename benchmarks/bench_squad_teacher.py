@@ -19,15 +19,9 @@ import itertools
 import math
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-
-from hwnas.data import build_datamodule
-from hwnas.elastic import build_model
-
-ROOT = Path(__file__).resolve().parents[1]
+from _squad import squad_setup
 
 
 def schedule(steps: int, warmup: float):
@@ -52,14 +46,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.steps < 1 or args.every < 1 or not 0.0 <= args.warmup < 1.0:
         ap.error("--steps and --every must be >= 1 and --warmup in [0, 1)")
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        overrides = ["experiment=squad_minilm", *args.overrides, "paths.output_dir=/tmp"]
-        cfg = compose("config", overrides=overrides)
-    torch.manual_seed(int(cfg.seed))
-    dm = build_datamodule(cfg.data)
-    dm.setup()
-    task = dm.task()
-    model = build_model(cfg.model, tuple(dm.input_shape), dm.num_classes)
+    _, dm, task, model = squad_setup(args.overrides)
     net = model.export(model.space.max_arch())
     val = list(dm.val_dataloader())
     decay = [p for p in net.parameters() if p.ndim > 1]
