@@ -27,3 +27,15 @@ def squad_setup(overrides: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     dm.setup()
     model = build_model(cfg.model, tuple(dm.input_shape), dm.num_classes)
     return cfg, dm, dm.task(), model
+
+
+def train_step(net: torch.nn.Module, task: Any, batch: Any, opt: Any, sched: Any) -> float:
+    """One optimizer and scheduler step of ``net`` on ``batch``; returns the loss."""
+    net.train()
+    inputs, targets = task.split_batch(batch)
+    loss = task.loss(net(*inputs), targets)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.item()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _squad import ROOT, squad_setup  # benchmarks/_squad.py (the script's folder)
+from _squad import ROOT, squad_setup, train_step  # benchmarks/_squad.py (the script's folder)
 from omegaconf import OmegaConf
 from scipy.stats import spearmanr
 
@@ -57,13 +57,7 @@ def finetune(net: torch.nn.Module, task, loader, steps: int, lr: float) -> float
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / steps))
     losses = []
     for batch in itertools.islice(itertools.cycle(loader), steps):
-        inputs, targets = task.split_batch(batch)
-        loss = task.loss(net(*inputs), targets)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        losses.append(train_step(net, task, batch, opt, sched))
     return float(np.mean(losses))
 
 

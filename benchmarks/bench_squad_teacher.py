@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 
 import torch
-from _squad import squad_setup
+from _squad import squad_setup, train_step
 
 
 def schedule(steps: int, warmup: float):
@@ -64,14 +64,7 @@ def main() -> None:
           f"warm-up {args.warmup:g}; {torch.get_num_threads()} threads")  # fmt: skip
     start, losses = time.perf_counter(), []
     for step, batch in enumerate(itertools.islice(batches(), args.steps), start=1):
-        net.train()
-        inputs, targets = task.split_batch(batch)
-        loss = task.loss(net(*inputs), targets)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        losses.append(train_step(net, task, batch, opt, sched))
         if step % args.every == 0 or step == args.steps:
             net.eval()
             with torch.no_grad():
