@@ -91,7 +91,10 @@ def main() -> None:
     rng = random.Random(int(cfg.seed))
     space = model.space
     archs = [space.max_arch(), space.min_arch()]
-    while len(archs) < args.archs + 2:
+    wanted = min(args.archs + 2, space.size())  # a tied-width space may hold fewer
+    if wanted < args.archs + 2:
+        print(f"the space holds {wanted} archs: scoring every one")
+    while len(archs) < wanted:
         arch = space.sample(rng)
         if arch not in archs:
             archs.append(arch)

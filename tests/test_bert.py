@@ -104,6 +104,33 @@ def test_export_and_reorganize_keep_outputs(checkpoint):
         assert costs["params_m"] * 1e6 == sum(p.numel() for p in sub.parameters())
 
 
+def test_uniform_width_ties_every_layer(checkpoint):
+    model = build_model({"name": "elastic_bert", "pretrained": str(checkpoint[0]),
+                         "uniform_width": True, "depth_choices": [2, 3],
+                         "head_choices": [2, 4], "ffn_choices": [24, 48],
+                         "embed_choices": [32]}, (SEQ,), 2)  # fmt: skip
+    space = model.space
+    assert [g.name for g in space.genes] == ["depth", "embed", "heads", "ffn"]
+    assert space.size() == 2 * 2 * 2 and len(list(space.enumerate())) == 8
+    per_layer = ElasticBert.from_pretrained(checkpoint[0], max_seq_length=SEQ,
+                                            depth_choices=[2, 3], head_choices=[2, 4],
+                                            ffn_choices=[24, 48], embed_choices=[32])  # fmt: skip
+    assert per_layer.space.id != space.id
+    per_layer.load_state_dict(model.state_dict())
+    arch = space.validate({"depth": 3, "embed": 32, "heads": 2, "ffn": 24})
+    same = per_layer.space.validate({"depth": 3, "embed": 32, **{f"heads{i}": 2 for i in range(3)},
+                                     **{f"ffn{i}": 24 for i in range(3)}})  # fmt: skip
+    model.eval(), per_layer.eval()
+    ids, mask, segments = batch()
+    with torch.no_grad(), model.active(arch), per_layer.active(same):
+        torch.testing.assert_close(model(ids, mask, segments), per_layer(ids, mask, segments))
+    assert model.cost_of(arch) == per_layer.cost_of(same)
+    assert model.latency_unit_keys(arch) == per_layer.latency_unit_keys(same)
+    assert model.latency_unit_keys(arch)[1] == f"layer:t{SEQ}e32h2f24"
+    sub = model.export(arch)
+    assert [layer.attn.heads for layer in sub.encoder.layers] == [2, 2, 2]
+
+
 def test_costs_shrink_and_latency_units_cover_the_net(checkpoint):
     model = ElasticBert.from_pretrained(checkpoint[0], max_seq_length=SEQ)
     big, small = model.space.max_arch(), model.space.min_arch()

@@ -113,6 +113,20 @@ def test_export_equals_the_supernet_for_random_archs(seed):
     assert len(sub.encoder.layers) == arch["depth"]
 
 
+def test_uniform_width_ties_every_layer():
+    model = build_model({"name": "elastic_rnnt", **TINY, "uniform_width": True}, (12,),
+                        len(VOCAB)).eval()  # fmt: skip
+    assert [g.name for g in model.space.genes] == ["depth", "embed", "heads", "ffn"]
+    arch = model.space.validate({**model.space.max_arch().to_dict(), "heads": 1, "ffn": 16})
+    sub = model.export(arch).eval()
+    assert len(sub.encoder.layers) == arch["depth"]
+    assert [layer.attn.heads for layer in sub.encoder.layers] == [1] * arch["depth"]
+    assert all(layer.mlp.fc1.out_features == 16 for layer in sub.encoder.layers)
+    feats, lengths, _, _ = batch()
+    model.set_active(arch)
+    torch.testing.assert_close(model(feats, lengths)[0], sub(feats, lengths)[0])
+
+
 def test_padding_does_not_change_an_utterance():
     model = tiny_model().eval()
     feats, lengths, _, _ = batch()

@@ -9,7 +9,9 @@ start, ``[..., 1]`` end).
 Genes (as DynaBERT / HAT): ``depth`` (the first ``depth`` layers run, group
 ``depth``), ``embed`` (the hidden size, shared by every layer, group ``embed``), and per
 layer ``heads{i}`` (attention heads of a fixed head dim, group ``heads``) and ``ffn{i}``
-(intermediate size, group ``mlp``), active only when ``depth > i``.
+(intermediate size, group ``mlp``), active only when ``depth > i``; or, with
+``uniform_width``, one ``heads`` and one ``ffn`` gene every layer takes (DynaBERT's width
+multipliers: far fewer subnets, so a short weight-sharing budget trains each width often).
 
 :meth:`ElasticBert.from_pretrained` converts a Hugging Face BERT checkpoint folder
 (``BertModel`` or ``BertForQuestionAnswering``, safetensors or bin): with the largest
@@ -222,6 +224,7 @@ class ElasticBert(_SpanForward, ElasticModel):
         attn_dropout: float = 0.1,
         activation: str = "gelu",
         eps: float = 1e-12,
+        uniform_width: bool = False,
     ):
         super().__init__()
         if not 1 <= max_seq_length <= max_position:
@@ -253,7 +256,9 @@ class ElasticBert(_SpanForward, ElasticModel):
             eps=eps,
         )  # fmt: skip
         self.head = ElasticLinear(self.max_embed, 2)
-        genes = encoder_genes(depth_choices, embed_choices, head_choices, ffn_choices)
+        genes = encoder_genes(
+            depth_choices, embed_choices, head_choices, ffn_choices, bool(uniform_width)
+        )
         self.space = SearchSpace(
             "elastic_bert",
             genes,
@@ -278,10 +283,11 @@ class ElasticBert(_SpanForward, ElasticModel):
 
         ``space`` may set ``embed_choices``, ``depth_choices``, ``head_choices``,
         ``ffn_choices`` (``None``: derived from the checkpoint, see
-        :func:`default_choices`), ``dropout`` and ``attn_dropout`` (``None``: the
-        checkpoint's). The largest choice of each must equal the checkpoint's size, so
-        the largest arch is the checkpoint. A checkpoint without a span head (a
-        ``BertModel``) gets a freshly initialised one (seeded by the global RNG)."""
+        :func:`default_choices`), ``uniform_width`` (widths tied across layers),
+        ``dropout`` and ``attn_dropout`` (``None``: the checkpoint's). The largest choice
+        of each must equal the checkpoint's size, so the largest arch is the checkpoint.
+        A checkpoint without a span head (a ``BertModel``) gets a freshly initialised one
+        (seeded by the global RNG)."""
         hf, has_head = load_hf_qa_model(path)
         c = hf.config
         sizes = {
@@ -302,6 +308,7 @@ class ElasticBert(_SpanForward, ElasticModel):
             choices[key] = values
         dropout = space.pop("dropout", None)
         attn_dropout = space.pop("attn_dropout", None)
+        uniform_width = bool(space.pop("uniform_width", False))
         if space:
             raise TypeError(f"unknown option(s) {sorted(space)} for a pretrained elastic_bert")
         model = cls(
@@ -318,6 +325,7 @@ class ElasticBert(_SpanForward, ElasticModel):
             else float(attn_dropout),
             activation=HF_ACTIVATIONS[c.hidden_act],
             eps=c.layer_norm_eps,
+            uniform_width=uniform_width,
             **choices,
         )
         model.load_hf_(hf)

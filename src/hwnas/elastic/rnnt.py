@@ -11,7 +11,8 @@ The predictor (an embedding of the previous label, blank = 0 as start symbol, an
 one-layer LSTM) and the joiner (``out(tanh(W_e enc + W_p pred))`` over the vocabulary,
 blank included) are fixed; the encoder is elastic with the genes of the elastic BERT:
 ``depth``, ``embed`` (shared by every layer), and per layer ``heads{i}`` (heads of a
-fixed head dim) and ``ffn{i}`` (MLP hidden size).
+fixed head dim) and ``ffn{i}`` (MLP hidden size), or with ``uniform_width`` one
+``heads`` and one ``ffn`` gene every layer takes.
 
 ``forward(features, lengths)`` runs the encoder only: ``(encoder_out (B, T', E),
 encoder_lengths (B,))``, which is what latency, throughput and ONNX export measure.
@@ -460,6 +461,7 @@ class ElasticRNNT(_Transducer, ElasticModel):
         ctc_weight: float = 0.0,
         decoding: str = "greedy",
         beam_size: int = 4,
+        uniform_width: bool = False,
     ):
         super().__init__()
         if n_mels < 1 or vocab_size < 2:
@@ -502,7 +504,9 @@ class ElasticRNNT(_Transducer, ElasticModel):
         # (speeds up training from scratch); 0 = none
         self.ctc_weight = float(ctc_weight)
         self.ctc = ElasticLinear(self.max_embed, vocab_size) if ctc_weight > 0 else None
-        genes = encoder_genes(depth_choices, embed_choices, head_choices, ffn_choices)
+        genes = encoder_genes(
+            depth_choices, embed_choices, head_choices, ffn_choices, bool(uniform_width)
+        )
         self.space = SearchSpace(
             "elastic_rnnt",
             genes,
