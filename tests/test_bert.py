@@ -56,6 +56,26 @@ def test_qa_checkpoint_converts_exactly(checkpoint):
     torch.testing.assert_close(out[..., 1], ref.end_logits, atol=1e-4, rtol=0)
 
 
+def test_training_mode_drops_out_where_bert_does(checkpoint):
+    """Training mode, same seed: the largest subnet draws the same dropout masks in the
+    same places as the Hugging Face model (embeddings, attention probabilities, each
+    block's output; none inside the feed-forward), so fine-tuning trains the same way."""
+    folder, hf = checkpoint
+    model = ElasticBert.from_pretrained(folder, max_seq_length=SEQ).train()
+    assert all(layer.mlp.drop.p == 0.0 for layer in model.encoder.layers)
+    ids, mask, segments = batch()
+    try:
+        hf.train()
+        torch.manual_seed(3)
+        ref = hf(input_ids=ids, attention_mask=mask, token_type_ids=segments)
+    finally:
+        hf.eval()
+    torch.manual_seed(3)
+    out = model(ids, mask, segments)
+    torch.testing.assert_close(out[..., 0], ref.start_logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out[..., 1], ref.end_logits, atol=1e-4, rtol=0)
+
+
 def test_bert_model_checkpoint_gets_a_new_head(tmp_path):
     torch.manual_seed(0)
     hf = transformers.BertModel(tiny_config(), add_pooling_layer=True).eval()

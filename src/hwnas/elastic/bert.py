@@ -253,7 +253,7 @@ class ElasticBert(_SpanForward, ElasticModel):
         self.encoder = ElasticTransformerEncoder(
             self.max_embed, max_depth, max(head_choices), head_dim, max(ffn_choices),
             norm_first=False, activation=activation, dropout=dropout, attn_dropout=attn_dropout,
-            eps=eps,
+            eps=eps, mlp_dropout=0.0,  # BERT drops out after each block, not inside its MLP
         )  # fmt: skip
         self.head = ElasticLinear(self.max_embed, 2)
         genes = encoder_genes(

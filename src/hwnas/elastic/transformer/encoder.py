@@ -51,13 +51,15 @@ class ElasticTransformerLayer(_Layer):
         dropout: float = 0.0,
         attn_dropout: float = 0.0,
         eps: float = 1e-6,
+        mlp_dropout: float | None = None,
     ):
         super().__init__()
         self.norm_first = norm_first
         self.norm1 = ElasticLayerNorm(max_embed, eps)
         self.attn = ElasticMultiheadAttention(max_embed, max_heads, head_dim, attn_dropout)
         self.norm2 = ElasticLayerNorm(max_embed, eps)
-        self.mlp = ElasticMLP(max_embed, max_hidden, activation, dropout)
+        inner = dropout if mlp_dropout is None else mlp_dropout
+        self.mlp = ElasticMLP(max_embed, max_hidden, activation, inner)
         self.drop = nn.Dropout(dropout)
 
     def set_active(self, embed: int, heads: int, hidden: int) -> None:
@@ -114,6 +116,10 @@ class StaticTransformerLayer(_Layer):
 class ElasticTransformerEncoder(nn.Module):
     """``max_depth`` elastic layers (+ a final LayerNorm when ``norm_first``).
 
+    ``dropout`` acts on each block's output before its residual and, unless
+    ``mlp_dropout`` sets another rate, inside the MLP after its activation (ViT's
+    timm MLP); BERT has none inside (``mlp_dropout=0``).
+
     ``forward(x, padding_mask)``: ``x`` (B, T, E) with ``E`` the active embed dim,
     ``padding_mask`` (B, T) bool with True at padding tokens (or ``None``).
     """
@@ -130,6 +136,7 @@ class ElasticTransformerEncoder(nn.Module):
         dropout: float = 0.0,
         attn_dropout: float = 0.0,
         eps: float = 1e-6,
+        mlp_dropout: float | None = None,
     ):
         super().__init__()
         self.max_embed, self.max_depth, self.max_heads = max_embed, max_depth, max_heads
@@ -145,6 +152,7 @@ class ElasticTransformerEncoder(nn.Module):
                 dropout,
                 attn_dropout,
                 eps,
+                mlp_dropout,
             )
             for _ in range(max_depth)
         )
