@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import platform
+import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,7 +126,14 @@ def plot_pareto(
     plt.close(fig)
 
 
-def _measure(ctx: Context, net: nn.Module) -> dict[str, float]:
+LATENCY_ROUNDS = 3  # interleaved rounds of batch-1 timing in the final comparison
+
+
+def _measure(ctx: Context, nets: dict[str, nn.Module]) -> dict[str, dict[str, float]]:
+    """Latency and throughput of each of ``nets``, timed the same way. Batch-1 latency
+    is timed in :data:`LATENCY_ROUNDS` interleaved rounds (the order alternating) and
+    the median of the rounds' medians kept, so a slow spell of the machine or of its
+    allocator does not land on one network only; throughput is timed once each."""
     hw = ctx.cfg.hardware
     shape = ctx.task.example_inputs
     common = dict(
@@ -135,20 +143,29 @@ def _measure(ctx: Context, net: nn.Module) -> dict[str, float]:
         repeats=hw.repeats,
         backend=hw.backend,
     )
-    lat = measure_latency(net, shape, batch_size=int(hw.batch_size), **common)
+    rounds: dict[str, list] = {tag: [] for tag in nets}
+    for r in range(LATENCY_ROUNDS):
+        for tag in list(nets)[:: 1 if r % 2 == 0 else -1]:
+            rounds[tag].append(
+                measure_latency(nets[tag], shape, batch_size=int(hw.batch_size), **common)
+            )
     batch = int(ctx.cfg.final.throughput_batch)
-    thr = measure_latency(net, shape, batch_size=batch, **common)
-    row = {
-        "latency_ms": lat.median_ms,
-        "latency_p90_ms": lat.p90_ms,
-        "throughput_per_s": batch / (thr.median_ms / 1000.0),
-    }
-    seconds = ctx.task.seconds_per_sample
-    if seconds:  # speech: processing time per second of audio
-        audio = seconds * int(hw.batch_size)
-        row["ms_per_audio_second"] = lat.median_ms / audio
-        row["real_time_factor"] = lat.median_ms / 1000.0 / audio
-    return row
+    rows = {}
+    for tag, net in nets.items():
+        thr = measure_latency(net, shape, batch_size=batch, **common)
+        latency = statistics.median(s.median_ms for s in rounds[tag])
+        row = {
+            "latency_ms": latency,
+            "latency_p90_ms": statistics.median(s.p90_ms for s in rounds[tag]),
+            "throughput_per_s": batch / (thr.median_ms / 1000.0),
+        }
+        seconds = ctx.task.seconds_per_sample
+        if seconds:  # speech: processing time per second of audio
+            audio = seconds * int(hw.batch_size)
+            row["ms_per_audio_second"] = latency / audio
+            row["real_time_factor"] = latency / 1000.0 / audio
+        rows[tag] = row
+    return rows
 
 
 def _all_metrics(value: dict[str, Any], tuned: bool) -> dict[str, float]:
@@ -199,7 +216,8 @@ def final_report(
     both_tuned = sub.get("finetuned") is not None and ref.get("finetuned") is not None
     rows = {}
     label = inherited_label(net)
-    for tag, module, a, value in (("largest", big, largest, ref), ("subnet", net, arch, sub)):
+    timed = _measure(ctx, {"largest": big, "subnet": net})
+    for tag, a, value in (("largest", largest, ref), ("subnet", arch, sub)):
         kept = value if both_tuned else {"inherited": value["inherited"]}
         score, method = _method(kept, budget, label)
         rows[tag] = {
@@ -211,7 +229,7 @@ def final_report(
                 k: v for k, v in _all_metrics(value, both_tuned).items() if k in ctx.task.metrics
             },
             **ctx.model.cost_of(a),
-            **_measure(ctx, module),
+            **timed[tag],
         }
     deployed, deployed_method = _method(sub, budget, label)
     sign = 1.0 if ctx.task.higher_is_better else -1.0
