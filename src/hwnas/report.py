@@ -19,7 +19,7 @@ from torch import nn  # noqa: E402
 
 from hwnas import atomic  # noqa: E402
 from hwnas.hardware.constraints import Constraints  # noqa: E402
-from hwnas.hardware.latency import device_name, measure_latency  # noqa: E402
+from hwnas.hardware.latency import LatencyStats, device_name, measure_latency  # noqa: E402
 from hwnas.search.base import Evaluated, SearchResult  # noqa: E402
 from hwnas.spaces.base import Arch  # noqa: E402
 from hwnas.training.bn import inherited_label  # noqa: E402
@@ -143,13 +143,14 @@ def _measure(ctx: Context, nets: dict[str, nn.Module]) -> dict[str, dict[str, fl
         repeats=hw.repeats,
         backend=hw.backend,
     )
-    rounds: dict[str, list] = {tag: [] for tag in nets}
+    rounds: dict[str, list[LatencyStats]] = {tag: [] for tag in nets}
     for r in range(LATENCY_ROUNDS):
         for tag in list(nets)[:: 1 if r % 2 == 0 else -1]:
             rounds[tag].append(
                 measure_latency(nets[tag], shape, batch_size=int(hw.batch_size), **common)
             )
     batch = int(ctx.cfg.final.throughput_batch)
+    seconds = ctx.task.seconds_per_sample
     rows = {}
     for tag, net in nets.items():
         thr = measure_latency(net, shape, batch_size=batch, **common)
@@ -159,7 +160,6 @@ def _measure(ctx: Context, nets: dict[str, nn.Module]) -> dict[str, dict[str, fl
             "latency_p90_ms": statistics.median(s.p90_ms for s in rounds[tag]),
             "throughput_per_s": batch / (thr.median_ms / 1000.0),
         }
-        seconds = ctx.task.seconds_per_sample
         if seconds:  # speech: processing time per second of audio
             audio = seconds * int(hw.batch_size)
             row["ms_per_audio_second"] = latency / audio
