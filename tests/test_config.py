@@ -90,10 +90,15 @@ def test_unknown_keys_are_rejected():
         ("supernet.warmup_fraction=-0.1", "supernet.warmup_fraction"),
         ("trainer.gradient_clip_val=0", "trainer.gradient_clip_val"),
         ("trainer.strategy=fsdp", "trainer.strategy"),
+        ("supernet.smallest=maybe", "supernet.smallest='maybe': use true or false"),
+        ("supernet.pool_within_cap=1", "supernet.pool_within_cap=1: use true or false"),
+        ("supernet.smallest=false supernet.num_random=0", "set num_random >= 1"),
+        ("supernet.pool_within_cap=true search.max_latency_ratio=null",
+         "needs search.max_latency_ratio"),
     ],
 )
 def test_invalid_values_get_one_line_errors(override, match):
-    cfg = compose_config([override, "paths.output_dir=/tmp/x"])
+    cfg = compose_config([*override.split(" "), "paths.output_dir=/tmp/x"])
     with pytest.raises(ConfigError, match=match) as err:
         validate(cfg)
     assert "\n" not in str(err.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -189,6 +190,40 @@ def test_phase_without_feasible_arch_samples_its_space(tmp_path):
     _run(out, f"constraints.params_m.max={cap}", "stages=[zero_shot,supernet]")
     assert (out / "supernet/DONE.json").is_file()
     assert not (out / "supernet/phase1_kernel").exists()
+
+
+def test_pool_within_cap_trains_subnets_under_the_search_cap(tmp_path):
+    """supernet.pool_within_cap: every between-phase pool keeps to the latency cap of
+    stage search, so the random subnets each step trains lie where the choice is made."""
+    ratio = 0.6
+    overrides = [f"search.max_latency_ratio={ratio}", "supernet.pool_within_cap=true",
+                 "supernet.smallest=false", "supernet.num_random=1"]
+    out = tmp_path / "run"
+    _run(out, "stages=[zero_shot,supernet,search]", *overrides)
+    ctx = build_context(compose_config([*TINY, f"paths.output_dir={tmp_path / 'ctx'}",
+                                        f"paths.cache_dir={tmp_path / 'cache'}", *overrides]))
+    cap = ratio * ctx.cost_model(ctx.model.space.max_arch())["latency_ms"]
+    pools = sorted(out.glob("supernet/phase*/pool.json"))
+    assert pools
+    archs = [ctx.model.space.validate(a) for p in pools for a in json.loads(p.read_text())]
+    assert archs and all(ctx.cost_model(a)["latency_ms"] <= cap for a in archs)
+    # stage search measures the subnets the last phase trained
+    with open(out / "search/history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    measured = {ctx.model.space.validate(json.loads(r["arch"])) for r in rows}
+    last = json.loads((out / "supernet/phase3_width/pool.json").read_text())
+    assert {ctx.model.space.validate(a) for a in last} <= measured
+    # zero-shot seeds above the cap (they could never be chosen) are not measured
+    seeds = [ctx.model.space.validate(a)
+             for a in json.loads((out / "zero_shot/pool.json").read_text())[:3]]
+    over = [a for a in seeds if ctx.cost_model(a)["latency_ms"] > cap]
+    space = ctx.model.space
+    assert over and not (set(over) - {space.max_arch(), space.min_arch()}) & measured
+    # without the option the width phase's pool reaches above the cap
+    loose = tmp_path / "loose"
+    _run(loose, "stages=[supernet]", f"search.max_latency_ratio={ratio}")
+    wide = json.loads((loose / "supernet/phase3_width/pool.json").read_text())
+    assert max(ctx.cost_model(ctx.model.space.validate(a))["latency_ms"] for a in wide) > cap
 
 
 def test_readme_params_cap_is_accepted_on_the_default_model():

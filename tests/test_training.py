@@ -33,6 +33,28 @@ def test_sandwich_rule_and_pool_sampling():
     assert module.subnets_for_step(0) == [module.phase_space(0).max_arch()]
 
 
+def test_sandwich_without_the_smallest():
+    module = SupernetModule(tiny_cnn(), PHASES, num_random=2, seed=0, smallest=False)
+    space = module.phase_space(2)
+    pool = [a for a in (space.sample(module.rng) for _ in range(20)) if a != space.min_arch()]
+    module.pools[2] = pool[:3]
+    for _ in range(10):
+        archs = module.subnets_for_step(2)
+        assert archs[0] == space.max_arch() and space.min_arch() not in archs
+        assert all(a in pool[:3] for a in archs[1:]) and len(archs) >= 2
+    with pytest.raises(ValueError, match="num_random >= 1"):
+        SupernetModule(tiny_cnn(), PHASES, num_random=0, smallest=False)
+
+
+def test_validation_runs_once_when_largest_is_smallest():
+    module = SupernetModule(tiny_cnn(), PHASES)
+    state = torch.get_rng_state()
+    module.on_validation_epoch_start()  # epoch 0: phase "largest", one arch
+    assert module._val_nets["smallest"] is module._val_nets["largest"]
+    # the exports' weight initialisation does not move the training's RNG
+    assert torch.equal(state, torch.get_rng_state())
+
+
 def test_phase_schedule():
     module = SupernetModule(tiny_cnn(), PHASES)
     assert [module.phase_index(e) for e in range(5)] == [0, 1, 2, 2, 2]

@@ -22,7 +22,7 @@ from hwnas.search.base import Strategy, build_strategy, list_strategies
 from hwnas.search.workers import SEARCH_STAGES, check_sharing
 from hwnas.spaces.base import SearchSpace
 from hwnas.training.optim import OPTIMIZERS
-from hwnas.training.supernet import TEACHERS
+from hwnas.training.supernet import TEACHERS, check_sandwich
 from hwnas.training.trainer import check_trainer_config
 
 log = logging.getLogger(__name__)
@@ -169,6 +169,23 @@ def validate(cfg: DictConfig) -> None:
     teacher = OmegaConf.select(cfg, "supernet.teacher", default="inplace")
     if teacher not in TEACHERS:
         raise ConfigError(f"supernet.teacher={teacher!r}: choose one of {list(TEACHERS)}")
+    for key in ("supernet.smallest", "supernet.pool_within_cap"):
+        flag = OmegaConf.select(cfg, key, default=None)
+        if flag is not None and not isinstance(flag, bool):
+            raise ConfigError(f"{key}={flag!r}: use true or false")
+    try:
+        check_sandwich(
+            OmegaConf.select(cfg, "supernet.smallest", default=True), cfg.supernet.num_random
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    if OmegaConf.select(cfg, "supernet.pool_within_cap", default=False) and (
+        cfg.search.max_latency_ratio is None
+    ):
+        raise ConfigError(
+            "supernet.pool_within_cap=true needs search.max_latency_ratio (the cap the pool "
+            "keeps to): set a ratio or pool_within_cap=false"
+        )
     if cfg.progress not in MODES:
         raise ConfigError(f"progress={cfg.progress!r}: choose one of {list(MODES)}")
     try:

@@ -15,7 +15,7 @@ from hwnas import atomic
 from hwnas.checks import build_configured_strategy, search_constraints
 from hwnas.context import ConfigError, Context
 from hwnas.elastic import syncbn
-from hwnas.hardware.constraints import InfeasibleError
+from hwnas.hardware.constraints import Constraints, InfeasibleError
 from hwnas.progress import progress_bar
 from hwnas.report import final_report, finetune_budget, plot_pareto, save_pareto
 from hwnas.runtime import resolve_threads
@@ -70,12 +70,15 @@ def _zero_shot_search(
     journal: Path,
     budget: int | None = None,
     share: bool = False,
+    constraints: Constraints | None = None,
 ) -> SearchResult:
+    """DE-Score search of ``space`` under ``constraints`` (default: the run's)."""
+    constraints = ctx.constraints if constraints is None else constraints
     inner = ZeroShotObjective(ctx.model, ctx.descore, ctx.inputs, ctx.cost_model, seed)
     objective = _journaled(ctx, inner, journal, title, seed, space)
     strategy = build_configured_strategy(ctx.cfg.zero_shot.strategy, "zero_shot.strategy")
     with progress_bar(title, **ctx.progress) as update:
-        problem = SearchProblem(space, objective, ctx.cost_model, ctx.constraints, seed, update)
+        problem = SearchProblem(space, objective, ctx.cost_model, constraints, seed, update)
         if share:
             result = _shared_run(ctx, "zero_shot", strategy, problem, budget, objective.header)
         else:
@@ -221,6 +224,12 @@ def supernet(ctx: Context) -> dict[str, Any]:
         teacher_path=folder / "teacher.pt",
         sync_batchnorm=bool(ctx.cfg.trainer.get("sync_batchnorm", True)),
         warmup_fraction=float(cfg.get("warmup_fraction", 0.0)),
+        smallest=bool(cfg.get("smallest", True)),
+    )
+    # the pool may keep to stage search's latency cap: each step then trains subnets of
+    # the region the final choice comes from
+    pool_constraints = (
+        search_constraints(ctx)[0] if cfg.get("pool_within_cap", False) else ctx.constraints
     )
 
     def search(space: SearchSpace, i: int) -> SearchResult | None:
@@ -233,6 +242,7 @@ def supernet(ctx: Context) -> dict[str, Any]:
                 f"phase {i} zero-shot search",
                 journal,
                 int(cfg.search_budget),
+                constraints=pool_constraints,
             )
         except InfeasibleError as err:
             log.warning("phase %d: %s; the phase samples its space uniformly", i, err)
@@ -254,9 +264,13 @@ def supernet(ctx: Context) -> dict[str, Any]:
         return {}
     atomic.torch_save(ctx.model.state_dict(), folder / "supernet.pt")
     metrics = {k: v for k, v in logged_metrics(trainer).items() if k.startswith("val/")}
+    last = module.pools.get(len(phases) - 1, [])
     return {
         "epochs": module.total_epochs,
         "pools": {str(i): len(p) for i, p in module.pools.items()},
+        # the subnets the last phase trained (stage search measures them with
+        # pool_within_cap: they are the best-trained ones under its cap)
+        "last_pool": [a.to_dict() for a in last],
         "metrics": {f"supernet/{k[4:]}": v for k, v in metrics.items()},
     }
 
@@ -297,12 +311,21 @@ def search(ctx: Context) -> dict[str, Any]:
     objective = _journaled(ctx, _search_objective(ctx), journal, title, ctx.seed, space)
     strategy = build_configured_strategy(sel.strategy, "search.strategy")
     zs = ctx.results.get("zero_shot", {}).get("pool", [])[: int(sel.seed_with_zero_shot)]
+    if ctx.cfg.supernet.get("pool_within_cap", False):
+        zs += ctx.results.get("supernet", {}).get("last_pool", [])
     with progress_bar(title, **ctx.progress) as update:
         problem = SearchProblem(space, objective, ctx.cost_model, constraints, ctx.seed, update)
         result = _shared_run(ctx, "search", strategy, problem, sel.budget, objective.header)
-    # The best zero-shot archs, the largest and the smallest are measured as well, so
-    # the front and the plot always show the reference points.
-    extra = [space.validate(a) for a in zs] + [largest, space.min_arch()]
+    # The best feasible zero-shot archs, the largest and the smallest are measured as
+    # well, so the front and the plot always show the reference points; with
+    # supernet.pool_within_cap so are the subnets the last phase trained (under the cap).
+    # Seeds that break the search's constraints could never be chosen: not measured.
+    seeds = [space.validate(a) for a in zs]
+    seeds = [a for a in seeds if constraints.feasible(ctx.cost_model(a))]
+    extra: list = []
+    for arch in [*seeds, largest, space.min_arch()]:
+        if arch not in extra:
+            extra.append(arch)
     history = list(result.history)
     for arch in extra:
         (metrics,) = objective.measure([arch])

@@ -2,9 +2,10 @@
 
 Phases (from config) open elastic dimensions one at a time, e.g. largest net ->
 +kernel -> +depth -> +width. Every step trains the largest subnet of the phase's space
-on the labels, then the smallest and ``num_random`` random subnets (drawn from the
-phase's zero-shot pool when the :class:`ZeroShotSearchCallback` provided one) on the
-largest's soft predictions (in-place distillation). Gradients of all subnets are
+on the labels, then the smallest (``smallest=False`` leaves it out) and ``num_random``
+random subnets (drawn from the phase's zero-shot pool when the
+:class:`ZeroShotSearchCallback` provided one) on the largest's soft predictions
+(in-place distillation). Gradients of all subnets are
 summed and applied once, so DDP sees one backward per step.
 
 With several processes (``trainer.strategy=ddp``) every rank draws the same subnets
@@ -48,6 +49,15 @@ log = logging.getLogger(__name__)
 TEACHERS = ("inplace", "frozen")
 
 
+def check_sandwich(smallest: bool, num_random: int) -> None:
+    """ValueError unless a step trains some subnet besides the largest."""
+    if not smallest and num_random < 1:
+        raise ValueError(
+            "supernet.smallest=false with supernet.num_random=0 trains the largest "
+            "subnet only: set num_random >= 1 or smallest=true"
+        )
+
+
 @dataclass(frozen=True)
 class Phase:
     """One progressive-shrinking phase: which elastic groups vary, for how long."""
@@ -78,10 +88,13 @@ class SupernetModule(L.LightningModule):
         teacher_path: str | Path | None = None,
         sync_batchnorm: bool = True,
         warmup_fraction: float = 0.0,
+        smallest: bool = True,
     ):
         super().__init__()
         if not phases:
             raise ValueError("progressive shrinking needs at least one phase")
+        check_sandwich(smallest, num_random)
+        self.smallest = bool(smallest)
         self.model = model
         self.phases = list(phases)
         for p in self.phases:
@@ -148,10 +161,11 @@ class SupernetModule(L.LightningModule):
         self._entered = i
 
     def subnets_for_step(self, i: int) -> list[Arch]:
-        """Sandwich rule: largest, smallest, then ``num_random`` from the pool/space."""
+        """Sandwich rule: largest, smallest (unless ``smallest=False``), then
+        ``num_random`` from the pool/space."""
         space = self.phase_space(i)
         pool = self.pools.get(i)
-        archs = [space.max_arch(), space.min_arch()]
+        archs = [space.max_arch()] + ([space.min_arch()] if self.smallest else [])
         archs += [
             self.rng.choice(pool) if pool else space.sample(self.rng)
             for _ in range(self.num_random)
@@ -271,22 +285,36 @@ class SupernetModule(L.LightningModule):
 
     # --------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
-        """Export the phase's largest and smallest subnets and recalibrate their BN."""
+        """Export the phase's largest and smallest subnets and recalibrate their BN (one
+        network when they are the same arch, as in a phase with nothing elastic).
+
+        Building a network draws initial weights from the global RNG: the exports run
+        on a forked RNG, so how often the supernet is validated never changes what it
+        trains (the dropout masks of the next steps)."""
         i = self.phase_index(self.current_epoch)
         space = self.phase_space(i)
         self._val_nets = {}
-        for tag, arch in (("largest", space.max_arch()), ("smallest", space.min_arch())):
-            net = self.model.export(arch).to(self.device)
-            if self.calibration is not None:
-                recalibrate_bn(net, self.calibration(), self.calib_samples, self.device)
-            self._val_nets[tag] = net.eval()
+        largest, smallest = space.max_arch(), space.min_arch()
+        with torch.random.fork_rng(devices=[]):
+            for tag, arch in (("largest", largest), ("smallest", smallest)):
+                if tag == "smallest" and arch == largest:
+                    self._val_nets[tag] = self._val_nets["largest"]
+                    continue
+                net = self.model.export(arch).to(self.device)
+                if self.calibration is not None:
+                    recalibrate_bn(net, self.calibration(), self.calib_samples, self.device)
+                self._val_nets[tag] = net.eval()
 
     def validation_step(self, batch, batch_idx: int) -> None:
         task = self.task
         inputs, targets = task.split_batch(batch)
+        scored: dict[int, float | None] = {}  # one pass per distinct network
         for tag, net in self._val_nets.items():
-            with torch.no_grad():
-                value = task.batch_metrics(net(*inputs), targets).get(task.primary_metric)
+            if id(net) not in scored:
+                with torch.no_grad():
+                    metrics = task.batch_metrics(net(*inputs), targets)
+                scored[id(net)] = metrics.get(task.primary_metric)
+            value = scored[id(net)]
             if value is None:
                 continue
             self.log(
