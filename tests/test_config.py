@@ -90,6 +90,8 @@ def test_unknown_keys_are_rejected():
         ("supernet.warmup_fraction=-0.1", "supernet.warmup_fraction"),
         ("trainer.gradient_clip_val=0", "trainer.gradient_clip_val"),
         ("trainer.strategy=fsdp", "trainer.strategy"),
+        ("supernet.kd_hidden=abc", "supernet.kd_hidden='abc': expected a number"),
+        ("final.kd_hidden=-1", "final.kd_hidden=-1 must be >= 0"),
         ("supernet.smallest=maybe", "supernet.smallest='maybe': use true or false"),
         ("supernet.pool_within_cap=1", "supernet.pool_within_cap=1: use true or false"),
         ("supernet.smallest=false supernet.num_random=0", "set num_random >= 1"),

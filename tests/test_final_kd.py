@@ -58,6 +58,6 @@ def test_loss_mixes_distillation_and_task_loss_and_the_teacher_stays_frozen():
 def test_pipeline_distils_the_chosen_subnet_and_says_so(tmp_path):
     _run(tmp_path / "run", "final.kd_alpha=0.5")
     report = (tmp_path / "run" / "final" / "report.md").read_text()
-    assert "(the chosen subnet also distilled from the largest, kd_alpha 0.5)" in report
+    assert "(the chosen subnet also distilled from the largest: kd_alpha 0.5)" in report
     logs = (tmp_path / "run" / "final" / "logs_subnet").rglob("metrics.csv")
     assert any("train/kd" in p.read_text().splitlines()[0] for p in logs)

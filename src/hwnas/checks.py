@@ -21,6 +21,7 @@ from hwnas.progress import MODES
 from hwnas.search.base import Strategy, build_strategy, list_strategies
 from hwnas.search.workers import SEARCH_STAGES, check_sharing
 from hwnas.spaces.base import SearchSpace
+from hwnas.training.hidden import hidden_layers
 from hwnas.training.optim import OPTIMIZERS
 from hwnas.training.supernet import TEACHERS, check_sandwich
 from hwnas.training.trainer import check_trainer_config
@@ -41,6 +42,7 @@ NUMERIC: tuple[tuple[str, str, float | None], ...] = (
     ("supernet.search_budget", "int", 1),
     ("supernet.kd_temperature", "number", 1e-12),
     ("supernet.kd_alpha", "number", 0.0),
+    ("supernet.kd_hidden", "number", 0.0),
     ("supernet.label_smoothing", "number", 0.0),
     ("supernet.momentum", "number", 0.0),
     ("supernet.weight_decay", "number", 0.0),
@@ -60,6 +62,7 @@ NUMERIC: tuple[tuple[str, str, float | None], ...] = (
     ("final.throughput_batch", "int", 1),
     ("final.kd_alpha", "number", 0.0),
     ("final.kd_temperature", "number", 1e-12),
+    ("final.kd_hidden", "number", 0.0),
 )
 
 
@@ -288,6 +291,12 @@ def preflight(ctx: Context) -> list[str]:
                 f"supernet.phases[{i}] ({ph.name}): elastic must be a subset of the "
                 f"{space.name} groups {space.groups}, got {list(ph.elastic)}"
             )
+    for key, stage in (("supernet.kd_hidden", "supernet"), ("final.kd_hidden", "final")):
+        if stage in stages and OmegaConf.select(ctx.cfg, key, default=0.0) > 0:
+            try:
+                hidden_layers(ctx.model, key)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
     listed = {g for ph in ctx.cfg.supernet.phases for g in ph.elastic}
     untrained = sorted({g.group for g in space.genes if len(g.choices) > 1} - listed - {""})
     if "supernet" in stages and untrained:

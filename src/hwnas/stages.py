@@ -225,6 +225,7 @@ def supernet(ctx: Context) -> dict[str, Any]:
         sync_batchnorm=bool(ctx.cfg.trainer.get("sync_batchnorm", True)),
         warmup_fraction=float(cfg.get("warmup_fraction", 0.0)),
         smallest=bool(cfg.get("smallest", True)),
+        kd_hidden=float(cfg.get("kd_hidden", 0.0)),
     )
     # the pool may keep to stage search's latency cap: each step then trains subnets of
     # the region the final choice comes from
@@ -399,6 +400,7 @@ def _finetune(
         teacher=teacher,
         kd_alpha=float(f.get("kd_alpha", 0.0)),
         kd_temperature=float(f.get("kd_temperature", 1.0)),
+        kd_hidden=float(f.get("kd_hidden", 0.0)) if teacher is not None else 0.0,
     )
     trainer = build_trainer(
         ctx.cfg.trainer,
@@ -435,7 +437,8 @@ def final(ctx: Context) -> dict[str, Any]:
     f = ctx.cfg.final
     epochs = int(f.epochs)
     ev = evaluator(ctx, 1)
-    kd = float(f.get("kd_alpha", 0.0)) > 0
+    kd_alpha, kd_hidden = float(f.get("kd_alpha", 0.0)), float(f.get("kd_hidden", 0.0))
+    kd = kd_alpha > 0 or kd_hidden > 0
     sides = {}
     nets = {}
     for tag, arch, tune in (
@@ -444,7 +447,8 @@ def final(ctx: Context) -> dict[str, Any]:
     ):
         net = ev.subnet(arch)
         inherited = ctx.task.evaluate(net, ctx.dm.test_dataloader())
-        # final.kd_alpha > 0: the chosen subnet learns from the supernet's largest too
+        # final.kd_alpha or kd_hidden > 0: the chosen subnet learns from the supernet's
+        # largest too (its logits, its encoder layers' outputs)
         teacher = ev.subnet(largest) if tag == "subnet" and kd and tune else None
         tuned = _finetune(ctx, net, folder, tag, arch, teacher) if tune else None
         sides[tag] = {
@@ -456,8 +460,11 @@ def final(ctx: Context) -> dict[str, Any]:
     if ctx.rank != 0:  # the other processes of a DDP training stop after the trainings
         return {}
     save_subnet(folder, nets["subnet"], chosen, ctx, onnx=bool(f.onnx))
-    kd_note = f" (the chosen subnet also distilled from the largest, kd_alpha {f.kd_alpha})"
-    kd_note = kd_note if kd else ""
+    kd_note = ""
+    if kd:
+        parts = [f"kd_alpha {kd_alpha:g}"] * (kd_alpha > 0)
+        parts += [f"hidden states weighted {kd_hidden:g}"] * (kd_hidden > 0)
+        kd_note = f" (the chosen subnet also distilled from the largest: {', '.join(parts)})"
     return final_report(
         ctx,
         folder,

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from hwnas.tasks import ImageClassification, Task
+from hwnas.training.hidden import captured, hidden_layers, hidden_loss
 from hwnas.training.optim import batch_size, check_optimizer, detach, make_optimizer
 
 
@@ -16,7 +17,9 @@ class SubnetModule(L.LightningModule):
     """Fine-tunes a standalone subnet with cross-entropy, SGD (Nesterov) and a per-step
     cosine schedule; logs ``val/acc`` and ``test/acc``. With a ``teacher`` (frozen) and
     ``kd_alpha > 0`` the loss is ``kd_alpha * distillation + (1 - kd_alpha) * task loss``
-    (the task's ``distill_loss`` at ``kd_temperature``)."""
+    (the task's ``distill_loss`` at ``kd_temperature``); ``kd_hidden > 0`` adds
+    ``kd_hidden`` times the hidden-state distillation of a transformer's encoder layers
+    (:mod:`hwnas.training.hidden`)."""
 
     def __init__(
         self,
@@ -32,6 +35,7 @@ class SubnetModule(L.LightningModule):
         teacher: nn.Module | None = None,
         kd_alpha: float = 0.0,
         kd_temperature: float = 1.0,
+        kd_hidden: float = 0.0,
     ):
         super().__init__()
         if epochs < 0 or lr <= 0:
@@ -41,6 +45,14 @@ class SubnetModule(L.LightningModule):
                 f"final.kd_alpha={kd_alpha} must be in [0, 1] and final.kd_temperature="
                 f"{kd_temperature} > 0"
             )
+        if kd_hidden < 0:
+            raise ValueError(f"final.kd_hidden={kd_hidden} must be >= 0")
+        if kd_hidden > 0:
+            if teacher is None:
+                raise ValueError("final.kd_hidden > 0 needs a teacher to distil from")
+            hidden_layers(net, "final.kd_hidden")
+            hidden_layers(teacher, "final.kd_hidden")
+        self.kd_hidden = float(kd_hidden)
         # the teacher is frozen and kept out of the module (no state dict, no optimizer)
         self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None else []
         self.kd_alpha, self.kd_temperature = float(kd_alpha), float(kd_temperature)
@@ -76,15 +88,22 @@ class SubnetModule(L.LightningModule):
         task = self.task
         inputs, targets = task.split_batch(batch)
         lr = self._set_lr(batch_idx)
-        outputs = self.net(*inputs)
+        hidden = bool(self._teacher) and self.kd_hidden > 0
+        with captured(self.net, hidden) as mine:
+            outputs = self.net(*inputs)
         loss = task.loss(outputs, targets)
         logged = {"train/loss": loss}
-        if self._teacher and self.kd_alpha > 0:
-            with torch.no_grad():
+        if self._teacher and (self.kd_alpha > 0 or hidden):
+            with torch.no_grad(), captured(self._teacher[0], hidden) as theirs:
                 taught = self._teacher[0](*inputs)
-            kd = task.distill_loss(outputs, taught, self.kd_temperature)
-            logged["train/kd"] = kd
-            loss = self.kd_alpha * kd + (1.0 - self.kd_alpha) * loss
+            if self.kd_alpha > 0:
+                kd = task.distill_loss(outputs, taught, self.kd_temperature)
+                logged["train/kd"] = kd
+                loss = self.kd_alpha * kd + (1.0 - self.kd_alpha) * loss
+            if hidden:
+                kd_hidden = hidden_loss(mine, theirs)
+                logged["train/kd_hidden"] = kd_hidden
+                loss = loss + self.kd_hidden * kd_hidden
         # a task may leave out what teacher-forced training outputs cannot give (WER)
         primary = task.batch_metrics(detach(outputs), targets).get(task.primary_metric)
         if primary is not None:

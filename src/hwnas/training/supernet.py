@@ -5,7 +5,8 @@ Phases (from config) open elastic dimensions one at a time, e.g. largest net ->
 on the labels, then the smallest (``smallest=False`` leaves it out) and ``num_random``
 random subnets (drawn from the phase's zero-shot pool when the
 :class:`ZeroShotSearchCallback` provided one) on the largest's soft predictions
-(in-place distillation). Gradients of all subnets are
+(in-place distillation; with ``kd_hidden`` their encoder layers also learn the
+largest's layer outputs, :mod:`hwnas.training.hidden`). Gradients of all subnets are
 summed and applied once, so DDP sees one backward per step.
 
 With several processes (``trainer.strategy=ddp``) every rank draws the same subnets
@@ -37,6 +38,7 @@ from hwnas.spaces.base import Arch, SearchSpace
 from hwnas.tasks import ImageClassification, Task
 from hwnas.tasks.image import distill_loss  # noqa: F401  (re-exported)
 from hwnas.training.bn import recalibrate_bn
+from hwnas.training.hidden import captured, hidden_layers, hidden_loss
 from hwnas.training.optim import batch_size as _batch_size
 from hwnas.training.optim import check_optimizer, make_optimizer
 from hwnas.training.optim import detach as _detach
@@ -89,12 +91,18 @@ class SupernetModule(L.LightningModule):
         sync_batchnorm: bool = True,
         warmup_fraction: float = 0.0,
         smallest: bool = True,
+        kd_hidden: float = 0.0,
     ):
         super().__init__()
         if not phases:
             raise ValueError("progressive shrinking needs at least one phase")
         check_sandwich(smallest, num_random)
         self.smallest = bool(smallest)
+        if kd_hidden < 0:
+            raise ValueError(f"supernet.kd_hidden={kd_hidden} must be >= 0")
+        if kd_hidden > 0:
+            hidden_layers(model, "supernet.kd_hidden")
+        self.kd_hidden = float(kd_hidden)
         self.model = model
         self.phases = list(phases)
         for p in self.phases:
@@ -242,20 +250,25 @@ class SupernetModule(L.LightningModule):
         lr = self._set_lr(batch_idx)
         i = self.phase_index(self.current_epoch)
         largest, *others = self.subnets_for_step(i)
+        hidden = self.kd_hidden > 0 and bool(others)
         self.model.set_active(largest)
-        outputs = self.model(*inputs)
+        with captured(self.model, hidden) as states:
+            outputs = self.model(*inputs)
         loss = task.loss(outputs, targets)
         teacher = _detach(outputs)
         if self._teacher and others:  # distil from the frozen original instead
-            with torch.no_grad():
+            with torch.no_grad(), captured(self._teacher[0], hidden) as states:
                 teacher = self._teacher[0](*inputs)
         total = loss
         for arch in others:
             self.model.set_active(arch)
-            out = self.model(*inputs)
+            with captured(self.model, hidden) as mine:
+                out = self.model(*inputs)
             kd = task.distill_loss(out, teacher, self.kd_temperature)
             if self.kd_alpha < 1.0:
                 kd = self.kd_alpha * kd + (1.0 - self.kd_alpha) * task.loss(out, targets)
+            if hidden:  # the encoder layers' outputs too, layer by layer (DynaBERT)
+                kd = kd + self.kd_hidden * hidden_loss(mine, states)
             total = total + kd
         self.model.set_active(largest)
         logged = {"train/loss": loss}
