@@ -37,3 +37,23 @@ def test_auto_mode_uses_bars_only_on_a_terminal(monkeypatch):
     assert use_bars("auto")
     with pytest.raises(ValueError, match="progress='quiet'"):
         use_bars("quiet")
+
+
+def test_epoch_lines_show_that_epochs_training_means(tmp_path, caplog):
+    """Lightning validates before it folds an epoch's training means into its metrics;
+    each "epoch N done" line must still show epoch N's means (the CSV log's), once."""
+    import csv
+
+    from tests.test_pipeline import _run
+
+    caplog.set_level(logging.INFO, logger="hwnas.training.trainer")
+    out = tmp_path / "run"
+    _run(out, "stages=[zero_shot,supernet]", "progress=log")
+    lines = [r.getMessage() for r in caplog.records if " done (" in r.getMessage()]
+    (csv_path,) = (out / "supernet" / "logs").rglob("metrics.csv")
+    rows = list(csv.DictReader(csv_path.open()))
+    means = {int(r["epoch"]): float(r["train/loss_epoch"]) for r in rows if r["train/loss_epoch"]}
+    assert len(means) >= 3 and len(lines) == len(means)
+    for epoch, mean in means.items():
+        (line,) = [s for s in lines if f"supernet: epoch {epoch + 1}/{len(means)} done" in s]
+        assert f"train/loss {mean:.4f}" in line and "val/" in line

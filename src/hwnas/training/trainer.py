@@ -103,6 +103,7 @@ class LogProgress(Callback):
     def __init__(self, title: str, interval_s: float = 30.0):
         self.title, self.interval_s = title, interval_s
         self.start = self.last = 0.0
+        self.finished: int | None = None  # the epoch whose line is due
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start = self.last = time.monotonic()
@@ -125,10 +126,24 @@ class LogProgress(Callback):
             now - self.start,
         )
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
+    # Lightning validates inside the training epoch and folds the epoch's training means
+    # into ``callback_metrics`` only after ``on_train_epoch_end``: the epoch's line is
+    # written when the next epoch starts or the training ends, so it shows this epoch's
+    # means (read earlier, they were the previous epoch's).
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.finished = trainer.current_epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_line(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_line(trainer)
+
+    def _epoch_line(self, trainer: L.Trainer) -> None:
+        """The line of the epoch this process just finished (none after a resume)."""
+        if self.finished is None:
             return
-        # epoch means of the training metrics and the validation metrics
+        epoch, self.finished = self.finished, None
         metrics = trainer.callback_metrics
         shown = ", ".join(
             f"{k.removesuffix('_epoch')} {float(v):.4f}"
@@ -139,7 +154,7 @@ class LogProgress(Callback):
         log.info(
             "%s: epoch %d/%d done (%s), %.0f s",
             self.title,
-            trainer.current_epoch + 1,
+            epoch + 1,
             trainer.max_epochs,
             shown,
             time.monotonic() - self.start,
@@ -331,7 +346,7 @@ def build_trainer(
         enable_progress_bar=bars,
         logger=_logger(cfg, folder, log_name),
         default_root_dir=str(folder),
-        callbacks=[*first, *callbacks, *extra],
+        callbacks=[*first, *extra, *callbacks],  # epoch lines before the next phase's search
         plugins=[AtomicCheckpointIO()],
     )
 
