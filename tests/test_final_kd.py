@@ -61,3 +61,24 @@ def test_pipeline_distils_the_chosen_subnet_and_says_so(tmp_path):
     assert "(the chosen subnet also distilled from the largest: kd_alpha 0.5)" in report
     logs = (tmp_path / "run" / "final" / "logs_subnet").rglob("metrics.csv")
     assert any("train/kd" in p.read_text().splitlines()[0] for p in logs)
+
+
+def test_finetuned_teacher_is_the_largest_after_its_own_finetuning(tmp_path, monkeypatch):
+    from hwnas import stages
+
+    calls = []
+    real = stages._finetune
+
+    def recording(ctx, net, folder, tag, arch, teacher=None):
+        result = real(ctx, net, folder, tag, arch, teacher)
+        calls.append((tag, teacher, {k: v.clone() for k, v in net.state_dict().items()}))
+        return result
+
+    monkeypatch.setattr(stages, "_finetune", recording)
+    _run(tmp_path / "run", "final.kd_alpha=0.5", "final.kd_teacher=finetuned")
+    assert [c[0] for c in calls] == ["largest", "subnet"]
+    (_, _, tuned), (_, teacher, _) = calls
+    got = teacher.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in tuned.items())
+    report = (tmp_path / "run" / "final" / "report.md").read_text()
+    assert "(the chosen subnet also distilled from the fine-tuned largest: kd_alpha 0.5)" in report

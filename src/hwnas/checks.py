@@ -29,6 +29,7 @@ from hwnas.training.trainer import check_trainer_config
 log = logging.getLogger(__name__)
 
 STAGES = ("zero_shot", "supernet", "search", "final", "quantize")
+KD_TEACHERS = ("inherited", "finetuned")  # final.kd_teacher
 
 # (key, kind, lowest allowed); kind: int | number | fraction (a number in (0, 1] or an
 # int count: Lightning's limit_*_batches)
@@ -182,6 +183,14 @@ def validate(cfg: DictConfig) -> None:
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    kd_teacher = OmegaConf.select(cfg, "final.kd_teacher", default="inherited")
+    if kd_teacher not in KD_TEACHERS:
+        raise ConfigError(f"final.kd_teacher={kd_teacher!r}: choose one of {list(KD_TEACHERS)}")
+    if kd_teacher == "finetuned" and not cfg.final.finetune_largest:
+        raise ConfigError(
+            "final.kd_teacher=finetuned needs final.finetune_largest=true (the teacher is "
+            "the fine-tuned largest subnet): set it, or kd_teacher=inherited"
+        )
     if OmegaConf.select(cfg, "supernet.pool_within_cap", default=False) and (
         cfg.search.max_latency_ratio is None
     ):

@@ -4,6 +4,7 @@ artifacts under ``<run>/<stage>/``."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -439,17 +440,23 @@ def final(ctx: Context) -> dict[str, Any]:
     ev = evaluator(ctx, 1)
     kd_alpha, kd_hidden = float(f.get("kd_alpha", 0.0)), float(f.get("kd_hidden", 0.0))
     kd = kd_alpha > 0 or kd_hidden > 0
+    # final.kd_teacher=finetuned: the largest is fine-tuned first and then teaches
+    after = str(f.get("kd_teacher", "inherited")) == "finetuned"
     sides = {}
     nets = {}
-    for tag, arch, tune in (
+    order = [
         ("subnet", chosen, epochs > 0),
         ("largest", largest, epochs > 0 and bool(f.finetune_largest)),
-    ):
+    ]
+    for tag, arch, tune in order[::-1] if after else order:
         net = ev.subnet(arch)
         inherited = ctx.task.evaluate(net, ctx.dm.test_dataloader())
         # final.kd_alpha or kd_hidden > 0: the chosen subnet learns from the supernet's
-        # largest too (its logits, its encoder layers' outputs)
-        teacher = ev.subnet(largest) if tag == "subnet" and kd and tune else None
+        # largest too (its logits, its encoder layers' outputs), as inherited or as
+        # fine-tuned just before (a copy: the reference itself is not touched)
+        teacher = None
+        if tag == "subnet" and kd and tune:
+            teacher = copy.deepcopy(nets["largest"]) if after else ev.subnet(largest)
         tuned = _finetune(ctx, net, folder, tag, arch, teacher) if tune else None
         sides[tag] = {
             "inherited": ctx.task.primary(inherited),
@@ -464,7 +471,8 @@ def final(ctx: Context) -> dict[str, Any]:
     if kd:
         parts = [f"kd_alpha {kd_alpha:g}"] * (kd_alpha > 0)
         parts += [f"hidden states weighted {kd_hidden:g}"] * (kd_hidden > 0)
-        kd_note = f" (the chosen subnet also distilled from the largest: {', '.join(parts)})"
+        whom = "the fine-tuned largest" if after else "the largest"
+        kd_note = f" (the chosen subnet also distilled from {whom}: {', '.join(parts)})"
     return final_report(
         ctx,
         folder,
