@@ -324,10 +324,7 @@ def search(ctx: Context) -> dict[str, Any]:
     # Seeds that break the search's constraints could never be chosen: not measured.
     seeds = [space.validate(a) for a in zs]
     seeds = [a for a in seeds if constraints.feasible(ctx.cost_model(a))]
-    extra: list = []
-    for arch in [*seeds, largest, space.min_arch()]:
-        if arch not in extra:
-            extra.append(arch)
+    extra = list(dict.fromkeys([*seeds, largest, space.min_arch()]))  # once each
     history = list(result.history)
     for arch in extra:
         (metrics,) = objective.measure([arch])
@@ -469,8 +466,11 @@ def final(ctx: Context) -> dict[str, Any]:
     save_subnet(folder, nets["subnet"], chosen, ctx, onnx=bool(f.onnx))
     kd_note = ""
     if kd:
-        parts = [f"kd_alpha {kd_alpha:g}"] * (kd_alpha > 0)
-        parts += [f"hidden states weighted {kd_hidden:g}"] * (kd_hidden > 0)
+        parts = []
+        if kd_alpha > 0:
+            parts.append(f"kd_alpha {kd_alpha:g}")
+        if kd_hidden > 0:
+            parts.append(f"hidden states weighted {kd_hidden:g}")
         whom = "the fine-tuned largest" if after else "the largest"
         kd_note = f" (the chosen subnet also distilled from {whom}: {', '.join(parts)})"
     return final_report(

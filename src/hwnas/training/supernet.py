@@ -252,7 +252,8 @@ class SupernetModule(L.LightningModule):
         largest, *others = self.subnets_for_step(i)
         hidden = self.kd_hidden > 0 and bool(others)
         self.model.set_active(largest)
-        with captured(self.model, hidden) as states:
+        # the largest's layer outputs are the targets unless the frozen teacher's are
+        with captured(self.model, hidden and not self._teacher) as states:
             outputs = self.model(*inputs)
         loss = task.loss(outputs, targets)
         teacher = _detach(outputs)
