@@ -70,10 +70,42 @@ def test_kill_between_write_and_replace_leaves_the_old_file(tmp_path):
     _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     assert atomic.read_json(path) == {"old": True}
-    assert atomic.temporary_path(path).read_text() == '{"new": tr'
+    (stale,) = tmp_path.glob(".DONE.json.*.tmp")
+    assert stale.read_text() == '{"new": tr' and stale.name.endswith(f"-{pid}.tmp")
     atomic.write_json(path, {"new": True})
     assert atomic.read_json(path) == {"new": True}
-    assert not atomic.temporary_path(path).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["DONE.json"]
+
+
+def test_processes_writing_one_file_at_once_never_share_a_temporary_file(tmp_path):
+    """The ranks of a torchrun job fill the same cache file at once: each stages its
+    own temporary file, so neither renames away the other's (the CI failure of stop 26:
+    'No such file or directory: .<name>.tmp -> <name>'), and a live writer's temporary
+    file is not taken for a stale one."""
+    path = tmp_path / "cache.json"
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the other writer: opens its temporary file, waits, then renames
+        try:
+            with atomic.atomic_open(path, "w") as fh:
+                fh.write('{"rank": 1}')
+                os.read(read, 1)
+        finally:
+            os._exit(0)
+    try:
+        deadline = time.monotonic() + 30
+        while not list(tmp_path.glob(f".cache.json.*-{pid}.tmp")):
+            assert time.monotonic() < deadline, "the other writer's temporary file"
+            time.sleep(0.01)
+        atomic.write_json(path, {"rank": 0})  # renames while the other is mid-write
+        assert atomic.read_json(path) == {"rank": 0}
+        assert list(tmp_path.glob(f".cache.json.*-{pid}.tmp"))  # not removed: it lives
+    finally:
+        os.write(write, b"x")
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert atomic.read_json(path) == {"rank": 1}  # its rename found its own file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.json"]
 
 
 def test_an_error_inside_the_write_keeps_the_old_file(tmp_path):

@@ -4,8 +4,11 @@ Every artifact of a run is written through :func:`atomic_open` (or a helper buil
 the bytes go to a temporary file in the same folder, are flushed and fsynced, and only
 then renamed over the target with ``os.replace``, which is atomic on POSIX. A process
 killed at any moment (``kill -9``, power loss after the fsync) therefore leaves either
-the old file or the new one, never a truncated one; at worst a stale ``.<name>.tmp``
-is left beside it, which the next write of the same file replaces.
+the old file or the new one, never a truncated one; at worst a stale
+``.<name>.<host>-<pid>.tmp`` is left beside it, which the next write of the same file on
+that host removes once its process is gone. The temporary name carries the process, so
+processes writing the same file at once (the ranks of a ``torchrun`` job filling one
+cache) never rename each other's half-written file; the last rename wins.
 
 Append-only logs (the search journals) use :func:`append_jsonl`: one JSON object per
 line, flushed and fsynced line by line, so a crash can cut off at most the last line,
@@ -18,11 +21,13 @@ user) raises :class:`CorruptFileError`: one line naming the file and what to do.
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import json
 import logging
 import os
 import pickle
+import socket
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,11 +88,38 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _writer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 def temporary_path(path: str | Path) -> Path:
-    """Where :func:`atomic_open` stages ``path``: ``.<name>.tmp`` in the same folder (so
-    the final rename never crosses file systems)."""
+    """Where this process stages ``path``: ``.<name>.<host>-<pid>.tmp`` in the same folder
+    (so the final rename never crosses file systems, and two processes writing the same
+    file never share a temporary file)."""
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp")
+    return path.with_name(f".{path.name}.{_writer()}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale(path: str | Path) -> None:
+    """Remove the temporary files of ``path`` left by processes of this host that died
+    while writing it (another host's, or a live process's, are left alone)."""
+    path = Path(path)
+    host = socket.gethostname()
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.{glob.escape(host)}-*.tmp"):
+        pid = tmp.name[len(f".{path.name}.{host}-") : -len(".tmp")]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 @contextlib.contextmanager
@@ -114,6 +146,7 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
             tmp.unlink()
         raise
     _fsync_dir(path.parent)
+    remove_stale(path)
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
