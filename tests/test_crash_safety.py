@@ -55,9 +55,10 @@ def test_atomic_writes_replace_whole_files(tmp_path):
 
 def test_kill_between_write_and_replace_leaves_the_old_file(tmp_path):
     """A child process killed inside the write (before the rename) leaves the old
-    file whole; the next write replaces it and the stale temporary file."""
+    file whole; the next process to write there (here: this one's first write in the
+    folder, as a resumed run's) replaces it and removes the stale temporary file."""
     path = tmp_path / "DONE.json"
-    atomic.write_json(path, {"old": True})
+    path.write_text('{"old": true}')
     pid = os.fork()
     if pid == 0:  # the child dies half-way through writing the new file
         try:

@@ -5,8 +5,8 @@ the bytes go to a temporary file in the same folder, are flushed and fsynced, an
 then renamed over the target with ``os.replace``, which is atomic on POSIX. A process
 killed at any moment (``kill -9``, power loss after the fsync) therefore leaves either
 the old file or the new one, never a truncated one; at worst a stale
-``.<name>.<host>-<pid>.tmp`` is left beside it, which the next write of the same file on
-that host removes once its process is gone. The temporary name carries the process, so
+``.<name>.<host>-<pid>.tmp`` is left beside it, which the next process to write in that
+folder on that host (a resumed run) removes. The temporary name carries the process, so
 processes writing the same file at once (the ranks of a ``torchrun`` job filling one
 cache) never rename each other's half-written file; the last rename wins.
 
@@ -21,7 +21,6 @@ user) raises :class:`CorruptFileError`: one line naming the file and what to do.
 from __future__ import annotations
 
 import contextlib
-import glob
 import io
 import json
 import logging
@@ -110,16 +109,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale(path: str | Path) -> None:
-    """Remove the temporary files of ``path`` left by processes of this host that died
-    while writing it (another host's, or a live process's, are left alone)."""
-    path = Path(path)
-    host = socket.gethostname()
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.{glob.escape(host)}-*.tmp"):
-        pid = tmp.name[len(f".{path.name}.{host}-") : -len(".tmp")]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+# (folder, pid): the folders this process has swept (a forked child sweeps anew)
+_swept: set[tuple[str, int]] = set()
+
+
+def remove_stale(folder: str | Path) -> None:
+    """Remove the temporary files in ``folder`` left by processes of this host that died
+    while writing (another host's, or a live process's, are left alone). Done once per
+    folder per process, at its first write there: a resumed run clears what the killed
+    run left, and a folder of many files is listed once, not at every write."""
+    folder = Path(folder)
+    key = (str(folder.resolve()), os.getpid())
+    if key in _swept:
+        return
+    _swept.add(key)
+    tag = f".{socket.gethostname()}-"
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            name = entry.name
+            if not (name.startswith(".") and name.endswith(".tmp") and tag in name):
+                continue
+            pid = name[name.rindex(tag) + len(tag) : -len(".tmp")]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 @contextlib.contextmanager
@@ -146,7 +159,7 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
             tmp.unlink()
         raise
     _fsync_dir(path.parent)
-    remove_stale(path)
+    remove_stale(path.parent)
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
