@@ -22,6 +22,7 @@ from hwnas.search.base import Strategy, build_strategy, list_strategies
 from hwnas.search.workers import SEARCH_STAGES, check_sharing
 from hwnas.spaces.base import SearchSpace
 from hwnas.training.hidden import hidden_layers
+from hwnas.training.importance import IMPORTANCE, check_importance
 from hwnas.training.optim import OPTIMIZERS
 from hwnas.training.supernet import TEACHERS, check_sandwich
 from hwnas.training.trainer import check_trainer_config
@@ -48,6 +49,7 @@ NUMERIC: tuple[tuple[str, str, float | None], ...] = (
     ("supernet.momentum", "number", 0.0),
     ("supernet.weight_decay", "number", 0.0),
     ("supernet.calib_samples", "int", 1),
+    ("supernet.importance_samples", "int", 1),
     ("supernet.warmup_fraction", "number", 0.0),
     ("supernet.limit_train_batches", "fraction", None),
     ("search.val_samples", "int", 1),
@@ -173,6 +175,9 @@ def validate(cfg: DictConfig) -> None:
     teacher = OmegaConf.select(cfg, "supernet.teacher", default="inplace")
     if teacher not in TEACHERS:
         raise ConfigError(f"supernet.teacher={teacher!r}: choose one of {list(TEACHERS)}")
+    importance = OmegaConf.select(cfg, "supernet.importance", default="magnitude")
+    if importance not in IMPORTANCE:
+        raise ConfigError(f"supernet.importance={importance!r}: choose one of {list(IMPORTANCE)}")
     for key in ("supernet.smallest", "supernet.pool_within_cap"):
         flag = OmegaConf.select(cfg, key, default=None)
         if flag is not None and not isinstance(flag, bool):
@@ -306,6 +311,13 @@ def preflight(ctx: Context) -> list[str]:
                 hidden_layers(ctx.model, key)
             except ValueError as err:
                 raise ConfigError(str(err)) from None
+    if "supernet" in stages:
+        try:
+            check_importance(
+                OmegaConf.select(ctx.cfg, "supernet.importance", default="magnitude"), ctx.model
+            )
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     listed = {g for ph in ctx.cfg.supernet.phases for g in ph.elastic}
     untrained = sorted({g.group for g in space.genes if len(g.choices) > 1} - listed - {""})
     if "supernet" in stages and untrained:

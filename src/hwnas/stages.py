@@ -227,6 +227,8 @@ def supernet(ctx: Context) -> dict[str, Any]:
         warmup_fraction=float(cfg.get("warmup_fraction", 0.0)),
         smallest=bool(cfg.get("smallest", True)),
         kd_hidden=float(cfg.get("kd_hidden", 0.0)),
+        importance=str(cfg.get("importance", "magnitude")),
+        importance_data=lambda: ctx.dm.calibration_loader(int(cfg.get("importance_samples", 256))),
     )
     # the pool may keep to stage search's latency cap: each step then trains subnets of
     # the region the final choice comes from

@@ -16,7 +16,7 @@ from hwnas.bootstrap.analysis import ChannelAnalysis, Layout, is_pooling
 from hwnas.bootstrap.depth import Block
 from hwnas.bootstrap.kernel import KERNEL_TRANSFORM, find_kernel_convs
 from hwnas.bootstrap.ops import Index, permute_
-from hwnas.elastic.base import ElasticModel
+from hwnas.elastic.base import ElasticModel, Saliency
 from hwnas.spaces.base import Arch, Gene, SearchSpace
 
 
@@ -292,11 +292,13 @@ class BootstrapModel(ElasticModel):
         return _ProxyBlocks(split, [f"submod_{i}" for i in range(part)])
 
     # ------------------------------------------------------------- reorganizing
-    def reorganize_by_importance(self) -> None:
+    def reorganize_by_importance(self, saliency: Saliency | None = None) -> None:
         """Sort each width group's channels by importance, largest first: the L1 norm of
         the consumers' input weights for those channels, summed over all consumers (the
         producers' output filters when nothing consumes them). Producers, depthwise
-        convs, norms and consumers are permuted alike, so outputs do not change."""
+        convs, norms and consumers are permuted alike, so outputs do not change.
+        ``saliency`` scores transformer units, which a converted model has none of: it
+        is ignored."""
         for wg in self.width_groups:
             perm = self._importance(wg).argsort(descending=True, stable=True)
             if wg.granularity > 1:  # keep conv groups whole: sort them by summed importance

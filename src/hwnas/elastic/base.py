@@ -12,6 +12,9 @@ from torch import nn
 
 from hwnas.spaces.base import Arch, SearchSpace
 
+# loss-based scores of a module's units (heads, hidden units), keyed by the module
+Saliency = Mapping[nn.Module, torch.Tensor]
+
 
 class ElasticModel(nn.Module):
     """A supernet: parameters allocated at the largest size, sliced per active arch.
@@ -39,8 +42,10 @@ class ElasticModel(nn.Module):
         supernet with ``arch`` active."""
 
     @abstractmethod
-    def reorganize_by_importance(self) -> None:
-        """Permute channels so the most important come first (before width shrinks)."""
+    def reorganize_by_importance(self, saliency: Saliency | None = None) -> None:
+        """Permute channels so the most important come first (before width shrinks):
+        by weight magnitude, or, for the units ``saliency`` scores (a transformer's
+        attention and MLP modules, :mod:`hwnas.training.importance`), by those scores."""
 
     @abstractmethod
     def active_params(self) -> int: ...

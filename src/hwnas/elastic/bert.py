@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hwnas.elastic.base import ElasticModel
+from hwnas.elastic.base import ElasticModel, Saliency
 from hwnas.elastic.transformer import (
     ElasticEmbedding,
     ElasticLayerNorm,
@@ -419,11 +419,13 @@ class ElasticBert(_SpanForward, ElasticModel):
             head = self.head.to_static()
         return StaticBert(embed, encoder, head).train(self.training)
 
-    def reorganize_by_importance(self) -> None:
-        """Heads and FFN units per layer, then hidden channels (by the L1 norm of every
-        weight reading them: q/k/v, fc1, the span head), permuted in every tensor that
-        touches the hidden dim; the largest network computes the same function."""
-        self.encoder.reorganize_by_importance()
+    def reorganize_by_importance(self, saliency: Saliency | None = None) -> None:
+        """Heads and FFN units per layer (by ``saliency``, the loss-based scores of
+        :mod:`hwnas.training.importance`, when given; else by weight magnitude), then
+        hidden channels (by the L1 norm of every weight reading them: q/k/v, fc1, the
+        span head), permuted in every tensor that touches the hidden dim; the largest
+        network computes the same function."""
+        self.encoder.reorganize_by_importance(saliency)
         importance = self.encoder.embed_importance() + self.head.weight.detach().abs().sum(0)
         perm = importance.argsort(descending=True)
         self.embed.permute_(perm)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwnas.elastic.base import ElasticModel
+from hwnas.elastic.base import ElasticModel, Saliency
 from hwnas.elastic.ops import (
     DynamicBatchNorm2d,
     DynamicDepthwiseConv2d,
@@ -298,7 +298,9 @@ class ElasticCNN(ElasticModel):
         sub = StaticCNN(stem, blocks, head)
         return sub.train(self.training)
 
-    def reorganize_by_importance(self) -> None:
+    def reorganize_by_importance(self, saliency: Saliency | None = None) -> None:
+        """Each block's channels by weight magnitude (``saliency`` is for transformer
+        units; the CNN has none and ignores it)."""
         for stage in self.stages:
             for block in stage:
                 block.reorganize()

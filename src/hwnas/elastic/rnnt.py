@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwnas.elastic.base import ElasticModel
+from hwnas.elastic.base import ElasticModel, Saliency
 from hwnas.elastic.transformer import (
     ElasticLinear,
     ElasticTransformerEncoder,
@@ -609,11 +609,12 @@ class ElasticRNNT(_Transducer, ElasticModel):
         net.beam_size = self.beam_size
         return net.train(self.training)
 
-    def reorganize_by_importance(self) -> None:
-        """Heads and MLP units per layer, then embed channels (by the L1 norm of every
-        weight reading them: q/k/v, fc1 and the joiner's encoder projection), permuted in
-        every tensor that touches the embed dim; the largest network is unchanged."""
-        self.encoder.reorganize_by_importance()
+    def reorganize_by_importance(self, saliency: Saliency | None = None) -> None:
+        """Heads and MLP units per layer (by ``saliency`` when given), then embed
+        channels (by the L1 norm of every weight reading them: q/k/v, fc1 and the
+        joiner's encoder projection), permuted in every tensor that touches the embed
+        dim; the largest network is unchanged."""
+        self.encoder.reorganize_by_importance(saliency)
         reads = self.joiner.enc_proj.weight.detach().abs().sum(0)
         perm = (self.encoder.embed_importance() + reads).argsort(descending=True)
         self.front.permute_(perm)

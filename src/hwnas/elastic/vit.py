@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwnas.elastic.base import ElasticModel
+from hwnas.elastic.base import ElasticModel, Saliency
 from hwnas.elastic.transformer import (
     ElasticLinear,
     ElasticPositionEmbedding,
@@ -294,11 +294,12 @@ class ElasticViT(ElasticModel):
             encoder, head = self.encoder.to_static(), self.head.to_static()
         return StaticViT(embed, encoder, head).train(self.training)
 
-    def reorganize_by_importance(self) -> None:
-        """Heads and MLP units per layer, then embed channels (by the L1 norm of every
-        weight reading them: q/k/v, fc1, head), permuted in every tensor that touches
-        the embed dim; the largest network computes the same function."""
-        self.encoder.reorganize_by_importance()
+    def reorganize_by_importance(self, saliency: Saliency | None = None) -> None:
+        """Heads and MLP units per layer (by ``saliency`` when given), then embed
+        channels (by the L1 norm of every weight reading them: q/k/v, fc1, head),
+        permuted in every tensor that touches the embed dim; the largest network
+        computes the same function."""
+        self.encoder.reorganize_by_importance(saliency)
         importance = self.encoder.embed_importance() + self.head.weight.detach().abs().sum(0)
         perm = importance.argsort(descending=True)
         self.patch.permute_(perm)

@@ -22,7 +22,7 @@ import json
 import logging
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from hwnas.tasks import ImageClassification, Task
 from hwnas.tasks.image import distill_loss  # noqa: F401  (re-exported)
 from hwnas.training.bn import recalibrate_bn
 from hwnas.training.hidden import captured, hidden_layers, hidden_loss
+from hwnas.training.importance import check_importance, loss_saliency
 from hwnas.training.optim import batch_size as _batch_size
 from hwnas.training.optim import check_optimizer, make_optimizer
 from hwnas.training.optim import detach as _detach
@@ -92,6 +93,8 @@ class SupernetModule(L.LightningModule):
         warmup_fraction: float = 0.0,
         smallest: bool = True,
         kd_hidden: float = 0.0,
+        importance: str = "magnitude",
+        importance_data: Callable[[], Iterable] | None = None,
     ):
         super().__init__()
         if not phases:
@@ -103,6 +106,10 @@ class SupernetModule(L.LightningModule):
         if kd_hidden > 0:
             hidden_layers(model, "supernet.kd_hidden")
         self.kd_hidden = float(kd_hidden)
+        self.importance = check_importance(importance, model)
+        if self.importance == "loss" and importance_data is None:
+            raise ValueError("supernet.importance=loss needs importance_data (training batches)")
+        self.importance_data = importance_data
         self.model = model
         self.phases = list(phases)
         for p in self.phases:
@@ -159,9 +166,14 @@ class SupernetModule(L.LightningModule):
             return
         opened = set(self.phases[i].elastic) - set(self.phases[i - 1].elastic if i else ())
         if opened & set(self.model.reorder_groups):
-            self.model.reorganize_by_importance()
+            saliency = None
+            if self.importance == "loss":  # DynaBERT: by the loss change, on training data
+                saliency = loss_saliency(self.model, self.task, self.importance_data(), self.device)
+            self.model.reorganize_by_importance(saliency)
             log.info(
-                "phase %s: channels/heads/neurons re-ordered by importance", self.phases[i].name
+                "phase %s: channels/heads/neurons re-ordered by importance (%s)",
+                self.phases[i].name,
+                self.importance,
             )
         if self._trainer is not None:
             for opt in self.trainer.optimizers:
@@ -178,11 +190,7 @@ class SupernetModule(L.LightningModule):
             self.rng.choice(pool) if pool else space.sample(self.rng)
             for _ in range(self.num_random)
         ]
-        unique: list[Arch] = []
-        for a in archs:
-            if a not in unique:
-                unique.append(a)
-        return unique
+        return list(dict.fromkeys(archs))  # in order, each arch once
 
     # ----------------------------------------------------------------- training
     def on_train_epoch_start(self) -> None:

@@ -86,11 +86,21 @@ class ElasticMultiheadAttention(nn.Module):
 
     def head_importance(self) -> torch.Tensor:
         """(max_heads,) L1 norm of each head's q/k/v rows times the L1 norm of its
-        output-projection columns (weight magnitude, as DynaBERT ranks by)."""
+        output-projection columns: weight magnitude (DynaBERT ranks by the loss
+        instead, :meth:`head_saliency`)."""
         h, d = self.max_heads, self.head_dim
         w_in = self.qkv.weight.detach().abs().reshape(h, 3 * d, -1).sum(dim=(1, 2))
         w_out = self.proj.weight.detach().abs().reshape(-1, h, d).sum(dim=(0, 2))
         return w_in * w_out
+
+    def head_saliency(self, grad_proj: torch.Tensor) -> torch.Tensor:
+        """(max_heads,) first-order estimate of the loss change when each head is cut:
+        ``|Σ W_proj ⊙ ∂L/∂W_proj|`` over the head's output-projection columns, which
+        equals the loss gradient with respect to a mask on the head's output (Michel et
+        al. 2019; DynaBERT ranks heads by it). ``grad_proj`` is ``∂L/∂proj.weight``."""
+        h, d = self.max_heads, self.head_dim
+        taylor = self.proj.weight.detach() * grad_proj  # (E, h·d)
+        return taylor.reshape(-1, h, d).sum(dim=(0, 2)).abs()
 
     def permute_heads_(self, perm: torch.Tensor) -> None:
         """Reorder whole heads in place (``perm`` indexes the ``max_heads`` heads)."""

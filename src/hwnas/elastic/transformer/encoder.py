@@ -8,7 +8,7 @@ norm). Domain adapters (ViT, BERT, RNN-T) put their own embedding and head aroun
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -73,10 +73,17 @@ class ElasticTransformerLayer(_Layer):
     def flops(self, tokens: int, batch: int = 1) -> int:
         return self.attn.flops(tokens, batch) + self.mlp.flops(tokens, batch)
 
-    def reorganize(self) -> None:
-        """Heads and hidden units by importance, largest first (function unchanged)."""
-        self.attn.permute_heads_(self.attn.head_importance().argsort(descending=True))
-        self.mlp.permute_hidden_(self.mlp.neuron_importance().argsort(descending=True))
+    def reorganize(self, saliency: Mapping[nn.Module, torch.Tensor] | None = None) -> None:
+        """Heads and hidden units by importance, largest first (function unchanged):
+        ``saliency``'s scores for this layer's attention / MLP where it has them, else
+        their weight magnitude."""
+        saliency = saliency or {}
+        heads = saliency.get(self.attn)
+        heads = self.attn.head_importance() if heads is None else heads
+        units = saliency.get(self.mlp)
+        units = self.mlp.neuron_importance() if units is None else units
+        self.attn.permute_heads_(heads.argsort(descending=True, stable=True))
+        self.mlp.permute_hidden_(units.argsort(descending=True, stable=True))
 
     def embed_importance(self) -> torch.Tensor:
         """(max_embed,) L1 norm of the weights reading each embed channel (q/k/v, fc1)."""
@@ -191,12 +198,14 @@ class ElasticTransformerEncoder(nn.Module):
     def flops(self, tokens: int, batch: int = 1) -> int:
         return sum(layer.flops(tokens, batch) for layer in self.active_layers())
 
-    def reorganize_by_importance(self) -> None:
-        """Sort every layer's heads and MLP units (embed channels: see
-        :meth:`embed_importance` / :meth:`permute_embed_`, which the owning model must
-        apply to its own embed-dim tensors too)."""
+    def reorganize_by_importance(
+        self, saliency: Mapping[nn.Module, torch.Tensor] | None = None
+    ) -> None:
+        """Sort every layer's heads and MLP units, by ``saliency`` where given (embed
+        channels: see :meth:`embed_importance` / :meth:`permute_embed_`, which the owning
+        model must apply to its own embed-dim tensors too)."""
         for layer in self.layers:
-            layer.reorganize()
+            layer.reorganize(saliency)
 
     def embed_importance(self) -> torch.Tensor:
         return sum(layer.embed_importance() for layer in self.layers)

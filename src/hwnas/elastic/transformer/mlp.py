@@ -55,6 +55,17 @@ class ElasticMLP(nn.Module):
         w1, w2 = self.fc1.weight.detach().abs(), self.fc2.weight.detach().abs()
         return w1.sum(dim=1) * w2.sum(dim=0)
 
+    def neuron_saliency(
+        self, grad_w1: torch.Tensor, grad_b1: torch.Tensor, grad_w2: torch.Tensor
+    ) -> torch.Tensor:
+        """(max_hidden,) first-order estimate of the loss change when each hidden unit
+        is cut (DynaBERT): ``|Σ_in W1⊙∂L/∂W1 + b1⊙∂L/∂b1|`` (a mask before the
+        activation) plus ``|Σ_out W2⊙∂L/∂W2|`` (a mask after it)."""
+        w1, b1, w2 = self.fc1.weight.detach(), self.fc1.bias.detach(), self.fc2.weight.detach()
+        before = (w1 * grad_w1).sum(dim=1) + b1 * grad_b1  # (H,)
+        after = (w2 * grad_w2).sum(dim=0)  # (H,)
+        return before.abs() + after.abs()
+
     def permute_hidden_(self, perm: torch.Tensor) -> None:
         with torch.no_grad():
             self.fc1.weight.copy_(self.fc1.weight[perm])
