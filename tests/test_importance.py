@@ -166,3 +166,41 @@ def test_bad_importance_settings_are_refused_before_anything_is_written(tmp_path
     with pytest.raises(ConfigError, match="supernet.importance_samples"):
         _run(out, "supernet.importance_samples=0")
     assert not (out / CONFIG_FILE).exists()
+
+
+def _vit_case():
+    from hwnas.tasks import ImageClassification
+    from tests.test_vit import images, tiny_vit
+
+    vit = tiny_vit()
+    x = images(n=4)
+    data = [(x, torch.tensor([0, 1, 2, 3]))]
+    return vit, ImageClassification(tuple(x.shape[1:]), 5), data, (x,), lambda out: out
+
+
+def _rnnt_case():
+    from hwnas.tasks.asr import TransducerASR
+    from tests.test_rnnt import VOCAB, batch, tiny_model
+
+    feats, lengths, tokens, token_lengths = batch()
+    data = [{"features": feats, "feature_lengths": lengths, "tokens": tokens,
+             "token_lengths": token_lengths}]  # fmt: skip
+    inputs = (feats, lengths, tokens, token_lengths)
+    return tiny_model(), TransducerASR(VOCAB, n_mels=12), data, inputs, lambda out: out["logits"]
+
+
+@pytest.mark.parametrize("case", [_vit_case, _rnnt_case], ids=["vit", "rnnt"])
+def test_every_transformer_domain_ranks_by_its_own_loss(case):
+    model, task, data, inputs, logits = case()
+    model.eval()
+    scores = loss_saliency(model, task, data)
+    assert set(scores) == {m for layer in model.encoder.layers for m in (layer.attn, layer.mlp)}
+    assert all(torch.isfinite(s).all() and s.sum() > 0 for s in scores.values())
+    with torch.no_grad():
+        before = logits(model(*inputs))
+        model.reorganize_by_importance(scores)
+        torch.testing.assert_close(logits(model(*inputs)), before, atol=1e-5, rtol=1e-5)
+    again = loss_saliency(model, task, data)
+    for layer in model.encoder.layers:
+        s = again[layer.mlp]
+        assert torch.all(s[:-1] >= s[1:] - 1e-6)
