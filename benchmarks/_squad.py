@@ -3,6 +3,7 @@ Hydra overrides, its data module set up, its task and its elastic BERT (seeded).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,18 @@ def squad_setup(overrides: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     dm.setup()
     model = build_model(cfg.model, tuple(dm.input_shape), dm.num_classes)
     return cfg, dm, dm.task(), model
+
+
+def schedule(steps: int, warmup: float):
+    """LambdaLR factor: linear warm-up over ``warmup`` of the steps, then cosine to 0."""
+
+    def factor(step: int) -> float:
+        done = step / steps
+        if done < warmup:
+            return (step + 1) / (warmup * steps)
+        return 0.5 * (1.0 + math.cos(math.pi * (done - warmup) / (1.0 - warmup)))
+
+    return factor
 
 
 def train_step(net: torch.nn.Module, task: Any, batch: Any, opt: Any, sched: Any) -> float:

@@ -16,24 +16,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import math
 import time
 from collections.abc import Iterator
 
 import torch
-from _squad import squad_setup, train_step
-
-
-def schedule(steps: int, warmup: float):
-    """Linear warm-up over ``warmup`` of the steps, then cosine decay to 0."""
-
-    def factor(step: int) -> float:
-        done = step / steps
-        if done < warmup:
-            return (step + 1) / (warmup * steps)
-        return 0.5 * (1.0 + math.cos(math.pi * (done - warmup) / (1.0 - warmup)))
-
-    return factor
+from _squad import schedule, squad_setup, train_step
 
 
 def main() -> None:
