@@ -26,9 +26,9 @@ def vit_run(tmp_path_factory):
     calls: list[str] = []
     reorganize = ElasticViT.reorganize_by_importance
 
-    def spy(self: ElasticViT) -> None:
+    def spy(self: ElasticViT, saliency=None) -> None:
         calls.append("reorganize")
-        reorganize(self)
+        reorganize(self, saliency)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ElasticViT, "reorganize_by_importance", spy)
