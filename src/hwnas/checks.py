@@ -22,7 +22,7 @@ from hwnas.search.base import Strategy, build_strategy, list_strategies
 from hwnas.search.workers import SEARCH_STAGES, check_sharing
 from hwnas.spaces.base import SearchSpace
 from hwnas.training.hidden import hidden_layers
-from hwnas.training.importance import IMPORTANCE, check_importance
+from hwnas.training.importance import check_importance
 from hwnas.training.optim import OPTIMIZERS
 from hwnas.training.supernet import TEACHERS, check_sandwich
 from hwnas.training.trainer import check_trainer_config
@@ -175,9 +175,10 @@ def validate(cfg: DictConfig) -> None:
     teacher = OmegaConf.select(cfg, "supernet.teacher", default="inplace")
     if teacher not in TEACHERS:
         raise ConfigError(f"supernet.teacher={teacher!r}: choose one of {list(TEACHERS)}")
-    importance = OmegaConf.select(cfg, "supernet.importance", default="magnitude")
-    if importance not in IMPORTANCE:
-        raise ConfigError(f"supernet.importance={importance!r}: choose one of {list(IMPORTANCE)}")
+    try:
+        check_importance(OmegaConf.select(cfg, "supernet.importance", default="magnitude"))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     for key in ("supernet.smallest", "supernet.pool_within_cap"):
         flag = OmegaConf.select(cfg, key, default=None)
         if flag is not None and not isinstance(flag, bool):

@@ -29,11 +29,12 @@ log = logging.getLogger(__name__)
 IMPORTANCE = ("magnitude", "loss")
 
 
-def check_importance(mode: str, model: ElasticModel) -> str:
-    """``mode`` when it is known and ``model`` supports it; ValueError otherwise."""
+def check_importance(mode: str, model: ElasticModel | None = None) -> str:
+    """``mode`` when it is known and ``model`` (if given) supports it; ValueError
+    otherwise."""
     if mode not in IMPORTANCE:
         raise ValueError(f"supernet.importance={mode!r}: choose one of {list(IMPORTANCE)}")
-    if mode == "loss" and not _units(model):
+    if mode == "loss" and model is not None and not _units(model):
         raise ValueError(
             f"supernet.importance=loss ranks attention heads and feed-forward units: "
             f"{type(model).__name__} has none; set supernet.importance=magnitude"
@@ -68,7 +69,7 @@ def loss_saliency(
     if not units:
         raise ValueError(f"{type(model).__name__} has no attention heads or MLP units to rank")
     params = [p for unit in units for p in _weights(unit)]
-    scores = {unit: torch.zeros(0) for unit in units}
+    scores: dict[nn.Module, torch.Tensor] = {}
     was_training, seen = model.training, 0
     model.eval()
     try:
@@ -82,7 +83,7 @@ def loss_saliency(
                         s = unit.head_saliency(next(grads))
                     else:
                         s = unit.neuron_saliency(next(grads), next(grads), next(grads))
-                    scores[unit] = s if seen == 0 else scores[unit] + s
+                    scores[unit] = scores[unit] + s if unit in scores else s
                 seen += 1
     finally:
         model.train(was_training)

@@ -8,11 +8,12 @@ norm). Domain adapters (ViT, BERT, RNN-T) put their own embedding and head aroun
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from hwnas.elastic.base import Saliency
 from hwnas.elastic.transformer.attention import (
     ElasticMultiheadAttention,
     StaticMultiheadAttention,
@@ -73,7 +74,7 @@ class ElasticTransformerLayer(_Layer):
     def flops(self, tokens: int, batch: int = 1) -> int:
         return self.attn.flops(tokens, batch) + self.mlp.flops(tokens, batch)
 
-    def reorganize(self, saliency: Mapping[nn.Module, torch.Tensor] | None = None) -> None:
+    def reorganize(self, saliency: Saliency | None = None) -> None:
         """Heads and hidden units by importance, largest first (function unchanged):
         ``saliency``'s scores for this layer's attention / MLP where it has them, else
         their weight magnitude."""
@@ -198,9 +199,7 @@ class ElasticTransformerEncoder(nn.Module):
     def flops(self, tokens: int, batch: int = 1) -> int:
         return sum(layer.flops(tokens, batch) for layer in self.active_layers())
 
-    def reorganize_by_importance(
-        self, saliency: Mapping[nn.Module, torch.Tensor] | None = None
-    ) -> None:
+    def reorganize_by_importance(self, saliency: Saliency | None = None) -> None:
         """Sort every layer's heads and MLP units, by ``saliency`` where given (embed
         channels: see :meth:`embed_importance` / :meth:`permute_embed_`, which the owning
         model must apply to its own embed-dim tensors too)."""
