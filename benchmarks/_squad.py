@@ -3,7 +3,6 @@ Hydra overrides, its data module set up, its task and its elastic BERT (seeded).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from hydra import compose, initialize_config_dir
 
 from hwnas.data import build_datamodule
 from hwnas.elastic import build_model
+from hwnas.training.optim import make_optimizer, warmup_cosine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,16 +30,18 @@ def squad_setup(overrides: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     return cfg, dm, dm.task(), model
 
 
-def schedule(steps: int, warmup: float):
-    """LambdaLR factor: linear warm-up over ``warmup`` of the steps, then cosine to 0."""
+def adamw(net: torch.nn.Module, lr: float, steps: int, warmup: float) -> tuple[Any, Any]:
+    """``(optimizer, scheduler)``: AdamW with weight decay 0.01 on the matrices (as the
+    demo's), and the supernet phases' schedule over ``steps`` (``warmup`` of them warm-up,
+    then cosine decay to 0)."""
+    decay = [p for p in net.parameters() if p.ndim > 1]
+    no_decay = [p for p in net.parameters() if p.ndim <= 1]
+    opt = make_optimizer("adamw", decay, no_decay, lr, momentum=0.9, weight_decay=0.01)
 
     def factor(step: int) -> float:
-        done = step / steps
-        if done < warmup:
-            return (step + 1) / (warmup * steps)
-        return 0.5 * (1.0 + math.cos(math.pi * (done - warmup) / (1.0 - warmup)))
+        return warmup_cosine(step / steps, warmup, 1.0 / steps)
 
-    return factor
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def train_step(net: torch.nn.Module, task: Any, batch: Any, opt: Any, sched: Any) -> float:

@@ -25,7 +25,7 @@ import statistics
 import time
 
 import torch
-from _squad import schedule, squad_setup, train_step
+from _squad import adamw, squad_setup, train_step
 
 from hwnas.spaces.base import Arch
 from hwnas.training.importance import loss_saliency
@@ -68,11 +68,7 @@ def main() -> None:
     cfg, dm, task, model = squad_setup(args.overrides)
     start = time.perf_counter()
     model.set_active(model.space.max_arch())
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=args.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(args.steps, 0.0))
+    opt, sched = adamw(model, args.lr, args.steps, 0.0)
     train = itertools.chain.from_iterable(dm.train_dataloader() for _ in itertools.count())
     for batch in itertools.islice(train, args.steps):
         train_step(model, task, batch, opt, sched)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 
 import torch
-from _squad import schedule, squad_setup, train_step
+from _squad import adamw, squad_setup, train_step
 
 
 def main() -> None:
@@ -36,11 +36,7 @@ def main() -> None:
     _, dm, task, model = squad_setup(args.overrides)
     net = model.export(model.space.max_arch())
     val = list(dm.val_dataloader())
-    decay = [p for p in net.parameters() if p.ndim > 1]
-    no_decay = [p for p in net.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=args.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(args.steps, args.warmup))
+    opt, sched = adamw(net, args.lr, args.steps, args.warmup)
 
     def batches() -> Iterator[dict]:
         while True:  # a new seeded order every pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +15,15 @@ def check_optimizer(name: str) -> str:
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer={name!r}: choose one of {list(OPTIMIZERS)}")
     return name
+
+
+def warmup_cosine(done: float, warmup: float, step: float) -> float:
+    """Learning-rate factor at ``done`` (the fraction of the schedule gone): linear
+    warm-up over its first ``warmup`` (``step``: one step's fraction, so the first step
+    already trains), then cosine decay to 0 over the rest."""
+    if done < warmup:
+        return min(1.0, (done + step) / warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (done - warmup) / (1.0 - warmup))))
 
 
 def make_optimizer(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from hwnas.training.bn import recalibrate_bn
 from hwnas.training.hidden import captured, hidden_layers, hidden_loss
 from hwnas.training.importance import check_importance, loss_saliency
 from hwnas.training.optim import batch_size as _batch_size
-from hwnas.training.optim import check_optimizer, make_optimizer
+from hwnas.training.optim import check_optimizer, make_optimizer, warmup_cosine
 from hwnas.training.optim import detach as _detach
 
 log = logging.getLogger(__name__)
@@ -235,12 +234,8 @@ class SupernetModule(L.LightningModule):
         phase = self.phases[i]
         steps = max(1, self.trainer.num_training_batches)
         done = ((self.current_epoch - self.phase_start(i)) + batch_idx / steps) / phase.epochs
-        warm = self.warmup_fraction
-        if done < warm:  # linear warm-up at the start of every phase
-            lr = phase.lr * min(1.0, (done + 1.0 / (steps * phase.epochs)) / warm)
-        else:  # then cosine decay over the rest of the phase
-            rest = (done - warm) / (1.0 - warm)
-            lr = phase.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, rest)))
+        # linear warm-up at the start of every phase, then cosine decay over its rest
+        lr = phase.lr * warmup_cosine(done, self.warmup_fraction, 1.0 / (steps * phase.epochs))
         for opt in self.trainer.optimizers:
             for group in opt.param_groups:
                 group["lr"] = lr
