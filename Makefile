@@ -9,7 +9,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SQUAD  := $(VENV)/.hwnas-squad
 WEIGHTS := $(VENV)/.hwnas-pretrained
 
-.PHONY: install data data-squad data-pretrained data-speech data-postgres demo squad asr test lint bench bench-bootstrap clean
+.PHONY: install data data-squad data-pretrained data-speech data-postgres demo squad asr test test-fast lint wheel-check bench bench-bootstrap clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -79,11 +79,22 @@ data-postgres:
 		else echo "warning: no apt-get: install PostgreSQL for the search-storage test"; fi; \
 	fi
 
+# every test (CI); test-fast leaves out the integration tier (tests marked slow: tiny
+# pipelines, subprocesses, DDP, PostgreSQL, golden outputs)
 test: install data data-squad data-pretrained data-speech data-postgres
 	$(PY) -m pytest tests
 
+test-fast: install data data-squad data-pretrained data-speech
+	$(PY) -m pytest tests -m "not slow"
+
+# style, and the floors: imports go down only (import-linter contracts in pyproject.toml)
 lint: install
 	$(PY) -m ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports
+
+# the package runs from a wheel, outside its source tree
+wheel-check: install
+	bash .ci/wheel_check.sh
 
 bench: install data data-squad data-pretrained
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
@@ -93,4 +104,4 @@ bench-bootstrap: install data data-pretrained
 	$(PY) benchmarks/bench_bootstrap.py
 
 clean:
-	rm -rf outputs/runs outputs/multirun
+	rm -rf outputs/runs outputs/multirun build

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 
+from hwnas.app.config import CONFIG_DIR
 from hwnas.data import build_datamodule
 from hwnas.elastic import build_model
 from hwnas.training.optim import make_optimizer, warmup_cosine
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def squad_setup(overrides: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     """``(cfg, dm, task, model)`` of ``experiment=squad_minilm`` plus ``overrides``."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(
             "config", overrides=["experiment=squad_minilm", *overrides, "paths.output_dir=/tmp"]
         )

@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 from scipy.stats import spearmanr
 
 from hwnas.hardware.factory import build_cost_model
-from hwnas.proxies import DEScore
+from hwnas.proxies.descore import DEScore
 from hwnas.spaces.base import Arch
 from hwnas.training.evaluate import first_samples
 

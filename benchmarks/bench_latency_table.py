@@ -28,15 +28,17 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from scipy.stats import spearmanr
 
-from hwnas.hardware import HardwareConfig, build_table, measure_latency
-from hwnas.profile import BENCH_MODELS, model_from_config, model_overrides
+from hwnas.app.config import CONFIG_DIR
+from hwnas.app.profile import BENCH_MODELS, model_from_config, model_overrides
+from hwnas.hardware.factory import HardwareConfig, build_table
+from hwnas.hardware.latency import measure_latency
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = BENCH_MODELS
 
 
 def compose_config(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("config", overrides=[*overrides, "paths.output_dir=/tmp"])
 
 

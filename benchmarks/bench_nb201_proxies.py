@@ -1,7 +1,7 @@
 """Quality of the train-free proxies on NAS-Bench-201: the correlation harness on a
 NASLib-style table (arch, val_accuracy, NASLib's own proxy columns).
 
-Runs ``hwnas.correlate`` (the Python API of ``python -m hwnas.correlate``) over the rows
+Runs ``hwnas.app.correlate`` (the Python API of ``python -m hwnas.correlate``) over the rows
 of each dataset (``--dataset cifar10 cifar100 ImageNet16-120``; ImageNet16-120 networks
 see 16x16 inputs and 120 classes, as NB-201 trained them) with every registered proxy
 but the slow ones (``--exclude``, default grasp, a Hessian-vector product, and VKDNW,
@@ -29,8 +29,9 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from hwnas.correlate import run_correlation
-from hwnas.correlate_io import to_markdown
+from hwnas.app.config import CONFIG_DIR
+from hwnas.app.correlate import run_correlation
+from hwnas.app.correlate_io import to_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.90
@@ -82,7 +83,7 @@ def harness_config(args: argparse.Namespace, dataset: str, out: Path, *more: str
         f"exclude_proxies=[{','.join(args.exclude)}]",
         *([f"n={args.n}"] if args.n else []), *args.extra, *more,
     ]  # fmt: skip
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("correlate", overrides=overrides)
     OmegaConf.set_struct(cfg, False)
     cfg.variants = OmegaConf.merge(cfg.get("variants") or {}, VARIANTS)

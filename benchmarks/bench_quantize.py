@@ -54,7 +54,7 @@ from typing import Any
 
 import torch
 
-from hwnas import compose_config
+from hwnas.app.config import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_RUN = ROOT / "outputs" / "runs" / "demo_s3"
@@ -191,10 +191,10 @@ def collect(args: argparse.Namespace, quick: list[str]) -> list[Model]:
 
 def prepare(model: Model, out: Path, threads: int) -> None:
     """Load the net and the data; quantize it into ``out/<name>`` unless already done."""
+    from hwnas.app.stages.quantize import quantize_model
+    from hwnas.app.subnet_io import load_subnet
+    from hwnas.core.runtime import torch_threads
     from hwnas.data import build_datamodule
-    from hwnas.hardware.latency import torch_threads
-    from hwnas.quantize.stage import quantize_model
-    from hwnas.subnet_io import load_subnet
 
     t0 = time.monotonic()
     if model.name == BASELINE_NAME:
@@ -255,7 +255,7 @@ def state_dict_mb(net: torch.nn.Module) -> float:
 def rows_of(model: Model, out: Path, threads: int) -> list[dict]:
     """The four rows of one model (timings to come): eager FP32 scored on the test set
     here, the ORT ones from the report."""
-    from hwnas.hardware.latency import torch_threads
+    from hwnas.core.runtime import torch_threads
     from hwnas.quantize.ort_runtime import model_size_mb
 
     folder = out / model.name

@@ -32,12 +32,15 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from hwnas.app.config import CONFIG_DIR
 from hwnas.elastic import build_model
-from hwnas.hardware import Constraints, build_cost_model
-from hwnas.proxies import DEScore, gaussian_inputs
-from hwnas.search import SearchProblem, SearchResult, build_strategy
-from hwnas.search.base import hypervolume_2d, pareto_front
+from hwnas.hardware.constraints import Constraints
+from hwnas.hardware.factory import build_cost_model
+from hwnas.proxies import gaussian_inputs
+from hwnas.proxies.descore import DEScore
+from hwnas.search.base import SearchProblem, build_strategy
 from hwnas.search.objectives import ZeroShotObjective
+from hwnas.search.result import SearchResult, hypervolume_2d, pareto_front
 
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = ("evolution", "random", "nsga2", "tpe")
@@ -82,11 +85,11 @@ def main() -> None:
         parser.error(f"--strategies: unknown {unknown}; choose from {list(STRATEGIES)}")
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
-    cfg_path = ROOT / "conf" / "model" / "elastic_cnn.yaml"
+    cfg_path = CONFIG_DIR / "model" / "elastic_cnn.yaml"
     model_cfg = OmegaConf.to_container(OmegaConf.load(cfg_path)) if cfg_path.is_file() else {}
     model = build_model({"name": "elastic_cnn", **model_cfg}, (1, 28, 28), 10)
     hw = OmegaConf.to_container(
-        OmegaConf.load(ROOT / "conf" / "hardware" / f"{args.hardware}.yaml")
+        OmegaConf.load(CONFIG_DIR / "hardware" / f"{args.hardware}.yaml")
     )
     cost = build_cost_model(hw, model, ROOT / "outputs" / "cache")
     lo, hi = cost(model.space.min_arch()), cost(model.space.max_arch())

@@ -45,13 +45,15 @@ def worker(threads: str, steps: int, candidates: int) -> dict[str, float]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    from hwnas.app.config import CONFIG_DIR
+    from hwnas.core.runtime import resolve_threads
     from hwnas.elastic import build_model
-    from hwnas.proxies import DEScore, gaussian_inputs
-    from hwnas.runtime import resolve_threads
+    from hwnas.proxies import gaussian_inputs
+    from hwnas.proxies.descore import DEScore
 
     n = resolve_threads(threads)
     torch.set_num_threads(n)
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["paths.output_dir=/tmp"])
     torch.manual_seed(0)
     model = build_model(cfg.model, (1, 28, 28), 10)

@@ -24,11 +24,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from hwnas.app.config import CONFIG_DIR
+from hwnas.app.profile import BENCH_MODELS, model_overrides
 from hwnas.data import build_datamodule
 from hwnas.elastic import build_model
 from hwnas.hardware.factory import build_cost_model
-from hwnas.profile import BENCH_MODELS, model_overrides
-from hwnas.proxies import DEScore, score_proxy
+from hwnas.proxies.base import score_proxy
+from hwnas.proxies.descore import DEScore
 from hwnas.search.objectives import ZeroShotObjective
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +45,7 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. zero_shot.batch_size=32")
     args = ap.parse_args()
     overrides = [*model_overrides(args.model, args.patch_size), *args.overrides]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[*overrides, "paths.output_dir=/tmp"])
     dm = build_datamodule(cfg.data)  # shape and classes only: nothing is loaded
     shape = tuple(dm.input_shape)

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import hwnas
-from hwnas.elastic.cnn import ElasticCNN
+from hwnas.app.config import CONFIG_DIR
+from hwnas.domains.image.models.cnn import ElasticCNN
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = str(CONFIG_DIR)
 CONF = Path(CONF_DIR)
 # a tiny elastic CNN's constructor arguments, and quick latency-timing settings
 TINY = dict(in_channels=1, image_size=16, stem_channels=8, stage_channels=(8, 16),
@@ -45,3 +46,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# The integration tier (`slow`; `make test-fast` leaves it out): whole pipelines,
+# subprocesses, several processes (DDP, torchrun, workers, launchers), PostgreSQL, the
+# golden outputs. Whole modules, plus any other test whose name says it runs the
+# pipeline or a command line.
+SLOW_MODULES = {
+    "test_asr_pipeline", "test_bootstrap_pipeline", "test_crash_safety", "test_ddp",
+    "test_distributed_search", "test_golden", "test_pipeline", "test_quantize_stage",
+    "test_scale_out_cli", "test_squad_pipeline", "test_vit_pipeline",
+}  # fmt: skip
+SLOW_NAMES = ("pipeline", "_cli", "cli_", "finetuned_teacher", "learns_a_transcript")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2]
+        if module in SLOW_MODULES or any(s in item.name for s in SLOW_NAMES):
+            item.add_marker(pytest.mark.slow)

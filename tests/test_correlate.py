@@ -14,12 +14,13 @@ from hydra import compose, initialize_config_dir
 from scipy import stats
 
 import hwnas.proxies as proxy_lib
-from hwnas.correlate import run_correlation
-from hwnas.correlate_io import make_inputs, rank_correlation
+from hwnas.app.config import CONFIG_DIR
+from hwnas.app.correlate import run_correlation
+from hwnas.app.correlate_io import make_inputs, rank_correlation
 from hwnas.data import build_datamodule
 from hwnas.proxies import base as proxy_base
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = CONFIG_DIR
 FIXTURE = Path(__file__).parent / "fixtures" / "nb201_small.csv"
 CHEAP = ["params", "synflow", "naswot"]
 
@@ -56,7 +57,7 @@ def counted(monkeypatch):
             calls.append(_name)
             return _real(model, inputs, gen)
 
-        monkeypatch.setitem(proxy_base._REGISTRY, name, dataclasses.replace(proxy, fn=fn))
+        monkeypatch.setitem(proxy_base.PROXIES.entries, name, dataclasses.replace(proxy, fn=fn))
     return calls
 
 
@@ -126,7 +127,7 @@ def test_failures_are_recorded_and_run_continues(tmp_path, monkeypatch):
         return float(inputs.x.shape[0])
 
     proxy = proxy_base.Proxy("test_fail_on_pool", fail_on_pool, True, "")
-    monkeypatch.setitem(proxy_base._REGISTRY, proxy.name, proxy)
+    monkeypatch.setitem(proxy_base.PROXIES.entries, proxy.name, proxy)
     run_correlation(make_cfg(tmp_path, "proxies=[params,test_fail_on_pool]"))
     table = pd.read_csv(FIXTURE).query("dataset == 'cifar10'")
     pooled = {a for a in table["arch"] if "avg_pool_3x3" in a}
@@ -200,7 +201,7 @@ def test_failed_terms_rank_last_in_descore(tmp_path, monkeypatch):
         return float(sum(p.numel() for p in model.parameters()))
 
     proxy = proxy_base.Proxy("test_fail_on_pool", fail_on_pool, True, "")
-    monkeypatch.setitem(proxy_base._REGISTRY, proxy.name, proxy)
+    monkeypatch.setitem(proxy_base.PROXIES.entries, proxy.name, proxy)
     run_correlation(
         make_cfg(tmp_path, "descore=true", "proxies=[params]", "~variants", "proxy=denas_rank",
                  *(f"proxy.weights.{c}=0" for c in ("expressivity", "complexity", "diversity")),

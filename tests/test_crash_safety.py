@@ -29,10 +29,9 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas import atomic
-from hwnas.pipeline import run
-from hwnas.search import SearchProblem, build_strategy
-from hwnas.search.base import Objective
+from hwnas.app.pipeline import run
+from hwnas.core import atomic
+from hwnas.search.base import Objective, SearchProblem, build_strategy
 from hwnas.search.journal import JournaledObjective, journal_header
 from hwnas.spaces.base import Arch
 from tests.conftest import compose_config, tiny_cnn

@@ -14,14 +14,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from hwnas.data import (
-    DATAMODULES,
-    CIFAR10DataModule,
-    FashionMNISTDataModule,
-    SyntheticDataModule,
-    build_datamodule,
-)
-from hwnas.data.fashion_mnist import DEBIAN_DIR, read_idx
+from hwnas.data import DATAMODULES, build_datamodule
+from hwnas.domains.image.data.cifar10 import CIFAR10DataModule
+from hwnas.domains.image.data.fashion_mnist import DEBIAN_DIR, FashionMNISTDataModule, read_idx
+from hwnas.domains.image.data.synthetic import SyntheticDataModule
 
 FIXTURE = Path(__file__).parent / "fixtures" / "cifar10"
 MEAN = torch.tensor(CIFAR10DataModule.mean).view(3, 1, 1)

@@ -18,9 +18,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hwnas.elastic import ElasticCNN
-from hwnas.search import GeneCodec, build_strategy
-from hwnas.search.distributed import (
+from hwnas.domains.image.models.cnn import ElasticCNN
+from hwnas.search.base import build_strategy
+from hwnas.search.optuna.codec import GeneCodec
+from hwnas.search.optuna.distributed import (
     ALIVE,
     METRICS,
     WORKER,
@@ -221,7 +222,7 @@ def test_an_rdb_url_is_a_storage_too(tmp_path):
 
 def test_pipeline_stages_share_their_searches_with_worker_processes(tmp_path):
     """``zero_shot.workers=2`` / ``search.workers=2``: the stage starts a second worker
-    (``python -m hwnas.search.worker``) on a journal in the stage folder; the stage's
+    (``python -m hwnas.app.search_worker``) on a journal in the stage folder; the stage's
     result holds each arch once, measured by exactly one of the workers."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "hwnas", "experiment=synthetic_tiny", "threads=1",
@@ -255,7 +256,7 @@ def test_pipeline_stages_share_their_searches_with_worker_processes(tmp_path):
 
 
 def test_the_worker_command_names_bad_arguments(tmp_path, capsys):
-    from hwnas.search.worker import main
+    from hwnas.app.search_worker import main
 
     for argv, message in (
         (["foo=1"], "unknown argument 'foo=1'"),

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from hwnas.domains.image.models.cnn import ElasticCNN
 from hwnas.elastic import build_model
-from hwnas.elastic.cnn import ElasticCNN
 from tests.conftest import tiny_cnn
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from hwnas.tasks import ImageClassification
+from hwnas.domains.image.task import ImageClassification
 from hwnas.training.subnet import SubnetModule
 from tests.test_pipeline import _run
 
@@ -64,7 +64,7 @@ def test_pipeline_distils_the_chosen_subnet_and_says_so(tmp_path):
 
 
 def test_finetuned_teacher_is_the_largest_after_its_own_finetuning(tmp_path, monkeypatch):
-    from hwnas import stages
+    from hwnas.app.stages import final as stages
 
     calls = []
     real = stages._finetune

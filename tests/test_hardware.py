@@ -12,25 +12,17 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-from hwnas.elastic import ElasticCNN
-from hwnas.hardware import (
-    AnalyticCost,
-    HardwareConfig,
-    LatencyTable,
-    MeasuredLatency,
-    TableLatency,
-    build_cost_model,
-    measure_latency,
-    table_cache_name,
-)
+from hwnas.app.profile import run_profile
+from hwnas.domains.image.models.cnn import ElasticCNN, cnn_peak_elements
 from hwnas.hardware.analytic import (
-    cnn_peak_elements,
+    AnalyticCost,
     covering_archs,
     traced_peak_elements,
     unit_keys,
 )
-from hwnas.hardware.table import fit_correction
-from hwnas.profile import run_profile
+from hwnas.hardware.factory import HardwareConfig, build_cost_model, table_cache_name
+from hwnas.hardware.latency import MeasuredLatency, measure_latency
+from hwnas.hardware.table import LatencyTable, TableLatency, fit_correction
 from tests.conftest import CONF, FAST, TINY
 
 

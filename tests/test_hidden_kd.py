@@ -13,10 +13,12 @@ import torch.nn.functional as F
 import transformers
 from torch import nn
 
-from hwnas.elastic.bert import ElasticBert
-from hwnas.pipeline import CONFIG_FILE, ConfigError
-from hwnas.tasks import ImageClassification
-from hwnas.tasks.qa import ExtractiveQA
+from hwnas.app.context import ConfigError
+from hwnas.app.pipeline import CONFIG_FILE
+from hwnas.domains.image.task import ImageClassification
+from hwnas.domains.qa.models.bert import ElasticBert
+from hwnas.domains.qa.models.hf import bert_from_pretrained
+from hwnas.domains.qa.task import ExtractiveQA
 from hwnas.training.hidden import captured, hidden_layers, hidden_loss
 from hwnas.training.subnet import SubnetModule
 from hwnas.training.supernet import Phase, SupernetModule
@@ -33,7 +35,7 @@ def model(tmp_path_factory) -> ElasticBert:
     cfg = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     folder = tmp_path_factory.mktemp("bert_nodrop")
     transformers.BertForQuestionAnswering(cfg).save_pretrained(folder)
-    return ElasticBert.from_pretrained(folder, max_seq_length=SEQ, embed_choices=[16, 32])
+    return bert_from_pretrained(folder, max_seq_length=SEQ, embed_choices=[16, 32])
 
 
 def qa_batch(seed: int = 1) -> dict[str, torch.Tensor]:
@@ -139,7 +141,7 @@ def test_sandwich_step_adds_each_subnets_hidden_loss_against_the_largest(model):
 
 
 def test_pipeline_distils_hidden_states_and_reports_it(tmp_path):
-    from hwnas.pipeline import run
+    from hwnas.app.pipeline import run
 
     out = tmp_path / "run"
     run(squad_config(out, "supernet.kd_hidden=1.0", "final.kd_hidden=0.5"))

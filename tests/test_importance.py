@@ -10,11 +10,13 @@ import pytest
 import torch
 import transformers
 
-from hwnas.elastic.bert import ElasticBert
+from hwnas.app.context import ConfigError
+from hwnas.app.pipeline import CONFIG_FILE
+from hwnas.domains.qa.models.bert import ElasticBert
+from hwnas.domains.qa.models.hf import bert_from_pretrained
+from hwnas.domains.qa.task import ExtractiveQA
 from hwnas.elastic.transformer.attention import ElasticMultiheadAttention
 from hwnas.elastic.transformer.mlp import ElasticMLP
-from hwnas.pipeline import CONFIG_FILE, ConfigError
-from hwnas.tasks.qa import ExtractiveQA
 from hwnas.training.importance import check_importance, loss_saliency
 from hwnas.training.supernet import Phase, SupernetModule
 from tests.test_bert import SEQ, VOCAB, batch, tiny_config
@@ -29,7 +31,7 @@ def model(tmp_path) -> ElasticBert:
     torch.manual_seed(0)
     cfg = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     transformers.BertForQuestionAnswering(cfg).save_pretrained(tmp_path / "bert")
-    return ElasticBert.from_pretrained(tmp_path / "bert", max_seq_length=SEQ)
+    return bert_from_pretrained(tmp_path / "bert", max_seq_length=SEQ)
 
 
 def _mask_grad(loss_of, mask: torch.Tensor) -> torch.Tensor:
@@ -147,7 +149,7 @@ def test_the_width_phase_reorders_by_the_loss(model):
 
 
 def test_pipeline_ranks_by_the_loss_and_logs_it(tmp_path, caplog):
-    from hwnas.pipeline import run
+    from hwnas.app.pipeline import run
 
     out = tmp_path / "run"
     with caplog.at_level("INFO"):
@@ -169,7 +171,7 @@ def test_bad_importance_settings_are_refused_before_anything_is_written(tmp_path
 
 
 def _vit_case():
-    from hwnas.tasks import ImageClassification
+    from hwnas.domains.image.task import ImageClassification
     from tests.test_vit import images, tiny_vit
 
     vit = tiny_vit()
@@ -179,7 +181,7 @@ def _vit_case():
 
 
 def _rnnt_case():
-    from hwnas.tasks.asr import TransducerASR
+    from hwnas.domains.asr.task import TransducerASR
     from tests.test_rnnt import VOCAB, batch, tiny_model
 
     feats, lengths, tokens, token_lengths = batch()

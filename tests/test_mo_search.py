@@ -8,10 +8,12 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from hwnas.elastic import ElasticCNN
-from hwnas.hardware import AnalyticCost, CompositeCost, Constraints, CostModel, InfeasibleError
-from hwnas.search import Objective, SearchProblem, build_strategy, list_strategies
-from hwnas.search.optuna_base import GeneCodec, violations
+from hwnas.domains.image.models.cnn import ElasticCNN
+from hwnas.hardware.analytic import AnalyticCost
+from hwnas.hardware.base import CompositeCost, CostModel
+from hwnas.hardware.constraints import Constraints, InfeasibleError
+from hwnas.search.base import Objective, SearchProblem, build_strategy, list_strategies
+from hwnas.search.optuna.codec import GeneCodec, violations
 from hwnas.spaces.base import Arch, Gene, SearchSpace
 
 TINY = dict(in_channels=1, image_size=16, stem_channels=8, stage_channels=(8, 16),
@@ -168,13 +170,16 @@ def test_violations_are_relative_and_signed() -> None:
     assert violations(Constraints(), {"params_m": 1.0}) == {}
 
 
-def test_optuna_base_is_shared_and_old_imports_still_work() -> None:
-    from hwnas.search import nsga2, optuna_base, tpe
+def test_optuna_strategies_share_one_base_and_one_codec() -> None:
+    from hwnas.search import optuna as optuna_pkg
+    from hwnas.search.optuna import base as optuna_base
+    from hwnas.search.optuna import codec, nsga2, tpe
 
     assert issubclass(nsga2.NSGA2, optuna_base.OptunaStrategy)
     assert issubclass(tpe.TPE, optuna_base.OptunaStrategy)
-    assert nsga2.GeneCodec is GeneCodec and nsga2.violations is violations
-    assert nsga2.quiet_optuna is optuna_base.quiet_optuna
+    assert codec.GeneCodec is GeneCodec and codec.violations is violations
+    assert optuna_base.quiet_optuna is codec.quiet_optuna
+    assert optuna_pkg.__name__ == "hwnas.search.optuna"
 
 
 # ------------------------------------------------------- stable values told to Optuna
@@ -247,7 +252,7 @@ class HashLatency(CostModel):
 
 
 def _descore_problem(model: ElasticCNN, **descore_kw) -> SearchProblem:
-    from hwnas.proxies import DEScore
+    from hwnas.proxies.descore import DEScore
     from hwnas.search.objectives import ZeroShotObjective
 
     class FakeZeroShot(ZeroShotObjective):

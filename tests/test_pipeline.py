@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from hwnas.checks import preflight
-from hwnas.context import build_context
-from hwnas.pipeline import CONFIG_FILE, ConfigError, run
-from hwnas.subnet_io import load_subnet
+from hwnas.app.checks import preflight
+from hwnas.app.context import ConfigError, build_context
+from hwnas.app.pipeline import CONFIG_FILE, run
+from hwnas.app.subnet_io import load_subnet
 from tests.conftest import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hydra import compose, initialize_config_dir
 
-from hwnas.hardware import (
-    HardwareConfig,
-    LatencyTable,
-    build_cost_model,
-    factory,
-    table_cache_name,
-)
-from hwnas.profile import model_from_config, run_profile
+from hwnas.app.config import CONFIG_DIR
+from hwnas.app.profile import model_from_config, run_profile
+from hwnas.hardware import factory
+from hwnas.hardware.factory import HardwareConfig, build_cost_model, table_cache_name
+from hwnas.hardware.table import LatencyTable
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CONF = str(CONFIG_DIR)
 
 
 def compose_profile(overrides: list[str]):

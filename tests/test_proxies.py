@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import math
 import traceback
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,12 +16,13 @@ from scipy.stats import rankdata
 from torch import nn
 
 import hwnas.proxies as P
-from hwnas.elastic.vit import ElasticViT
+from hwnas.app.config import CONFIG_DIR
+from hwnas.domains.image.models.vit import ElasticViT
 from hwnas.proxies.common import prepare
 from hwnas.proxies.ntk import ntk_gram
 from hwnas.spaces.nb201 import build_nb201
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "proxy"
+CONF = CONFIG_DIR / "proxy"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -349,7 +349,7 @@ def test_score_proxies_raises_the_first_runs_error_without_rerunning(monkeypatch
         raise _ProxyBroke(f"call {len(calls)}")
 
     proxy = proxy_base.Proxy("test_broken", broken, True, "")
-    monkeypatch.setitem(proxy_base._REGISTRY, proxy.name, proxy)
+    monkeypatch.setitem(proxy_base.PROXIES.entries, proxy.name, proxy)
     model, inputs = make("cnn")
     with pytest.raises(_ProxyBroke, match="call 1") as err:
         P.score_proxies(["params", "test_broken", "snip"], model, inputs)

@@ -13,7 +13,8 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from hwnas.quantize import OrtModule, QuantSettings, quantize_assignment
+from hwnas.quantize.onnx_quant import QuantSettings, quantize_assignment
+from hwnas.quantize.ort_runtime import OrtModule
 from hwnas.quantize.qat import (
     FakeQuantizer,
     QatModule,
@@ -158,7 +159,7 @@ def test_bad_qat_settings_are_one_line_errors(key, value, match):
 def test_qat_in_the_quantize_cli(tmp_path):
     """``python -m hwnas.quantize`` with QAT of uniform INT8 on a tiny finished run: the
     QAT model is quantized by ORT in every layer, scored, reported and plotted."""
-    from hwnas.quantize.__main__ import main
+    from hwnas.app.quantize_cli import main
     from hwnas.quantize.onnx_quant import quantized_nodes
     from tests.test_quantize_stage import SMALL, _run
 

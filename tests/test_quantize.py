@@ -14,41 +14,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwnas.app.subnet_io import export_onnx
+from hwnas.domains.image.task import ImageClassification
 from hwnas.hardware.base import CostModel
 from hwnas.hardware.constraints import Constraints
-from hwnas.quantize import (
-    MeasuredQuantCost,
-    OrtModule,
-    QuantSettings,
-    WeightSizeCost,
-    estimate_accuracy,
+from hwnas.quantize.hessian import (
     exact_trace,
     fake_quantize_weight,
     hawq_sensitivity,
-    hessian_drops,
     hutchinson_trace,
-    layer_nodes_by_name,
+    quantization_error,
+    task_loss,
+)
+from hwnas.quantize.layers import layer_nodes_by_name, onnx_layer_nodes, quantizable_layers
+from hwnas.quantize.onnx_quant import QuantSettings, cpu_flags, quantize_assignment, quantized_nodes
+from hwnas.quantize.ort_runtime import OrtModule, model_size_mb, throughput, time_onnx
+from hwnas.quantize.sensitivity import (
+    estimate_accuracy,
+    hessian_drops,
     layer_sensitivity,
     measured_drops,
-    model_size_mb,
-    onnx_layer_nodes,
-    precision_space,
-    quantizable_layers,
-    quantization_error,
-    quantize_assignment,
-    quantized_nodes,
-    task_loss,
-    throughput,
-    time_onnx,
     top1_evaluator,
-    uniform,
 )
-from hwnas.quantize.onnx_quant import cpu_flags
-from hwnas.search import SearchProblem, build_strategy
-from hwnas.search.base import Objective
+from hwnas.quantize.space import MeasuredQuantCost, WeightSizeCost, precision_space, uniform
+from hwnas.search.base import Objective, SearchProblem, build_strategy
 from hwnas.spaces.base import Arch
-from hwnas.subnet_io import export_onnx
-from hwnas.tasks.image import ImageClassification
 
 # Relative L2 error of uniform INT8 (ORT QDQ, per-channel weights, MinMax or
 # Percentile calibration on 4 batches of the same distribution) against FP32 on the
@@ -436,7 +426,7 @@ def test_estimate_accuracy_adds_drops_of_quantized_layers():
 
 
 def test_hessian_drops_scale_omega_to_measured_drops():
-    from hwnas.quantize import SensitivityRow
+    from hwnas.quantize.sensitivity import SensitivityRow
 
     rows = [
         SensitivityRow(n, "conv", 10, "int8", 1.0, 1.0 - d, d, omega=o)
@@ -462,9 +452,9 @@ def test_fx_traced_subnets_map_by_call_order(tmp_path):
     names; the call order of its layers pairs them with the graph's nodes."""
     import torchvision
 
+    from hwnas.app.subnet_io import export_onnx
     from hwnas.bootstrap import convert
     from hwnas.quantize.layers import onnx_layer_nodes, quantizable_layers
-    from hwnas.subnet_io import export_onnx
 
     torch.manual_seed(0)
     model = torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.25).eval()
@@ -489,8 +479,8 @@ def test_fx_traced_subnets_map_by_call_order(tmp_path):
 def test_torchvision_mobilenet_maps_by_scope(tmp_path):
     import torchvision
 
+    from hwnas.app.subnet_io import export_onnx
     from hwnas.quantize.layers import onnx_layer_nodes, quantizable_layers
-    from hwnas.subnet_io import export_onnx
 
     net = torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.25).eval()
     path = export_onnx(net, (torch.randn(1, 3, 32, 32),), tmp_path / "m.onnx")

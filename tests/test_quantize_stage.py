@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hwnas.pipeline import ConfigError, run
+from hwnas.app.context import ConfigError
+from hwnas.app.pipeline import run
 from hwnas.quantize.layers import layer_nodes_by_name
 from hwnas.quantize.onnx_quant import quantized_nodes
 from tests.conftest import compose_config

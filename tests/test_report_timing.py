@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 from torch import nn
 
-import hwnas.report as report
+import hwnas.app.report as report
 
 
 def test_latency_rounds_interleave_and_keep_the_median(monkeypatch):
@@ -26,8 +26,9 @@ def test_latency_rounds_interleave_and_keep_the_median(monkeypatch):
     monkeypatch.setattr(report, "measure_latency", fake)
     hw = dict(device="cpu", threads=1, warmup=0, repeats=1, backend="torch", batch_size=1)
     cfg = OmegaConf.create({"hardware": hw, "final": {"throughput_batch": 8}})
-    ctx = SimpleNamespace(cfg=cfg, task=SimpleNamespace(example_inputs=(3,),
-                                                        seconds_per_sample=None))  # fmt: skip
+    task = SimpleNamespace(example_inputs=(3,), speed_fields=lambda latency, batch: {})
+    settings = SimpleNamespace(final=SimpleNamespace(throughput_batch=8))
+    ctx = SimpleNamespace(cfg=cfg, task=task, settings=settings)
     nets = {}
     for tag in ("largest", "subnet"):
         nets[tag] = nn.Identity()

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.data.speech import CharVocabulary
+from hwnas.domains.asr.data.vocab import CharVocabulary
+from hwnas.domains.asr.models.frontend import length_mask, subsampled_lengths
+from hwnas.domains.asr.models.rnnt import ElasticRNNT
+from hwnas.domains.asr.task import TransducerASR, error_rates
 from hwnas.elastic import build_model
-from hwnas.elastic.rnnt import ElasticRNNT, length_mask, subsampled_lengths
-from hwnas.tasks.asr import TransducerASR, error_rates
 
 VOCAB = CharVocabulary()
 TINY = dict(
@@ -190,7 +191,7 @@ def test_costs_latency_units_and_proxy_view():
 def test_onnx_encoder_matches_at_another_length(tmp_path):
     import onnxruntime as ort
 
-    from hwnas.subnet_io import export_onnx
+    from hwnas.app.subnet_io import export_onnx
 
     model = tiny_model().eval()
     task = TransducerASR(VOCAB, n_mels=12, example_seconds=model.example_seconds)

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from hwnas.app.config import CONFIG_DIR
+from hwnas.domains.asr.models.rnnt import BLANK, ElasticRNNT, StaticRNNT
 from hwnas.elastic import build_model
-from hwnas.elastic.rnnt import BLANK, ElasticRNNT, StaticRNNT
 from tests.test_rnnt import TINY
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = CONFIG_DIR
 
 
 @pytest.fixture(autouse=True)

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from hwnas import runtime
-from hwnas.progress import IntervalLogger, progress_bar, use_bars
+from hwnas.core import runtime
+from hwnas.core.progress import IntervalLogger, progress_bar, use_bars
 
 
 @pytest.mark.parametrize("load,expected", [(0.0, 4), (1.2, 3), (3.6, 1), (9.0, 1)])
@@ -20,7 +20,7 @@ def test_auto_threads_leaves_busy_cores_alone(monkeypatch, load, expected):
 
 
 def test_log_mode_writes_steady_lines_not_bars(caplog):
-    caplog.set_level(logging.INFO, logger="hwnas.progress")
+    caplog.set_level(logging.INFO, logger="hwnas.core.progress")
     with progress_bar("scoring", total=5, mode="log", interval_s=3600) as update:
         assert isinstance(update, IntervalLogger)
         for i in range(1, 6):

@@ -9,8 +9,8 @@ import pytest
 
 from hwnas.hardware.base import CostModel
 from hwnas.hardware.constraints import Constraints, InfeasibleError
-from hwnas.search import SearchProblem, build_strategy
-from hwnas.search.base import Objective, hypervolume_2d, pareto_front
+from hwnas.search.base import Objective, SearchProblem, build_strategy
+from hwnas.search.result import hypervolume_2d, pareto_front
 from hwnas.spaces.base import Arch
 from tests.conftest import tiny_cnn
 
@@ -233,7 +233,7 @@ class Given(Objective):
 
 
 def _record(i: int, acc: float, ms: float, params: float, feasible: bool = True):
-    from hwnas.search.base import Evaluated
+    from hwnas.search.result import Evaluated
 
     return Evaluated(Arch({"i": i}), {"acc": acc}, {"latency_ms": ms, "params_m": params},
                      feasible=feasible)  # fmt: skip
@@ -259,7 +259,7 @@ def _hand_made():
 
 
 def test_best_breaks_accuracy_ties_by_latency_then_params_and_is_on_the_front():
-    from hwnas.search.base import choose
+    from hwnas.search.result import choose
 
     result = _hand_made()
     assert result.best.arch == Arch({"i": 2})
@@ -319,7 +319,7 @@ class FlopsOnlyCost(CostModel):
 def test_search_without_latency_draws_its_front_on_flops(name, kw, tmp_path, monkeypatch):
     import matplotlib.axes
 
-    from hwnas.report import plot_pareto, save_pareto
+    from hwnas.app.report import plot_pareto, save_pareto
 
     model = tiny_cnn()
     cost = FlopsOnlyCost(model)
@@ -349,7 +349,8 @@ def test_search_without_latency_draws_its_front_on_flops(name, kw, tmp_path, mon
 
 
 def test_ties_without_latency_go_to_fewer_flops_and_stay_on_the_front():
-    from hwnas.search.base import Evaluated, Strategy, choose, tie_costs_for
+    from hwnas.search.base import Strategy
+    from hwnas.search.result import Evaluated, choose, tie_costs_for
     from hwnas.spaces.base import Gene, SearchSpace
 
     def rec(i, acc, flops, params):

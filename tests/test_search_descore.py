@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from hwnas.proxies import DEScore
+from hwnas.proxies.descore import DEScore
 
 
 def _raws(sal, lat=None):
@@ -76,8 +76,8 @@ def test_a_failing_proxy_ranks_its_candidates_last_and_the_search_goes_on():
     candidates are NaN on its term (ranked last there) and the failures are counted."""
     import random
 
-    from hwnas.proxies import gaussian_inputs, register_proxy
-    from hwnas.proxies.base import _REGISTRY
+    from hwnas.proxies import gaussian_inputs
+    from hwnas.proxies.base import PROXIES, register_proxy
     from hwnas.search.objectives import ZeroShotObjective
     from tests.conftest import tiny_cnn
 
@@ -105,7 +105,7 @@ def test_a_failing_proxy_ranks_its_candidates_last_and_the_search_goes_on():
         with pytest.raises(RuntimeError, match="flaky"):  # strict without a failures dict
             descore.components(model.export(model.space.max_arch()), inputs)
     finally:
-        _REGISTRY.pop("test_flaky_params", None)
+        PROXIES.entries.pop("test_flaky_params", None)
 
 
 def test_zero_shot_takes_flops_from_the_cost_model_and_they_equal_the_proxy():
@@ -114,14 +114,15 @@ def test_zero_shot_takes_flops_from_the_cost_model_and_they_equal_the_proxy():
     import random
     from pathlib import Path
 
-    from hwnas.elastic.bert import ElasticBert
-    from hwnas.proxies import gaussian_inputs, score_proxy
+    from hwnas.domains.qa.models.hf import bert_from_pretrained
+    from hwnas.proxies import gaussian_inputs
+    from hwnas.proxies.base import score_proxy
     from hwnas.search.objectives import ZeroShotObjective
     from tests.conftest import tiny_cnn
     from tests.test_vit import tiny_vit
 
     bert = Path(__file__).parent / "fixtures" / "squad" / "tiny_bert"
-    models = [tiny_cnn(), tiny_vit(), ElasticBert.from_pretrained(str(bert), max_seq_length=16)]
+    models = [tiny_cnn(), tiny_vit(), bert_from_pretrained(str(bert), max_seq_length=16)]
     rng = random.Random(0)
     for model in models:
         inputs = gaussian_inputs(model.proxy_shape or model.input_shape, 2, 2, seed=0)

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from hwnas.data import build_datamodule
-from hwnas.data.speech import (
+from hwnas.domains.asr.data.spoken_synth import WORDS, SpokenSynthDataModule
+from hwnas.domains.asr.data.vocab import (
     CHARACTERS,
     CharVocabulary,
     MissingPackageError,
     SentencePieceVocabulary,
     vocabulary_from_dict,
 )
-from hwnas.data.spoken_synth import WORDS, SpokenSynthDataModule
 from tests.conftest import compose_config
 
 pytest.importorskip("sentencepiece")
@@ -102,7 +102,7 @@ def test_training_is_deterministic_and_cached(vocab, tmp_path, monkeypatch):
     assert cached.pieces == vocab.pieces and path.read_bytes() == vocab.model_proto
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically
     # a rerun reads the cache instead of training
-    monkeypatch.setattr("hwnas.data.speech._train_sentencepiece",
+    monkeypatch.setattr("hwnas.domains.asr.data.vocab._train_sentencepiece",
                         lambda *a: pytest.fail("trained again"))  # fmt: skip
     assert SentencePieceVocabulary.train(corpus(), 40, cache_dir=tmp_path).pieces == vocab.pieces
     monkeypatch.undo()
@@ -232,8 +232,8 @@ def test_config_defaults_and_override(data, tmp_path):
 def test_pipeline_saves_a_vocabulary_that_decodes_without_the_package(
     tmp_path, one_thread, monkeypatch
 ):
-    from hwnas.pipeline import run
-    from hwnas.subnet_io import load_subnet
+    from hwnas.app.pipeline import run
+    from hwnas.app.subnet_io import load_subnet
 
     out = tmp_path / "run"
     overrides = ["experiment=asr_tiny", f"paths.output_dir={out}",

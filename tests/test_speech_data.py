@@ -11,16 +11,10 @@ import soundfile as sf
 import torch
 
 from hwnas.data import build_datamodule
-from hwnas.data.speech import (
-    SPEC_AUGMENT,
-    BucketBatchSampler,
-    CharVocabulary,
-    SpeechDataset,
-    collate,
-    log_mel,
-    spec_augment,
-)
-from hwnas.data.spoken_synth import SpokenSynthDataModule, plan_corpus
+from hwnas.domains.asr.data.dataset import BucketBatchSampler, SpeechDataset, collate
+from hwnas.domains.asr.data.features import SPEC_AUGMENT, log_mel, spec_augment
+from hwnas.domains.asr.data.spoken_synth import SpokenSynthDataModule, plan_corpus
+from hwnas.domains.asr.data.vocab import CharVocabulary
 
 LIBRI = Path(__file__).parent / "fixtures" / "librispeech"
 CHAPTER = LIBRI / "LibriSpeech" / "test-clean" / "9001" / "1"
@@ -165,8 +159,9 @@ def test_spoken_synth_batches(synth):
 
 def test_spoken_synth_reads_its_cache_without_espeak(synth, monkeypatch):
     root, dm = synth
-    monkeypatch.setattr("hwnas.data.spoken_synth.speak", lambda *a: pytest.fail("spoke again"))
-    monkeypatch.setattr("hwnas.data.speech.log_mel", lambda *a: pytest.fail("features again"))
+    data = "hwnas.domains.asr.data"
+    monkeypatch.setattr(f"{data}.spoken_synth.speak", lambda *a: pytest.fail("spoke again"))
+    monkeypatch.setattr(f"{data}.speech.log_mel", lambda *a: pytest.fail("features again"))
     again = SpokenSynthDataModule(str(root / "a"), **TINY)
     again.setup()
     assert len(again.data_train) == 12

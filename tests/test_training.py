@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from hwnas.tasks.base import distill_loss
 from hwnas.training.bn import recalibrate_bn
 from hwnas.training.subnet import SubnetModule
-from hwnas.training.supernet import Phase, SupernetModule, distill_loss
+from hwnas.training.supernet import Phase, SupernetModule
 from tests.conftest import tiny_cnn
 
 PHASES = [
@@ -194,7 +195,7 @@ def test_supernet_phases_warm_up_then_decay():
     plain cosine from the peak."""
     from types import SimpleNamespace
 
-    from hwnas.elastic import ElasticCNN
+    from hwnas.domains.image.models.cnn import ElasticCNN
     from hwnas.training.supernet import Phase, SupernetModule
     from tests.test_mo_search import TINY
 

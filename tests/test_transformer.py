@@ -13,14 +13,11 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from hwnas.elastic.transformer import (
-    ElasticEmbedding,
-    ElasticLayerNorm,
-    ElasticLinear,
-    ElasticMultiheadAttention,
-    ElasticPositionEmbedding,
-    ElasticTransformerEncoder,
-)
+from hwnas.elastic.transformer.attention import ElasticMultiheadAttention
+from hwnas.elastic.transformer.embedding import ElasticEmbedding, ElasticPositionEmbedding
+from hwnas.elastic.transformer.encoder import ElasticTransformerEncoder
+from hwnas.elastic.transformer.layernorm import ElasticLayerNorm
+from hwnas.elastic.transformer.linear import ElasticLinear
 
 EMBEDS, HEADS, HIDDEN, DEPTH, HEAD_DIM = (8, 12, 16), (1, 2, 3), (8, 24, 32), 3, 4
 ATOL = 1e-5  # float32 slices vs. contiguous copies: the same sums in another order

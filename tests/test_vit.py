@@ -14,10 +14,12 @@ from omegaconf import OmegaConf
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from hwnas.elastic import ElasticViT, build_model
-from hwnas.hardware import build_cost_model
+from hwnas.domains.image.models.vit import ElasticViT
+from hwnas.elastic import build_model
 from hwnas.hardware.analytic import AnalyticCost, covering_archs, unit_keys
-from hwnas.proxies import gaussian_inputs, list_proxies, score_proxy
+from hwnas.hardware.factory import build_cost_model
+from hwnas.proxies import gaussian_inputs
+from hwnas.proxies.base import list_proxies, score_proxy
 from tests.conftest import CONF
 from tests.test_transformer import randomize_
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.elastic.vit import ElasticViT
-from hwnas.pipeline import run
-from hwnas.subnet_io import load_subnet
+from hwnas.app.pipeline import run
+from hwnas.app.subnet_io import load_subnet
+from hwnas.domains.image.models.vit import ElasticViT
 from tests.conftest import compose_config
 
 

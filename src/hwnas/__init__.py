@@ -1,21 +1,30 @@
 """hwnas: hardware-aware AutoML for PyTorch (train-free NAS, elastic supernets,
-progressive shrinking, hardware cost models and Pareto search)."""
+progressive shrinking, hardware cost models and Pareto search).
+
+The Python API lives in :mod:`hwnas.app` and is reachable from here without importing
+the whole pipeline at ``import hwnas``: :func:`compose_config`, :func:`config_dir`,
+:func:`run` (the pipeline on a composed config) and :func:`run_pipeline` (the pipeline
+on a module handed over in Python)."""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
 
-from pathlib import Path as _Path
+_API = {
+    "compose_config": "hwnas.app.config",
+    "config_dir": "hwnas.app.config",
+    "run": "hwnas.app.pipeline",
+    "run_pipeline": "hwnas.app.api",
+}
+
+__all__ = ["__version__", *_API]
 
 
-def config_dir() -> str:
-    """The absolute path of the ``conf/`` tree ``python -m hwnas`` composes (for Hydra's
-    ``initialize_config_dir`` in notebooks and scripts)."""
-    return str(_Path(__file__).resolve().parents[2] / "conf")
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        import importlib
 
-
-def compose_config(overrides: list[str] | tuple[str, ...] = ()):
-    """The config ``python -m hwnas`` would run with these command-line ``overrides``
-    (``key=value``, ``group=option``), composed outside Hydra's own entry point."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'hwnas' has no attribute {name!r}")

@@ -8,13 +8,16 @@ reproduces the original model.
 
 In the pipeline: ``python -m hwnas model=bootstrap model.source=torchvision:<name>
 model.weights=PATH`` (see ``conf/model/bootstrap.yaml`` and
-:mod:`hwnas.bootstrap.source`), or from Python :func:`run_pipeline` with a module.
+:mod:`hwnas.bootstrap.source`), or from Python :func:`hwnas.app.api.run_pipeline` with a module.
 """
 
-from hwnas.bootstrap.api import build_bootstrap, run_pipeline
+from hwnas.bootstrap.build import build_bootstrap
 from hwnas.bootstrap.convert import convert
 from hwnas.bootstrap.model import BootstrapModel, WidthGroup, width_choices
 from hwnas.bootstrap.source import register_module
+from hwnas.elastic import register_model
+
+register_model("bootstrap", build_bootstrap)
 
 __all__ = [
     "BootstrapModel",
@@ -22,6 +25,5 @@ __all__ = [
     "build_bootstrap",
     "convert",
     "register_module",
-    "run_pipeline",
     "width_choices",
 ]

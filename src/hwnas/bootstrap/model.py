@@ -16,6 +16,7 @@ from hwnas.bootstrap.analysis import ChannelAnalysis, Layout, is_pooling
 from hwnas.bootstrap.depth import Block
 from hwnas.bootstrap.kernel import KERNEL_TRANSFORM, find_kernel_convs
 from hwnas.bootstrap.ops import Index, permute_
+from hwnas.core.types import Network
 from hwnas.elastic.base import ElasticModel, Saliency
 from hwnas.spaces.base import Arch, Gene, SearchSpace
 
@@ -464,7 +465,7 @@ def _is_residual_add(n: fx.Node) -> bool:
     return len(args) == 2 and len(shapes) == 1 and None not in shapes
 
 
-class _ProxyBlocks(nn.Module):
+class _ProxyBlocks(Network):
     """A split subnet whose :meth:`proxy_blocks` are its residual-block partitions."""
 
     def __init__(self, net: fx.GraphModule, blocks: list[str]):

@@ -1,57 +1,37 @@
-"""Lightning data modules, one per data set, built by name from the Hydra ``data`` group."""
+"""Lightning data modules built by name from the Hydra ``data`` group: the registry
+(each domain registers its own) and the :class:`~hwnas.data.base.DataModule` contract."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from hwnas.core.registry import Registry
+from hwnas.core.types import to_plain
+from hwnas.data.base import DataModule
 
-from hwnas.data.base import HwnasDataModule
-from hwnas.data.cifar10 import CIFAR10DataModule
-from hwnas.data.fashion_mnist import FashionMNISTDataModule
-from hwnas.data.librispeech import LibriSpeechDataModule
-from hwnas.data.speech import SpeechDataModule
-from hwnas.data.spoken_synth import SpokenSynthDataModule
-from hwnas.data.squad import SquadDataModule
-from hwnas.data.synthetic import SyntheticDataModule
+DATAMODULES: Registry[type[DataModule]] = Registry("data module", builtins=("hwnas.domains",))
 
-DATAMODULES: dict[str, type[L.LightningDataModule]] = {
-    CIFAR10DataModule.name: CIFAR10DataModule,
-    FashionMNISTDataModule.name: FashionMNISTDataModule,
-    LibriSpeechDataModule.name: LibriSpeechDataModule,
-    SpokenSynthDataModule.name: SpokenSynthDataModule,
-    SquadDataModule.name: SquadDataModule,
-    SyntheticDataModule.name: SyntheticDataModule,
-}
+
+def register_datamodule(cls: type[DataModule]) -> type[DataModule]:
+    """Make ``cls`` buildable as ``data.name=<cls.name>`` (usable as a class decorator)."""
+    DATAMODULES.register(cls.name, cls)
+    return cls
 
 
 def build_datamodule(
     cfg: Mapping[str, Any],
-) -> HwnasDataModule | SquadDataModule | SpeechDataModule:
+) -> DataModule:
     """Build the data module ``cfg["name"]`` with the remaining keys as constructor args.
 
-    ``cfg`` is the Hydra ``data`` node (a ``DictConfig``, resolved here) or a plain dict.
+    ``cfg`` is the ``data`` config node (read as plain data, interpolations resolved) or
+    a plain dict.
     """
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    args = dict(cfg)
+    args = to_plain(cfg)
     name = args.pop("name", None)
     if name not in DATAMODULES:
-        raise ValueError(f"unknown data.name {name!r}: choose one of {sorted(DATAMODULES)}")
-    return DATAMODULES[name](**args)
+        raise ValueError(f"unknown data.name {name!r}: choose one of {DATAMODULES.names()}")
+    return DATAMODULES.get(name)(**args)
 
 
-__all__ = [
-    "DATAMODULES",
-    "CIFAR10DataModule",
-    "FashionMNISTDataModule",
-    "HwnasDataModule",
-    "LibriSpeechDataModule",
-    "SpeechDataModule",
-    "SpokenSynthDataModule",
-    "SquadDataModule",
-    "SyntheticDataModule",
-    "build_datamodule",
-]
+__all__ = ["DATAMODULES", "DataModule", "build_datamodule", "register_datamodule"]

@@ -10,13 +10,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from hwnas.core.types import Network
 from hwnas.spaces.base import Arch, SearchSpace
 
 # loss-based scores of a module's units (heads, hidden units), keyed by the module
 Saliency = Mapping[nn.Module, torch.Tensor]
 
 
-class ElasticModel(nn.Module):
+class ElasticModel(Network):
     """A supernet: parameters allocated at the largest size, sliced per active arch.
 
     Subclasses set ``self.space`` and ``self.input_shape`` (C, H, W without batch) and
@@ -29,6 +30,25 @@ class ElasticModel(nn.Module):
     # elastic groups whose opening (in progressive shrinking) calls
     # reorganize_by_importance first, so the kept channels/heads are the important ones
     reorder_groups: frozenset[str] = frozenset()
+    # seconds of audio in one example input (speech models; None for the others)
+    example_seconds: float | None = None
+
+    # -- hooks with defaults (the model side of the domain contract) ---------------
+    def importance_units(self) -> list[nn.Module]:
+        """The units loss-based importance ranks (a transformer's attention and MLP
+        modules, each with ``importance_weights()`` and ``importance_saliency(grads)``);
+        ``[]``: the model has none and ranks by weight magnitude only."""
+        return []
+
+    def peak_activation_elements(self, arch: Mapping[str, Any]) -> int | None:
+        """Peak live activation elements of one sample through subnet ``arch``, computed
+        from the layer shapes; ``None``: the cost model traces the exported subnet."""
+        return None
+
+    def describe(self) -> dict[str, Any] | None:
+        """A space derived from the model (``model=bootstrap``), written as the run's
+        ``space.json``; ``None`` for a space declared in config."""
+        return None
 
     @abstractmethod
     def set_active(self, arch: Mapping[str, Any]) -> None: ...

@@ -9,9 +9,10 @@ pass at the configured batch size, in MB (10^6 bytes); weights are not included.
 While a layer runs, the tensors counted as alive are the network input (held by the
 caller), the input of the current block (held for its shortcut and by its
 ``forward`` frame), and the layer's own input and output; the estimate is the
-largest such sum over all layers. For :class:`~hwnas.elastic.cnn.ElasticCNN` it is
-computed from the layer shapes without building the subnet; other elastic models
-are traced once per arch with forward hooks on their exported subnet.
+largest such sum over all layers. A model that knows its layer shapes computes it
+(``ElasticModel.peak_activation_elements``, e.g. the elastic CNN) without building
+the subnet; other elastic models are traced once per arch with forward hooks on
+their exported subnet.
 
 Also here, because they need the model's structure but no timing: the latency-unit
 keys of an arch (:func:`unit_keys`), a fingerprint of the supernet's layer sizes
@@ -31,43 +32,11 @@ import torch
 from torch import nn
 
 from hwnas.elastic.base import ElasticModel
-from hwnas.elastic.cnn import ElasticCNN, conv_out_size
 from hwnas.hardware.base import CostModel
 from hwnas.hardware.latency import InputSpec, make_inputs
 from hwnas.spaces.base import Arch, Gene, SearchSpace
 
 BYTES_PER_ELEMENT = 4  # float32
-
-
-def cnn_peak_elements(model: ElasticCNN, arch: Mapping[str, Any]) -> int:
-    """Peak live activation elements of one image through ``model``'s subnet ``arch``."""
-    arch = model.space.canonical(arch)
-    c_in, size = model.input_shape[0], model.input_shape[1]
-    image = c_in * size * size
-    conv = model.stem[0]
-    size = conv_out_size(size, conv.stride[0])
-    stem_out = conv.out_channels * size * size
-    # stem conv (image -> x), then BN (x -> x'), ReLU in place
-    peak = max(image + stem_out, image + 2 * stem_out)
-    x = stem_out
-    for s, stage in enumerate(model.stages):
-        for b in range(arch[f"d{s}"]):
-            block = stage[b]
-            mid = block.in_ch * arch[f"e{s}_{b}"]
-            out_size = conv_out_size(size, block.stride)
-            mid_in, mid_out = mid * size * size, mid * out_size * out_size
-            out = block.out_ch * out_size * out_size
-            layer = max(
-                2 * mid_in,  # expand output -> BN1 -> ReLU
-                mid_in + mid_out,  # depthwise conv
-                2 * mid_out,  # BN2 -> ReLU
-                mid_out + out,  # project conv
-                2 * out,  # BN3, shortcut add
-            )
-            peak = max(peak, image + x + layer)
-            x, size = out, out_size
-    pooled = model.head.in_features
-    return max(peak, image + x + pooled, image + pooled + model.head.out_features)
 
 
 def traced_peak_elements(module: nn.Module, inputs: InputSpec) -> int:
@@ -109,8 +78,9 @@ class AnalyticCost(CostModel):
         self.model, self.batch_size = model, int(batch_size)
 
     def peak_elements(self, arch: Arch) -> int:
-        if isinstance(self.model, ElasticCNN):
-            return cnn_peak_elements(self.model, arch)
+        computed = self.model.peak_activation_elements(arch)
+        if computed is not None:  # from the layer shapes (the model knows them)
+            return computed
         return traced_peak_elements(self.model.export(arch), self.model.example_inputs)
 
     def _compute(self, arch: Arch) -> dict[str, float]:

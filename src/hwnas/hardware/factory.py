@@ -28,25 +28,13 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
+from hwnas.core.types import to_plain
 from hwnas.elastic.base import ElasticModel
 from hwnas.hardware.analytic import AnalyticCost, model_signature
 from hwnas.hardware.base import CompositeCost, CostModel
 from hwnas.hardware.flops import FlopsLatency, FlopsLine
-from hwnas.hardware.latency import (
-    BACKENDS,
-    DEVICES,
-    MeasuredLatency,
-    check_setting,
-    setting_label,
-)
-from hwnas.hardware.records import (
-    SETTING_KEYS,
-    fingerprint,
-    fingerprint_changes,
-    resolved_threads,
-)
+from hwnas.hardware.latency import BACKENDS, DEVICES, MeasuredLatency, check_setting, setting_label
+from hwnas.hardware.records import SETTING_KEYS, fingerprint, fingerprint_changes, resolved_threads
 from hwnas.hardware.table import LatencyTable, TableLatency
 
 log = logging.getLogger(__name__)
@@ -72,7 +60,7 @@ class HardwareConfig:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> HardwareConfig:
         """Validate ``cfg``; unknown keys or bad values raise a one-line ``ValueError``."""
-        raw = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+        raw = to_plain(cfg)
         known = [f.name for f in fields(cls)]
         unknown = sorted(set(raw) - set(known))
         if unknown:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from hwnas import atomic
+from hwnas.core import atomic
 from hwnas.elastic.base import ElasticModel
 from hwnas.hardware.base import CostModel
 from hwnas.hardware.latency import check_setting, measure_latency, setting_label

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hwnas.core.runtime import torch_threads
 from hwnas.elastic.base import ElasticModel
 from hwnas.hardware.base import CostModel
 from hwnas.spaces.base import Arch
@@ -122,18 +123,6 @@ def check_setting(
             f"need batch_size >= 1, warmup >= 0, repeats >= 1; "
             f"got {batch_size}, {warmup}, {repeats}"
         )
-
-
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[int]:
-    """Set PyTorch's intra-op thread count for the block, then restore it."""
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(previous)
 
 
 def measure_latency(

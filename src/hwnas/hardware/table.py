@@ -25,16 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from hwnas import atomic
+from hwnas.core import atomic
 from hwnas.elastic.base import ElasticModel
 from hwnas.hardware.analytic import covering_archs, unit_keys
 from hwnas.hardware.base import CostModel
-from hwnas.hardware.latency import (
-    check_setting,
-    describe_inputs,
-    measure_latency,
-    setting_label,
-)
+from hwnas.hardware.latency import check_setting, describe_inputs, measure_latency, setting_label
 from hwnas.hardware.records import (
     FINGERPRINT_KEYS,
     RECORD_NAME,

@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
+from hwnas.core.types import ProxyInputs
 from hwnas.proxies import aznas, classic, gradient, ntk, recent, zen  # noqa: F401  (register)
 from hwnas.proxies.base import (
-    ProxyInputs,
     ScoreReport,
     get_proxy,
     list_proxies,

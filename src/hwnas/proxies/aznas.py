@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwnas.proxies.base import ProxyInputs, register_proxy, register_proxy_group
+from hwnas.core.types import ProxyInputs, proxy_blocks
+from hwnas.proxies.base import register_proxy, register_proxy_group
 from hwnas.proxies.common import ConvNd, prepare
 
 NAMES = ("az_expressivity", "az_progressivity", "az_trainability")
@@ -56,9 +57,9 @@ def feature_blocks(model: nn.Module) -> list[nn.Module]:
     parameter-free children (activations, dropout, pooling) that then belong to block
     ``l``; leaving them out keeps a parameter-free module from counting as an identity
     block (which ``az_trainability`` scores −∞)."""
-    named = getattr(model, "proxy_blocks", None)
-    if callable(named):
-        blocks = list(named())
+    named = proxy_blocks(model)
+    if named is not None:
+        blocks = list(named)
     else:
         blocks, best_key = [], (0, 0)
         for m in model.modules():

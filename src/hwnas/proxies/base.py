@@ -12,21 +12,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from hwnas.core.registry import Registry
+from hwnas.core.types import ProxyInputs
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ProxyInputs:
-    """What a proxy may look at: an input batch, optional labels, the class count.
-
-    ``x`` is a float batch shaped like the model's input (B, C, H, W) for CNNs or
-    (B, T, D) for sequence models. ``y`` holds integer labels (B,) or ``None`` for the
-    data-free case; proxies that need labels then draw them from their generator.
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor | None = None
-    num_classes: int = 10
 
 
 ProxyFn = Callable[[nn.Module, ProxyInputs, torch.Generator], float]
@@ -41,7 +30,8 @@ class Proxy:
     doc: str = ""
 
 
-_REGISTRY: dict[str, Proxy] = {}
+# the built-ins register when hwnas.proxies is imported (by name: it builds on this module)
+PROXIES: Registry[Proxy] = Registry("proxy", builtins=("hwnas.proxies",))
 _GROUPS: list[tuple[frozenset[str], GroupFn]] = []
 
 
@@ -61,24 +51,22 @@ def register_proxy(name: str, higher_is_better: bool = True) -> Callable[[ProxyF
     """Decorator: register ``fn(model, inputs, generator) -> float`` under ``name``."""
 
     def deco(fn: ProxyFn) -> ProxyFn:
-        if name in _REGISTRY:
+        if PROXIES.is_registered(name):
             raise ValueError(f"proxy {name!r} registered twice")
-        _REGISTRY[name] = Proxy(name, fn, higher_is_better, (fn.__doc__ or "").strip())
+        PROXIES.register(name, Proxy(name, fn, higher_is_better, (fn.__doc__ or "").strip()))
         return fn
 
     return deco
 
 
 def get_proxy(name: str) -> Proxy:
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown proxy {name!r}; registered proxies: {sorted(_REGISTRY)}")
-    return _REGISTRY[name]
+    if name not in PROXIES:
+        raise KeyError(f"unknown proxy {name!r}; registered proxies: {PROXIES.names()}")
+    return PROXIES.get(name)
 
 
 def list_proxies() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return PROXIES.names()
 
 
 def score_proxy(
@@ -197,8 +185,3 @@ def score_proxies(
     see :func:`score_proxies_report`); the first proxy that fails raises its own
     error, with its original traceback and a note naming the proxy."""
     return _score_all(names, model, inputs, seed, strict=True, owned=owned).scores
-
-
-def _load_builtin() -> None:
-    # Importing the package registers every built-in proxy.
-    import hwnas.proxies  # noqa: F401

@@ -17,7 +17,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from hwnas.proxies.base import ProxyInputs, register_proxy
+from hwnas.core.types import ProxyInputs
+from hwnas.proxies.base import register_proxy
 from hwnas.proxies.common import as_logits, prepare, weight_matrices
 
 # Functions that gate at zero: their input's sign is the unit's binary code. Module

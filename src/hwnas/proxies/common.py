@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from hwnas.proxies.base import ProxyInputs
+from hwnas.core.types import ProxyInputs
 
 ConvNd = nn.modules.conv._ConvNd  # every nn.ConvNd / ConvTransposeNd
 _ATTN_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")

@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwnas.proxies.base import ProxyInputs, register_proxy, register_proxy_group
+from hwnas.core.types import ProxyInputs
+from hwnas.proxies.base import register_proxy, register_proxy_group
 from hwnas.proxies.common import ConvNd, as_logits, labels, prepare, weight_matrices
 
 

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwnas.proxies.base import ProxyInputs, register_proxy
+from hwnas.core.types import ProxyInputs
+from hwnas.proxies.base import register_proxy
 from hwnas.proxies.common import as_logits, prepare
 
 _BN = nn.modules.batchnorm._BatchNorm

@@ -30,8 +30,9 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from hwnas.core.types import ProxyInputs
 from hwnas.proxies.aznas import kaiming_init_
-from hwnas.proxies.base import ProxyInputs, register_proxy
+from hwnas.proxies.base import register_proxy
 from hwnas.proxies.common import ConvNd, as_logits, labels, prepare, weight_matrices
 
 VKDNW_CHUNK = 8  # samples per vmapped Jacobian chunk (bounds memory, not the result)

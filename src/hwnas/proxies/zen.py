@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-from hwnas.proxies.base import ProxyInputs, register_proxy
+from hwnas.core.types import ProxyInputs
+from hwnas.proxies.base import register_proxy
 from hwnas.proxies.common import prepare, weight_matrices
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)

@@ -17,24 +17,14 @@ from hwnas.quantize.hessian import (
     quantization_error,
     task_loss,
 )
-from hwnas.quantize.layers import (
-    Layer,
-    layer_nodes_by_name,
-    onnx_layer_nodes,
-    quantizable_layers,
-)
+from hwnas.quantize.layers import Layer, layer_nodes_by_name, onnx_layer_nodes, quantizable_layers
 from hwnas.quantize.onnx_quant import (
     QuantSettings,
     calibration_cache_name,
     quantize_assignment,
     quantized_nodes,
 )
-from hwnas.quantize.ort_runtime import (
-    OrtModule,
-    model_size_mb,
-    throughput,
-    time_onnx,
-)
+from hwnas.quantize.ort_runtime import OrtModule, model_size_mb, throughput, time_onnx
 from hwnas.quantize.sensitivity import (
     SensitivityRow,
     estimate_accuracy,

@@ -2,7 +2,7 @@
 
 A precision assignment names PyTorch layers (qualified module names); ONNX Runtime's
 quantizer selects graph nodes. :func:`onnx_layer_nodes` bridges the two for a model
-exported by :func:`hwnas.subnet_io.export_onnx` (``torch.onnx.export``, TorchScript
+exported by :func:`hwnas.app.subnet_io.export_onnx` (``torch.onnx.export``, TorchScript
 exporter), in two steps, most reliable first:
 
 1. **Weight initializer name.** The exporter keeps a parameter's name
@@ -120,7 +120,7 @@ def call_order_nodes(
         raise ValueError(
             f"the model calls its conv/linear layers {len(calls)} times but its ONNX graph "
             f"has {len(nodes)} Conv/Gemm/MatMul nodes: export it with "
-            "hwnas.subnet_io.export_onnx (dynamo=False)"
+            "hwnas.app.subnet_io.export_onnx (dynamo=False)"
         )
     out: dict[str, list[str]] = {name: [] for name in wanted}
     for name, node in zip(calls, nodes, strict=True):
@@ -201,7 +201,7 @@ def _match(
         if not found and strict:
             raise ValueError(
                 f"layer {name!r} has no {'/'.join(types)} node in the ONNX graph: is it used "
-                f"in forward, and was the graph exported with hwnas.subnet_io.export_onnx "
+                f"in forward, and was the graph exported with hwnas.app.subnet_io.export_onnx "
                 f"(dynamo=False)?"
             )
         out[name] = found

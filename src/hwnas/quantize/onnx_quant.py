@@ -1,6 +1,6 @@
 """Deploying a precision assignment: ONNX Runtime static QDQ quantization.
 
-:func:`quantize_assignment` turns an FP32 ONNX file (``hwnas.subnet_io.export_onnx``)
+:func:`quantize_assignment` turns an FP32 ONNX file (``hwnas.app.subnet_io.export_onnx``)
 and ``{layer: "fp32" | "int8"}`` into a QDQ model in which exactly the INT8 layers'
 Conv/Gemm/MatMul nodes are quantized: weights per output channel (QInt8, symmetric),
 activations with ranges calibrated on real batches (QUInt8 by default, as ORT
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from hwnas import atomic
+from hwnas.core import atomic
 from hwnas.quantize.layers import QUANTIZABLE_OPS, layer_nodes_by_name
 from hwnas.quantize.ort_runtime import as_feed
 

@@ -34,6 +34,7 @@ import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from hwnas.training.settings import TrainerSettings
 from hwnas.training.subnet import SubnetModule
 
 log = logging.getLogger(__name__)
@@ -304,16 +306,10 @@ def check_qat_config(qat: Mapping[str, Any]) -> None:
     check_optimizer(str(qat["optimizer"]))
 
 
-def single_process(trainer_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``trainer`` node for a training the quantize stage runs on its own (rank
+def single_process(trainer_cfg: TrainerSettings | Mapping[str, Any]) -> TrainerSettings:
+    """The trainer settings for a training the quantize stage runs on its own (rank
     zero): one device, one node, no DDP."""
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.to_container(trainer_cfg, resolve=True) if OmegaConf.is_config(
-        trainer_cfg
-    ) else dict(trainer_cfg)  # fmt: skip
-    cfg.update(devices=1, num_nodes=1, strategy="auto")
-    return cfg
+    return replace(TrainerSettings.of(trainer_cfg), devices=1, num_nodes=1, strategy="auto")
 
 
 def qat_finetune(

@@ -1,21 +1,18 @@
 """Search strategies behind one interface (see :mod:`hwnas.search.base`)."""
 
-from hwnas.search import evolution, nsga2, random_search, tpe  # noqa: F401  (registration)
+from hwnas.search import evolution, random_search  # noqa: F401  (registration)
 from hwnas.search.base import (
-    RANKS,
-    TIE_COSTS,
-    Evaluated,
     Objective,
     SearchProblem,
-    SearchResult,
     Strategy,
     build_strategy,
-    choose,
     list_strategies,
-    rank_records,
     register_strategy,
 )
-from hwnas.search.optuna_base import GeneCodec, OptunaStrategy, quiet_optuna, violations
+from hwnas.search.optuna import nsga2, tpe  # noqa: F401  (registration)
+from hwnas.search.optuna.base import OptunaStrategy
+from hwnas.search.optuna.codec import GeneCodec, quiet_optuna, violations
+from hwnas.search.result import RANKS, TIE_COSTS, Evaluated, SearchResult, choose, rank_records
 from hwnas.search.settings import check_settings
 
 __all__ = [

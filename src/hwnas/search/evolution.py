@@ -21,16 +21,13 @@ import logging
 import random
 
 from hwnas.search.base import (
-    RANKS,
     SHRINK_AFTER,
-    Evaluated,
     SearchProblem,
-    SearchResult,
     Strategy,
     infeasible_error,
-    rank_records,
     register_strategy,
 )
+from hwnas.search.result import RANKS, Evaluated, SearchResult, rank_records
 from hwnas.spaces.base import Arch
 
 log = logging.getLogger(__name__)

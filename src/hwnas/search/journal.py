@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hwnas.atomic import append_jsonl, corrupt, read_jsonl
+from hwnas.core.atomic import append_jsonl, corrupt, read_jsonl
 from hwnas.hardware.base import CostModel
 from hwnas.search.base import Objective
 from hwnas.spaces.base import Arch, SearchSpace

@@ -8,12 +8,13 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
+from hwnas.core.types import ProxyInputs
 from hwnas.elastic.base import ElasticModel
 from hwnas.hardware.base import CostModel
-from hwnas.proxies import DEScore, ProxyInputs
+from hwnas.proxies.descore import DEScore
 from hwnas.search.base import Objective
 from hwnas.spaces.base import Arch
-from hwnas.tasks import Task
+from hwnas.tasks.base import Task
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import random
 
-from hwnas.search.base import Evaluated, SearchProblem, SearchResult, Strategy, register_strategy
+from hwnas.search.base import SearchProblem, Strategy, register_strategy
+from hwnas.search.result import Evaluated, SearchResult
 
 
 @register_strategy("random")

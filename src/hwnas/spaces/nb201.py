@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hwnas.core.types import Network
 from hwnas.spaces.base import Arch, Gene, SearchSpace
 from hwnas.spaces.parsing import register_arch_parser
 
@@ -144,7 +145,7 @@ class ResNetReduction(nn.Module):
         return self.shortcut(x) + self.conv_b(self.conv_a(x))  # (B, c_out, H/2, W/2)
 
 
-class NB201Network(nn.Module):
+class NB201Network(Network):
     """The NAS-Bench-201 macro skeleton around one cell arch."""
 
     def __init__(self, arch: Mapping[str, Any], num_classes: int = 10, C: int = 16, N: int = 5):

@@ -7,13 +7,13 @@ parser and a builder; nothing downstream branches on the space name.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
+from hwnas.core.registry import Registry
 from hwnas.spaces.base import Arch
 
 ParseFn = Callable[[str], Arch]
@@ -45,7 +45,7 @@ class ArchParser:
         return self.build(self.parse(text), num_classes, **kwargs)
 
 
-_PARSERS: dict[str, ArchParser] = {}
+PARSERS: Registry[ArchParser] = Registry("arch parser", builtins=_BUILTIN_MODULES)
 
 
 def register_arch_parser(
@@ -65,33 +65,26 @@ def register_arch_parser(
             f"register_arch_parser({space_name!r}): input_shape must be positive ints without "
             f"the batch dimension, e.g. (3, 32, 32); got {input_shape!r}"
         )
-    if space_name in _PARSERS and not overwrite:
+    if PARSERS.is_registered(space_name) and not overwrite:
         raise ValueError(
             f"an arch parser for space {space_name!r} is already registered; "
             "pass overwrite=True to replace it"
         )
     entry = ArchParser(space_name, parse, build, shape)
-    _PARSERS[space_name] = entry
+    PARSERS.register(space_name, entry)
     return entry
 
 
 def get_arch_parser(space_name: str) -> ArchParser:
     """The registered parser for ``space_name``; a clear ``KeyError`` lists the known ones."""
-    _load_builtin()
-    if space_name not in _PARSERS:
+    if space_name not in PARSERS:
         raise KeyError(
             f"no arch parser registered for space {space_name!r}; "
-            f"registered spaces: {sorted(_PARSERS)} (register one with register_arch_parser)"
+            f"registered spaces: {PARSERS.names()} (register one with register_arch_parser)"
         )
-    return _PARSERS[space_name]
+    return PARSERS.get(space_name)
 
 
 def list_arch_parsers() -> list[str]:
     """Names of the spaces whose arch strings can be parsed and built."""
-    _load_builtin()
-    return sorted(_PARSERS)
-
-
-def _load_builtin() -> None:
-    for mod in _BUILTIN_MODULES:
-        importlib.import_module(mod)
+    return PARSERS.names()

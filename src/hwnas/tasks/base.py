@@ -5,7 +5,7 @@ batch for proxies, latency and ONNX export; how a data batch splits into model i
 and targets; the training loss and the distillation loss from the largest subnet's
 outputs; the evaluation metrics with one primary metric and its direction; and what
 must be saved beside a subnet to rebuild and run it. Image classification is one task
-(:mod:`hwnas.tasks.image`); extractive QA (token ids + attention masks -> start/end
+(:mod:`hwnas.domains.image.task`); extractive QA (token ids + attention masks -> start/end
 logits, exact match / F1) and transducer ASR (features + lengths -> joiner logits, WER)
 implement the same methods.
 """
@@ -17,9 +17,18 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from hwnas.proxies import ProxyInputs
+from hwnas.core.types import ProxyInputs
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) on temperature-softened logits, scaled by T²."""
+    t = temperature
+    return F.kl_div(
+        F.log_softmax(student / t, dim=1), F.softmax(teacher / t, dim=1), reduction="batchmean"
+    ) * (t * t)
 
 
 class Task(ABC):
@@ -37,6 +46,16 @@ class Task(ABC):
     sample_unit: str = "samples"
     # audio seconds in one example input (speech): reports add the real-time factor
     seconds_per_sample: float | None = None
+
+    # ------------------------------------------------------------------ reports
+    def speed_fields(self, latency_ms: float, batch_size: int) -> dict[str, float]:
+        """Task-specific speed figures of a measured ``latency_ms`` for a batch of
+        ``batch_size`` example inputs, added to the final report's rows (default none)."""
+        return {}
+
+    def speed_labels(self) -> list[tuple[str, str, str]]:
+        """``(label, key, format)`` of each :meth:`speed_fields` key, for report.md."""
+        return []
 
     # ------------------------------------------------------------------ inputs
     @abstractmethod

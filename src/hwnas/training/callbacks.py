@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from hwnas import atomic
-from hwnas.search.base import SearchResult
+from hwnas.core import atomic
+from hwnas.search.result import SearchResult
 from hwnas.spaces.base import Arch, SearchSpace
 from hwnas.training.supernet import SupernetModule
 

@@ -9,7 +9,7 @@ import torch
 
 from hwnas.elastic.base import ElasticModel
 from hwnas.spaces.base import Arch
-from hwnas.tasks import Task
+from hwnas.tasks.base import Task
 from hwnas.training.bn import recalibrate_bn
 
 

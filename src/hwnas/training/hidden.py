@@ -18,12 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwnas.core.types import hidden_layers_of
+
 
 def hidden_layers(net: nn.Module, key: str = "kd_hidden") -> list[nn.Module]:
     """The encoder layers of a transformer model (elastic or exported); ValueError,
     naming ``key``, for a model without them (the CNN)."""
-    layers = getattr(getattr(net, "encoder", None), "layers", None)
-    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
+    layers = hidden_layers_of(net)
+    if not layers:
         raise ValueError(
             f"{key} > 0 needs a transformer model (elastic_bert, elastic_vit, "
             f"elastic_rnnt): {type(net).__name__} has no encoder layers; set {key}=0"

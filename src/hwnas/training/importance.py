@@ -20,8 +20,6 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 
 from hwnas.elastic.base import ElasticModel
-from hwnas.elastic.transformer.attention import ElasticMultiheadAttention
-from hwnas.elastic.transformer.mlp import ElasticMLP
 from hwnas.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -42,14 +40,8 @@ def check_importance(mode: str, model: ElasticModel | None = None) -> str:
     return mode
 
 
-def _units(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, (ElasticMultiheadAttention, ElasticMLP))]
-
-
-def _weights(unit: nn.Module) -> list[nn.Parameter]:
-    if isinstance(unit, ElasticMultiheadAttention):
-        return [unit.proj.weight]
-    return [unit.fc1.weight, unit.fc1.bias, unit.fc2.weight]
+def _units(model: ElasticModel) -> list[nn.Module]:
+    return model.importance_units()
 
 
 def loss_saliency(
@@ -68,7 +60,8 @@ def loss_saliency(
     units = _units(model)
     if not units:
         raise ValueError(f"{type(model).__name__} has no attention heads or MLP units to rank")
-    params = [p for unit in units for p in _weights(unit)]
+    weights = [unit.importance_weights() for unit in units]
+    params = [p for ws in weights for p in ws]
     scores: dict[nn.Module, torch.Tensor] = {}
     was_training, seen = model.training, 0
     model.eval()
@@ -78,11 +71,8 @@ def loss_saliency(
                 inputs, targets = task.split_batch(move_data_to_device(batch, device))
                 loss = task.loss(model(*inputs), targets)
                 grads = iter(torch.autograd.grad(loss, params))
-                for unit in units:
-                    if isinstance(unit, ElasticMultiheadAttention):
-                        s = unit.head_saliency(next(grads))
-                    else:
-                        s = unit.neuron_saliency(next(grads), next(grads), next(grads))
+                for unit, ws in zip(units, weights, strict=True):
+                    s = unit.importance_saliency([next(grads) for _ in ws])
                     scores[unit] = scores[unit] + s if unit in scores else s
                 seen += 1
     finally:

@@ -8,7 +8,8 @@ import lightning as L
 import torch
 from torch import nn
 
-from hwnas.tasks import ImageClassification, Task
+from hwnas.tasks.base import Task
+from hwnas.tasks.classification import Classification
 from hwnas.training.hidden import captured, hidden_layers, hidden_loss
 from hwnas.training.optim import batch_size, check_optimizer, detach, make_optimizer
 
@@ -60,7 +61,7 @@ class SubnetModule(L.LightningModule):
         self.epochs, self.lr, self.momentum = epochs, lr, momentum
         self.weight_decay, self.label_smoothing = weight_decay, label_smoothing
         self.warmup_fraction = warmup_fraction
-        self.task = task or ImageClassification((), 0, label_smoothing=label_smoothing)
+        self.task = task or Classification((), 0, label_smoothing=label_smoothing)
         self.optimizer = check_optimizer(optimizer)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:

@@ -30,12 +30,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hwnas import atomic
+from hwnas.core import atomic
 from hwnas.elastic import syncbn
 from hwnas.elastic.base import ElasticModel
 from hwnas.spaces.base import Arch, SearchSpace
-from hwnas.tasks import ImageClassification, Task
-from hwnas.tasks.image import distill_loss  # noqa: F401  (re-exported)
+from hwnas.tasks.base import (
+    Task,
+    distill_loss,  # noqa: F401  (re-exported)
+)
+from hwnas.tasks.classification import Classification
 from hwnas.training.bn import recalibrate_bn
 from hwnas.training.hidden import captured, hidden_layers, hidden_loss
 from hwnas.training.importance import check_importance, loss_saliency
@@ -120,7 +123,7 @@ class SupernetModule(L.LightningModule):
             weight_decay,
         )
         self.calibration, self.calib_samples = calibration, calib_samples
-        self.task = task or ImageClassification(
+        self.task = task or Classification(
             model.input_shape, 0, label_smoothing=label_smoothing
         )
         self.optimizer = check_optimizer(optimizer)

@@ -4,7 +4,6 @@ them so that a killed training resumes where it stopped (:func:`fit`)."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import logging
 import os
@@ -22,77 +21,26 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from hwnas import atomic
-from hwnas.progress import use_bars
+from hwnas.core import atomic
+from hwnas.core.progress import use_bars
 from hwnas.training.callbacks import ResumableLoader, ResumeCheckpoint
+from hwnas.training.settings import (  # noqa: F401  (check_trainer_config re-exported)
+    TrainerSettings,
+    check_trainer_config,
+    multi_process,
+)
 
 log = logging.getLogger(__name__)
 
-ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
-LOGGERS = ("csv", "tensorboard", "none")
-STRATEGIES = ("auto", "ddp")
-
-
-def multi_process(cfg: Mapping[str, Any]) -> bool:
-    """Whether the ``trainer`` node trains with several processes."""
-    return (
-        cfg.get("strategy", "auto") == "ddp"
-        or str(cfg.get("devices", 1)) not in ("1", "[0]")
-        or int(cfg.get("num_nodes", 1)) > 1
-    )
-
-
-def _strategy(cfg: Mapping[str, Any]) -> Any:
+def _strategy(cfg: TrainerSettings) -> Any:
     """With several processes (:func:`multi_process`; ``strategy=auto`` with several
     devices too): Lightning's DDP tolerating parameters a step leaves unused (the
     subnets of a supernet step use different parts of it), gloo on CPU, NCCL on GPU."""
-    if multi_process(cfg):
+    if cfg.multi_process:
         from lightning.pytorch.strategies import DDPStrategy
 
         return DDPStrategy(find_unused_parameters=True)
     return "auto"
-
-
-def check_trainer_config(cfg: Mapping[str, Any]) -> None:
-    """Raise a one-line ``ValueError`` naming the ``trainer.*`` key and the fix."""
-    acc = cfg["accelerator"]
-    if acc not in ACCELERATORS:
-        raise ValueError(f"trainer.accelerator={acc!r}: choose one of {list(ACCELERATORS)}")
-    if acc in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ValueError(
-            f"trainer.accelerator={acc} but no CUDA device is visible: use trainer.accelerator=cpu"
-        )
-    if cfg["logger"] not in LOGGERS:
-        raise ValueError(f"trainer.logger={cfg['logger']!r}: choose one of {list(LOGGERS)}")
-    if cfg["logger"] == "tensorboard" and not any(
-        importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")
-    ):
-        raise ValueError(
-            "trainer.logger=tensorboard needs the tensorboard package: "
-            "pip install tensorboard, or use trainer.logger=csv"
-        )
-    n = cfg["log_every_n_steps"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"trainer.log_every_n_steps={n!r} must be an integer >= 1")
-    strategy = cfg.get("strategy", "auto")
-    if strategy not in STRATEGIES:
-        raise ValueError(
-            f"trainer.strategy={strategy!r}: choose one of {list(STRATEGIES)} "
-            "(ddp: one process per device, started by Lightning, torchrun or SLURM)"
-        )
-    clip = cfg.get("gradient_clip_val")
-    bad_clip = isinstance(clip, bool) or not isinstance(clip, int | float) or clip <= 0
-    if clip is not None and bad_clip:
-        raise ValueError(f"trainer.gradient_clip_val={clip!r} must be a number > 0 or null")
-    nodes = cfg.get("num_nodes", 1)
-    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
-        raise ValueError(f"trainer.num_nodes={nodes!r} must be an integer >= 1")
-    n = cfg.get("checkpoint_every_n_steps")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
-        raise ValueError(
-            f"trainer.checkpoint_every_n_steps={n!r} must be an integer >= 0 "
-            "(0 or null: checkpoints at epoch ends only)"
-        )
 
 
 class LogProgress(Callback):
@@ -171,9 +119,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Lightning 2.6 serialises a checkpoint to memory, writes it to a temporary file in
     the system temp folder and moves it over the target: a rename on one file system,
     but a copy (which a kill cuts short) when the temp folder is on another, and never
-    fsynced. Here the file goes through :func:`hwnas.atomic.torch_save` (temporary file
+    fsynced. Here the file goes through :func:`hwnas.core.atomic.torch_save` (temporary file
     beside the target, fsync, ``os.replace``), and loading a truncated checkpoint raises
-    :class:`~hwnas.atomic.CorruptFileError` naming it and the fix."""
+    :class:`~hwnas.core.atomic.CorruptFileError` naming it and the fix."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         if storage_options is not None:
@@ -196,7 +144,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 class _ResumableWriter(ExperimentWriter):
     """Lightning's CSV writer, but it neither deletes an existing ``metrics.csv`` (as
     Lightning's does when it starts) nor leaves it half-written: the file is rewritten
-    whole through :func:`hwnas.atomic.atomic_open`, or appended to (one fsynced write)
+    whole through :func:`hwnas.core.atomic.atomic_open`, or appended to (one fsynced write)
     while the columns stay the same. :meth:`resume_at` keeps the lines of a killed
     training up to its checkpoint; a line cut off by a kill is dropped."""
 
@@ -287,16 +235,16 @@ class ResumableCSVLogger(CSVLogger):
         self.experiment.resume_at(step, epoch_row)
 
 
-def _logger(cfg: Mapping[str, Any], folder: Path, name: str) -> Logger | bool:
-    if cfg["logger"] == "none":
+def _logger(cfg: TrainerSettings, folder: Path, name: str) -> Logger | bool:
+    if cfg.logger == "none":
         return False
-    if cfg["logger"] == "tensorboard":
+    if cfg.logger == "tensorboard":
         return TensorBoardLogger(str(folder), name=name, version="")
     return ResumableCSVLogger(str(folder), name=name, version="")
 
 
 def build_trainer(
-    cfg: Mapping[str, Any],
+    cfg: TrainerSettings | Mapping[str, Any],
     folder: str | Path,
     *,
     max_epochs: int,
@@ -312,7 +260,7 @@ def build_trainer(
     """A Trainer from the ``trainer`` node (accelerator, devices, precision, logger,
     log_every_n_steps, deterministic, checkpoint_every_n_steps), writing logs under
     ``folder/log_name``; a rich bar on a terminal, :class:`LogProgress` lines otherwise
-    (progress ``mode``, as :func:`hwnas.progress.progress_bar` takes it).
+    (progress ``mode``, as :func:`hwnas.core.progress.progress_bar` takes it).
     ``strategy``, ``num_nodes`` and ``devices`` spread a training over processes
     (``ddp``; batch norms are synchronised by the callers, :mod:`hwnas.elastic.syncbn`,
     as Lightning's ``sync_batchnorm`` breaks elastic layers and needs GPUs).
@@ -321,26 +269,27 @@ def build_trainer(
     (:class:`~hwnas.training.callbacks.ResumeCheckpoint`, tagged ``checkpoint_key``)
     and :func:`fit` resumes from it. Checkpoint files are written and read through
     :class:`AtomicCheckpointIO`; Lightning's own ``ModelCheckpoint`` is off."""
-    check_trainer_config(cfg)
+    cfg = TrainerSettings.of(cfg)
+    cfg.check()
     folder = Path(folder)
     bars = use_bars(mode)
     extra: list[Callback] = [RichProgressBar()] if bars else [LogProgress(title, interval_s)]
     first: list[Callback] = []  # before the others: saved before a phase's search starts
     if checkpoint is not None:
-        every = cfg.get("checkpoint_every_n_steps")
+        every = cfg.checkpoint_every_n_steps
         first.append(ResumeCheckpoint(checkpoint, every, key=checkpoint_key))
     return L.Trainer(
         max_epochs=max_epochs,
-        accelerator=cfg["accelerator"],
-        devices=cfg["devices"],
-        num_nodes=int(cfg.get("num_nodes", 1)),
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=int(cfg.num_nodes),
         strategy=_strategy(cfg),
-        precision=cfg["precision"],
+        precision=cfg.precision,
         limit_train_batches=limit_train_batches,
-        log_every_n_steps=int(cfg["log_every_n_steps"]),
-        gradient_clip_val=cfg.get("gradient_clip_val"),
+        log_every_n_steps=int(cfg.log_every_n_steps),
+        gradient_clip_val=cfg.gradient_clip_val,
         num_sanity_val_steps=0,
-        deterministic=bool(cfg["deterministic"]),
+        deterministic=bool(cfg.deterministic),
         enable_model_summary=False,
         enable_checkpointing=False,
         enable_progress_bar=bars,
@@ -356,7 +305,7 @@ def fit(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDa
     (:func:`build_trainer` ``checkpoint=``) when there is one.
 
     A checkpoint is checked first: a truncated one is a one-line
-    :class:`~hwnas.atomic.CorruptFileError`; one tagged with another key (another subnet,
+    :class:`~hwnas.core.atomic.CorruptFileError`; one tagged with another key (another subnet,
     another initial supernet) is set aside as ``<name>.stale`` and training starts
     afresh. In one process the training data go through
     :class:`~hwnas.training.callbacks.ResumableLoader`, so a mid-epoch resume continues

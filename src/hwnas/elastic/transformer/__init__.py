@@ -6,10 +6,7 @@ products, as ``torch.utils.flop_counter.FlopCounterMode`` counts them) for its a
 configuration, and builds a plain module with copied weights with ``to_static()``.
 """
 
-from hwnas.elastic.transformer.attention import (
-    ElasticMultiheadAttention,
-    StaticMultiheadAttention,
-)
+from hwnas.elastic.transformer.attention import ElasticMultiheadAttention, StaticMultiheadAttention
 from hwnas.elastic.transformer.embedding import (
     ElasticEmbedding,
     ElasticPositionEmbedding,

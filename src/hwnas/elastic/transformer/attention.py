@@ -93,6 +93,14 @@ class ElasticMultiheadAttention(nn.Module):
         w_out = self.proj.weight.detach().abs().reshape(-1, h, d).sum(dim=(0, 2))
         return w_in * w_out
 
+    def importance_weights(self) -> list[nn.Parameter]:
+        """The weights loss-based importance differentiates (the output projection)."""
+        return [self.proj.weight]
+
+    def importance_saliency(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        """(max_heads,) saliency from the gradients of :meth:`importance_weights`."""
+        return self.head_saliency(*grads)
+
     def head_saliency(self, grad_proj: torch.Tensor) -> torch.Tensor:
         """(max_heads,) first-order estimate of the loss change when each head is cut:
         ``|Σ W_proj ⊙ ∂L/∂W_proj|`` over the head's output-projection columns, which

@@ -14,10 +14,7 @@ import torch
 from torch import nn
 
 from hwnas.elastic.base import Saliency
-from hwnas.elastic.transformer.attention import (
-    ElasticMultiheadAttention,
-    StaticMultiheadAttention,
-)
+from hwnas.elastic.transformer.attention import ElasticMultiheadAttention, StaticMultiheadAttention
 from hwnas.elastic.transformer.layernorm import ElasticLayerNorm
 from hwnas.elastic.transformer.mlp import ElasticMLP, StaticMLP
 
@@ -167,6 +164,10 @@ class ElasticTransformerEncoder(nn.Module):
         self.norm = ElasticLayerNorm(max_embed, eps) if norm_first else None
         self.set_active(max_depth, max_embed, [max_heads] * max_depth, [max_hidden] * max_depth)
 
+    def importance_units(self) -> list[nn.Module]:
+        """Every layer's attention and MLP module, in order (loss-based importance)."""
+        return [unit for layer in self.layers for unit in (layer.attn, layer.mlp)]
+
     def set_active(
         self, depth: int, embed: int, heads: Sequence[int], hidden: Sequence[int]
     ) -> None:
@@ -235,3 +236,17 @@ class StaticTransformerEncoder(nn.Module):
         for layer in self.layers:
             x = layer(x, padding_mask)
         return x if self.norm is None else self.norm(x)
+
+
+class EncoderHooks:
+    """The domain-contract hooks of a model built around one transformer ``encoder``
+    (elastic or static): its layers are the hidden layers distillation compares and, for
+    an elastic encoder, its attention and MLP modules the units importance ranks."""
+
+    encoder: nn.Module
+
+    def hidden_layers(self) -> list[nn.Module]:
+        return list(self.encoder.layers)
+
+    def importance_units(self) -> list[nn.Module]:
+        return self.encoder.importance_units()

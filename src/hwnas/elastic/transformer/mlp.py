@@ -55,6 +55,14 @@ class ElasticMLP(nn.Module):
         w1, w2 = self.fc1.weight.detach().abs(), self.fc2.weight.detach().abs()
         return w1.sum(dim=1) * w2.sum(dim=0)
 
+    def importance_weights(self) -> list[nn.Parameter]:
+        """The weights loss-based importance differentiates (fc1 weight and bias, fc2)."""
+        return [self.fc1.weight, self.fc1.bias, self.fc2.weight]
+
+    def importance_saliency(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        """(max_hidden,) saliency from the gradients of :meth:`importance_weights`."""
+        return self.neuron_saliency(*grads)
+
     def neuron_saliency(
         self, grad_w1: torch.Tensor, grad_b1: torch.Tensor, grad_w2: torch.Tensor
     ) -> torch.Tensor:

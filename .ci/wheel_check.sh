@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The package runs outside its source tree: build the wheel, install it (without
+# dependencies) into a scratch venv that reuses the project venv's pinned packages,
+# and run `hwnas --help` and the tiny experiment from /tmp. Used by .ci/run (`make wheel-check`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+py=${PYTHON:-$root/.venv/bin/python}
+scratch=$(mktemp -d /tmp/hwnas-wheel.XXXXXX)
+trap 'rm -rf "$scratch"' EXIT
+"$py" -m pip wheel --no-deps --no-build-isolation -q -w "$scratch/dist" "$root"
+rm -rf "$root/build"  # setuptools' staging folder
+site=$("$py" -c 'import site; print(site.getsitepackages()[0])')
+"$py" -m venv "$scratch/venv"
+# the scratch venv sees the project venv's packages (torch & co, pinned) through a .pth
+# file; hwnas itself comes only from the wheel
+echo "$site" > "$("$scratch/venv/bin/python" -c 'import site; print(site.getsitepackages()[0])')/project-deps.pth"
+"$scratch/venv/bin/python" -m pip install --no-deps -q "$scratch"/dist/hwnas-*.whl
+cd /tmp
+where=$("$scratch/venv/bin/python" -c 'import hwnas, pathlib; print(pathlib.Path(hwnas.__file__).parent)')
+case "$where" in "$root"*) echo "wheel check: hwnas imported from the source tree ($where)"; exit 1;; esac
+"$scratch/venv/bin/hwnas" --help > /dev/null
+"$scratch/venv/bin/hwnas" experiment=synthetic_tiny threads=1 \
+  hydra.run.dir="$scratch/run" paths.cache_dir="$scratch/cache" paths.data_dir="$scratch/data" > "$scratch/log.txt" 2>&1 \
+  || { tail -20 "$scratch/log.txt"; exit 1; }
+test -f "$scratch/run/final/DONE.json"
+test ! -e /tmp/outputs  # nothing written into the launch directory
+echo "wheel check: hwnas from $where ran --help and experiment=synthetic_tiny from /tmp"
