@@ -259,3 +259,21 @@ def test_profile_cli_writes_a_table(model, tmp_path: Path, capsys) -> None:
     assert (tmp_path / "cache" / table_cache_name(model, hw)).is_file()
     out = capsys.readouterr().out
     assert "elastic_cnn" in out and "leave-one-out MAPE" in out
+
+
+def test_timing_settings_have_one_home():
+    """The six timing settings and their defaults live in core's Timing; the hardware
+    config extends it and the timing functions default to it."""
+    import inspect
+
+    from hwnas.core.types import Timing
+    from hwnas.hardware.factory import HardwareConfig
+    from hwnas.quantize.ort_runtime import time_onnx
+
+    assert issubclass(HardwareConfig, Timing)
+    hw = HardwareConfig.from_mapping({"warmup": 2, "repeats": 3, "threads": 1})
+    assert hw.measure_kwargs() == Timing("cpu", "torch", 1, 1, 2, 3).kwargs()
+    for fn in (measure_latency, time_onnx):
+        params = inspect.signature(fn).parameters
+        assert params["warmup"].default == Timing.warmup
+        assert params["repeats"].default == Timing.repeats

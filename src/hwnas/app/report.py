@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from hwnas.core import atomic
+from hwnas.core.types import Timing
 from hwnas.hardware.constraints import Constraints
 from hwnas.hardware.latency import LatencyStats, device_name, measure_latency
 from hwnas.search.result import Evaluated, SearchResult
@@ -133,13 +134,8 @@ def _measure(ctx: Context, nets: dict[str, nn.Module]) -> dict[str, dict[str, fl
     allocator does not land on one network only; throughput is timed once each."""
     hw = ctx.cfg.hardware
     shape = ctx.task.example_inputs
-    common = dict(
-        device=hw.device,
-        threads=hw.threads,
-        warmup=hw.warmup,
-        repeats=hw.repeats,
-        backend=hw.backend,
-    )
+    timing = Timing(hw.device, hw.backend, hw.threads, int(hw.batch_size), hw.warmup, hw.repeats)
+    common = {k: v for k, v in timing.kwargs().items() if k != "batch_size"}
     rounds: dict[str, list[LatencyStats]] = {tag: [] for tag in nets}
     for r in range(LATENCY_ROUNDS):
         for tag in list(nets)[:: 1 if r % 2 == 0 else -1]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["Network", "ProxyInputs", "hidden_layers_of", "proxy_blocks", "to_plain"]
+__all__ = ["Network", "ProxyInputs", "Timing", "hidden_layers_of", "proxy_blocks", "to_plain"]
 
 
 @dataclass
@@ -70,3 +70,24 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
         return [to_plain(v) for v in value]
     return value
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How a latency is measured, the one home of these six settings and their
+    defaults: the ``device``, the runtime ``backend`` (torch | onnxruntime), the CPU
+    intra-op ``threads`` (None: leave PyTorch's setting), the ``batch_size`` of the
+    timed batch, the untimed ``warmup`` runs and the timed ``repeats`` (whose median is
+    reported). The hardware cost models, the final report and the quantize stage time
+    with it."""
+
+    device: str = "cpu"
+    backend: str = "torch"
+    threads: int | None = 1
+    batch_size: int = 1
+    warmup: int = 5
+    repeats: int = 20
+
+    def kwargs(self) -> dict[str, Any]:
+        """The six settings as keyword arguments (``measure_latency(module, x, **...)``)."""
+        return asdict(self)

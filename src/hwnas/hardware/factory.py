@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from hwnas.core.types import to_plain
+from hwnas.core.types import Timing, to_plain
 from hwnas.elastic.base import ElasticModel
 from hwnas.hardware.analytic import AnalyticCost, model_signature
 from hwnas.hardware.base import CompositeCost, CostModel
@@ -43,16 +43,11 @@ LATENCY_METHODS = ("measured", "table", "flops")
 
 
 @dataclass(frozen=True)
-class HardwareConfig:
-    """A validated ``hardware`` config node (see ``conf/hardware/cpu.yaml``)."""
+class HardwareConfig(Timing):
+    """A validated ``hardware`` config node (see ``conf/hardware/cpu.yaml``): how to time
+    (:class:`~hwnas.core.types.Timing`) and how ``latency_ms`` is obtained."""
 
     name: str = "cpu"
-    device: str = "cpu"
-    backend: str = "torch"
-    threads: int | None = 1
-    batch_size: int = 1
-    warmup: int = 5
-    repeats: int = 20
     latency: str = "table"
     table: str | None = None
     correction_samples: int = 12
@@ -105,14 +100,8 @@ class HardwareConfig:
 
     def measure_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~hwnas.hardware.latency.measure_latency`."""
-        return {
-            "device": self.device,
-            "backend": self.backend,
-            "threads": self.threads,
-            "batch_size": self.batch_size,
-            "warmup": self.warmup,
-            "repeats": self.repeats,
-        }
+        return Timing(self.device, self.backend, self.threads, self.batch_size, self.warmup,
+                      self.repeats).kwargs()  # fmt: skip
 
     def setting(self) -> str:
         return setting_label(self.device, self.backend, self.threads, self.batch_size)

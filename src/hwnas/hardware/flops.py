@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.core import atomic
+from hwnas.core.types import Timing
 from hwnas.elastic.base import ElasticModel
 from hwnas.hardware.base import CostModel
 from hwnas.hardware.latency import check_setting, measure_latency, setting_label
@@ -51,12 +52,12 @@ class FlopsLine:
     def build(
         cls,
         model: ElasticModel,
-        device: str = "cpu",
-        backend: str = "torch",
+        device: str = Timing.device,
+        backend: str = Timing.backend,
         threads: int | None = None,
         batch_size: int = 1,
-        warmup: int = 5,
-        repeats: int = 20,
+        warmup: int = Timing.warmup,
+        repeats: int = Timing.repeats,
         correction_samples: int = 12,
         seed: int = 0,
     ) -> FlopsLine:

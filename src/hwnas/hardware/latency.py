@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from hwnas.core.runtime import torch_threads
+from hwnas.core.types import Timing
 from hwnas.elastic.base import ElasticModel
 from hwnas.hardware.base import CostModel
 from hwnas.spaces.base import Arch
@@ -129,11 +130,11 @@ def measure_latency(
     module: nn.Module,
     inputs: InputSpec,
     batch_size: int = 1,
-    device: str = "cpu",
+    device: str = Timing.device,
     threads: int | None = None,
-    warmup: int = 5,
-    repeats: int = 20,
-    backend: str = "torch",
+    warmup: int = Timing.warmup,
+    repeats: int = Timing.repeats,
+    backend: str = Timing.backend,
     seed: int = 0,
 ) -> LatencyStats:
     """Time ``module`` on a random batch of ``batch_size`` built from ``inputs`` (a
@@ -326,12 +327,12 @@ class MeasuredLatency(CostModel):
     def __init__(
         self,
         model: ElasticModel,
-        device: str = "cpu",
-        backend: str = "torch",
+        device: str = Timing.device,
+        backend: str = Timing.backend,
         threads: int | None = None,
         batch_size: int = 1,
-        warmup: int = 5,
-        repeats: int = 20,
+        warmup: int = Timing.warmup,
+        repeats: int = Timing.repeats,
         progress: Callable[[Arch, LatencyStats], None] | None = None,
     ):
         super().__init__()

@@ -17,6 +17,7 @@ import onnx
 import torch
 from torch import nn
 
+from hwnas.core.types import Timing
 from hwnas.hardware.latency import (
     InputSpec,
     LatencyStats,
@@ -110,10 +111,10 @@ def time_onnx(
     inputs: InputSpec | None = None,
     batch_size: int = 1,
     threads: int = 1,
-    warmup: int = 5,
-    repeats: int = 20,
+    warmup: int = Timing.warmup,
+    repeats: int = Timing.repeats,
     seed: int = 0,
-    device: str = "cpu",
+    device: str = Timing.device,
 ) -> LatencyStats:
     """Median (and spread) of ``repeats`` timed runs of an existing ONNX file after
     ``warmup`` runs, at ``batch_size`` with ``threads`` intra-op threads.

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hwnas.core.types import Timing
 from hwnas.hardware.base import CostModel
 from hwnas.quantize.layers import Layer
 from hwnas.quantize.onnx_quant import QuantSettings, calibration_cache_name, quantize_assignment
@@ -96,8 +97,8 @@ class MeasuredQuantCost(CostModel):
         inputs: Any = None,
         batch_size: int = 1,
         threads: int = 1,
-        warmup: int = 5,
-        repeats: int = 20,
+        warmup: int = Timing.warmup,
+        repeats: int = Timing.repeats,
     ):
         super().__init__()
         self.fp32_onnx, self.folder = Path(fp32_onnx), Path(folder)

@@ -27,6 +27,7 @@ from hwnas.app.schema.base import (
 )
 from hwnas.app.schema.run import ConstraintWindow
 from hwnas.app.schema.supernet import OPTIMIZERS
+from hwnas.core.types import Timing
 
 PRECISIONS = ("int8", "fp32")  # quantize.choices
 ESTIMATES = ("hessian", "measured")  # hwnas.app.stages.quantize.ESTIMATES
@@ -142,10 +143,10 @@ class QuantizeConfig:
     estimate: str = "hessian"
     max_drop: float = 0.005
     measure_front: int = 12
-    batch_size: int = 1
-    threads: int = 1
-    warmup: int = 5
-    repeats: int = 20
+    batch_size: int = Timing.batch_size
+    threads: int = Timing.threads
+    warmup: int = Timing.warmup
+    repeats: int = Timing.repeats
     throughput_batch: int = 256
     constraints: QuantizeConstraints = field(default_factory=QuantizeConstraints)
     qat: QatConfig = field(default_factory=QatConfig)
