@@ -111,5 +111,5 @@ def test_cli_quantizes_a_finished_run_elsewhere_and_never_overwrites(quantized, 
 
 
 def test_quantize_without_final_names_the_fix(tmp_path):
-    with pytest.raises(ConfigError, match="no final subnet"):
+    with pytest.raises(ConfigError, match="quantize reads final/subnet.pt.*add final to stages"):
         _run(tmp_path / "r", "stages=[quantize]")

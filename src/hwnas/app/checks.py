@@ -12,9 +12,10 @@ one line naming the key and the fix.
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hwnas.app.config import ConfigError, build_configured_strategy, sharing
 from hwnas.app.context import Context
@@ -32,9 +33,28 @@ log = logging.getLogger(__name__)
 __all__ = ["STAGES", "preflight", "search_constraints", "tighten", "unreachable", "validate"]
 
 
+def non_finite(cfg: DictConfig) -> None:
+    """Refuse NaN and infinite numbers anywhere in the config (every group, the data's
+    and the model's keys too): ``<` and ``>`` checks are false for NaN, so one would
+    otherwise pass every range check."""
+
+    def walk(node: object, key: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{key}[{i}]")
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ConfigError(f"{key}={node}: not a finite number; give a finite value")
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+
+
 def validate(cfg: DictConfig) -> None:
     """Reject invalid values with one-line messages (Hydra already rejects unknown keys
     and values of the wrong type when it composes)."""
+    non_finite(cfg)
     try:
         validate_config(cfg)
     except ValueError as err:
@@ -127,6 +147,26 @@ def search_constraints(ctx: Context) -> tuple[Constraints, float]:
     return tighten(ctx.constraints, "latency_ms", float(ratio) * largest), largest
 
 
+# stage -> (the file it reads, the stage that writes it)
+NEEDS = {
+    "search": ("supernet/supernet.pt", "supernet"),
+    "final": ("search/chosen.json", "search"),
+    "quantize": ("final/subnet.pt", "final"),
+}
+
+
+def _inputs_of_earlier_stages(ctx: Context, stages: list[str]) -> None:
+    """A stage whose input no listed stage writes needs it in the run folder already
+    (a resumed run): refuse before anything is written otherwise."""
+    for stage, (path, writer) in NEEDS.items():
+        if stage in stages and writer not in stages and not (ctx.out / path).exists():
+            raise ConfigError(
+                f"stages={stages}: {stage} reads {path}, which no listed stage writes and "
+                f"{ctx.out} does not hold: add {writer} to stages or resume the run folder "
+                "where it finished (hydra.run.dir=...)"
+            )
+
+
 def preflight(ctx: Context) -> list[str]:
     """Refuse, before anything runs, constraints that no arch of a stage can meet.
 
@@ -134,6 +174,7 @@ def preflight(ctx: Context) -> list[str]:
     feasible arch: their between-phase search is skipped and the phase samples its
     space uniformly, as the sandwich rule trains every size anyway)."""
     stages = list(ctx.cfg.stages)
+    _inputs_of_earlier_stages(ctx, stages)
     space = ctx.model.space
     has_latency = "latency_ms" in ctx.cost_model(space.min_arch())
     if ctx.descore.needs_latency and not has_latency and {"zero_shot", "supernet"} & set(stages):

@@ -16,6 +16,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from hwnas.app.config import config_dir
+from hwnas.app.errors import precheck
 from hwnas.hardware.constraints import InfeasibleError  # noqa: E402
 
 log = logging.getLogger("hwnas")
@@ -70,6 +71,12 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
+    # Hydra's own composition errors (unknown option or key, wrong type, bad syntax) as
+    # one line, before Hydra creates the run folder
+    line = precheck(sys.argv[1:])
+    if line is not None:
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT)
     try:
         _hydra_main()
     except SystemExit as done:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import platform
 import statistics
 from pathlib import Path
@@ -220,6 +221,10 @@ def final_report(
             **ctx.model.cost_of(a),
             **timed[tag],
         }
+    refused = _not_learned(ctx, rows, m)
+    if refused:  # no speedup or drop is stated for a model that learned nothing
+        atomic.write_text(folder / "report.md", f"# Final report: refused\n\n{refused}\n")
+        raise ResultError(refused)
     deployed, deployed_method = _method(sub, budget, label)
     sign = 1.0 if ctx.task.higher_is_better else -1.0
     speedup = rows["largest"]["latency_ms"] / rows["subnet"]["latency_ms"]
@@ -279,6 +284,34 @@ def final_report(
             "final/throughput_gain": thr_gain,
         },
     }
+
+
+class ResultError(ValueError):
+    """A stage ran but its result means nothing (a training that diverged); the message
+    says which figure, why, and what to change."""
+
+
+def _not_learned(ctx: Context, rows: dict[str, dict[str, Any]], m: str) -> str | None:
+    """Why the compared figures mean nothing, or None: a non-finite test metric, or one
+    not above the task's chance level (the majority-class rate of a classifier)."""
+    chance = ctx.task.chance_level(ctx.dm.test_dataloader()) if ctx.task.higher_is_better else None
+    bad = []
+    for tag in ("subnet", "largest"):
+        value = rows[tag][f"test_{m}"]
+        if value is None:
+            continue
+        if not math.isfinite(value):
+            bad.append(f"the {tag}'s test {m} is {value}")
+        elif chance is not None and value <= chance + 1e-12:
+            bad.append(f"the {tag}'s test {m} {value:.4f} is not above chance ({chance:.4f}, "
+                       "always answering the most frequent label)")  # fmt: skip
+    if not bad:
+        return None
+    return (
+        f"final: {'; '.join(bad)}: the training diverged or learned nothing, so no speedup "
+        "or drop is reported; lower the learning rates (supernet.phases.<i>.lr, final.lr) "
+        "or check the data, and rerun in a new folder"
+    )
 
 
 def _field(row: dict[str, Any], key: str) -> Any:

@@ -267,7 +267,7 @@ class QatModule(SubnetModule):
 
     def __init__(self, net: nn.Module, fq: FakeQuantizer, calib: Sequence[Any], epochs: int,
                  **kw: Any):  # fmt: skip
-        super().__init__(net, epochs, **kw)
+        super().__init__(net, epochs, **{"stage": "quantize.qat", **kw})
         self.fq, self.calib = fq, list(calib)
         self.register_buffer("act_ranges", fq.ranges)
 

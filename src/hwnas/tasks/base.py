@@ -48,6 +48,12 @@ class Task(ABC):
     seconds_per_sample: float | None = None
 
     # ------------------------------------------------------------------ reports
+    def chance_level(self, loader: Iterable) -> float | None:
+        """The primary metric a model reaches without learning (a classifier always
+        answering the most frequent label: its share of ``loader``'s labels); a result
+        not above it is refused as a diverged training. None: not defined for the task."""
+        return None
+
     def speed_fields(self, latency_ms: float, batch_size: int) -> dict[str, float]:
         """Task-specific speed figures of a measured ``latency_ms`` for a batch of
         ``batch_size`` example inputs, added to the final report's rows (default none)."""

@@ -95,6 +95,16 @@ class Classification(Task):
             raise ValueError("evaluate: the loader yielded no samples")
         return {"acc": correct / total, "loss": loss / total}
 
+    def chance_level(self, loader: Iterable) -> float | None:
+        """The share of the most frequent label in ``loader`` (the majority-class rate)."""
+        counts: dict[int, int] = {}
+        for batch in loader:
+            _, y = self.split_batch(batch)
+            for label, n in zip(*torch.unique(y, return_counts=True), strict=True):
+                counts[int(label)] = counts.get(int(label), 0) + int(n)
+        total = sum(counts.values())
+        return max(counts.values()) / total if total else None
+
     def spec(self) -> dict[str, Any]:
         return {
             "task": self.name,

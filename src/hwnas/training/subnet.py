@@ -10,6 +10,7 @@ from torch import nn
 
 from hwnas.tasks.base import Task
 from hwnas.tasks.classification import Classification
+from hwnas.training.finite import check_loss
 from hwnas.training.hidden import captured, hidden_layers, hidden_loss
 from hwnas.training.optim import batch_size, check_optimizer, detach, make_optimizer
 
@@ -37,8 +38,10 @@ class SubnetModule(L.LightningModule):
         kd_alpha: float = 0.0,
         kd_temperature: float = 1.0,
         kd_hidden: float = 0.0,
+        stage: str = "final",
     ):
         super().__init__()
+        self.stage = stage  # the config group a divergence message names (final.lr)
         if epochs < 0 or lr <= 0:
             raise ValueError(f"final training needs epochs >= 0 and lr > 0, got {epochs}, {lr}")
         if not 0.0 <= kd_alpha <= 1.0 or kd_temperature <= 0:
@@ -105,6 +108,14 @@ class SubnetModule(L.LightningModule):
                 kd_hidden = hidden_loss(mine, theirs)
                 logged["train/kd_hidden"] = kd_hidden
                 loss = loss + self.kd_hidden * kd_hidden
+        check_loss(
+            loss,
+            lambda: (
+                f"{self.stage} training, epoch {self.current_epoch}, step "
+                f"{self.trainer.global_step}",
+                f"lower {self.stage}.lr (now {self.lr:g}) or check the data",
+            ),
+        )
         # a task may leave out what teacher-forced training outputs cannot give (WER)
         primary = task.batch_metrics(detach(outputs), targets).get(task.primary_metric)
         if primary is not None:

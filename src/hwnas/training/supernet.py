@@ -40,6 +40,7 @@ from hwnas.tasks.base import (
 )
 from hwnas.tasks.classification import Classification
 from hwnas.training.bn import recalibrate_bn
+from hwnas.training.finite import check_loss
 from hwnas.training.hidden import captured, hidden_layers, hidden_loss
 from hwnas.training.importance import check_importance, loss_saliency
 from hwnas.training.optim import batch_size as _batch_size
@@ -278,6 +279,7 @@ class SupernetModule(L.LightningModule):
                 kd = kd + self.kd_hidden * hidden_loss(mine, states)
             total = total + kd
         self.model.set_active(largest)
+        check_loss(total, lambda: self._diverged(i, batch_idx))
         logged = {"train/loss": loss}
         # a task may leave out what teacher-forced training outputs cannot give (WER)
         primary = task.batch_metrics(_detach(outputs), targets).get(task.primary_metric)
@@ -293,6 +295,18 @@ class SupernetModule(L.LightningModule):
         )
         self.log_dict({"lr": lr, "phase": float(i)}, on_step=True, on_epoch=False)
         return total
+
+    def _diverged(self, i: int, batch_idx: int) -> tuple[str, str]:
+        """Where a non-finite loss of phase ``i`` happened and which learning rate to
+        lower (a phase's first step runs on the weights the previous phase left)."""
+        phase = self.phases[i]
+        lrs = [f"supernet.phases.{i}.lr (now {phase.lr:g})"]
+        if batch_idx == 0 and i > 0:
+            lrs.insert(0, f"supernet.phases.{i - 1}.lr (now {self.phases[i - 1].lr:g})")
+        where = f"supernet phase {i} ({phase.name}), epoch {self.current_epoch}, step " + str(
+            self.trainer.global_step
+        )
+        return where, f"lower {' or '.join(lrs)} or check the data"
 
     def configure_optimizers(self):
         decay, no_decay = [], []
