@@ -94,8 +94,13 @@ def _comparable(cfg: DictConfig) -> dict[str, Any]:
 def record_run(out: Path, cfg: DictConfig, ctx: Context) -> None:
     """Write what reproduces the run: the resolved config, Hydra's ``.hydra/`` record
     (when run under Hydra), the latency model the searches used and, for a model whose
-    space is derived (``describe()``), that space as ``space.json``."""
+    space is derived (``describe()``), that space as ``space.json``. A resumed run keeps
+    the record its first start wrote (:func:`check_run_dir` made sure it matches) and
+    only adds what is missing, so a refused or resumed rerun rewrites nothing."""
     out.mkdir(parents=True, exist_ok=True)
+    if (out / CONFIG_FILE).exists():
+        _record_missing(out, ctx)
+        return
     atomic.write_text(out / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
@@ -112,6 +117,18 @@ def record_run(out: Path, cfg: DictConfig, ctx: Context) -> None:
                 atomic.replace_file(written, out / written.name)
     derived = ctx.model.describe()
     if derived is not None:  # a space derived from a model (model=bootstrap): space.json
+        atomic.write_json(out / SPACE_FILE, derived)
+
+
+def _record_missing(out: Path, ctx: Context) -> None:
+    """The latency model and derived space of a resumed run, where they are missing."""
+    with tempfile.TemporaryDirectory(dir=out, prefix=".record.") as scratch:
+        ctx.cost_model.save_record(scratch)
+        for written in sorted(Path(scratch).iterdir()):
+            if written.is_file() and not (out / written.name).exists():
+                atomic.replace_file(written, out / written.name)
+    derived = ctx.model.describe()
+    if derived is not None and not (out / SPACE_FILE).exists():
         atomic.write_json(out / SPACE_FILE, derived)
 
 
@@ -172,6 +189,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if ctx.rank != 0:
             return follow(ctx)
         preflight(ctx)
+        for stage in cfg.stages:  # a damaged DONE.json is refused before anything is written
+            stage_summary(out, stage)
         record_run(out, cfg, ctx)
         log.info("output folder: %s (%d CPU threads)", out, threads)
         log.info(

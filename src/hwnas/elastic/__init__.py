@@ -45,6 +45,11 @@ def build_model(
         return MODELS.get(name)(tuple(input_shape), num_classes, **kwargs)
     except TypeError as err:
         raise ValueError(f"model {name!r}: {err}") from err
+    except ValueError as err:  # name the group: the model's constructor checks its keys
+        message = str(err)
+        if not message.startswith("model"):
+            raise ValueError(f"model={name}: {message}") from None
+        raise
 
 
 __all__ = ["MODELS", "ElasticModel", "ModelBuilder", "build_model", "register_model"]

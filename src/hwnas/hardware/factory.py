@@ -87,8 +87,11 @@ class HardwareConfig(Timing):
                 "hardware.table is only read with latency=table or latency=flops; "
                 "set hardware.table=null"
             )
-        check_setting(hw.device, hw.backend, hw.threads, hw.batch_size, hw.warmup, hw.repeats,
-                      available=hw.measures())  # fmt: skip
+        try:
+            check_setting(hw.device, hw.backend, hw.threads, hw.batch_size, hw.warmup,
+                          hw.repeats, available=hw.measures())  # fmt: skip
+        except ValueError as err:  # name the group the keys belong to
+            raise ValueError(f"hardware.{err}") from None
         return hw
 
     def measures(self) -> bool:

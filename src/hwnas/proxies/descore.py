@@ -178,6 +178,13 @@ class DEScore:
         if "weights" not in cfg:
             raise ValueError("DE-Score config needs a 'weights' mapping (component -> weight)")
         raw = to_plain(cfg)  # only the keys given: the constructor owns the defaults
+        for group in ("weights", "extra", "latency_limit_ms"):
+            values = raw.get(group)
+            items = values.items() if isinstance(values, dict) else [("", values)]
+            for k, v in items:
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+                    key = f"proxy.{group}.{k}" if k else f"proxy.{group}"
+                    raise ValueError(f"{key}={v!r}: expected a number")
         convert = {
             "weights": lambda v: {str(k): float(x) for k, x in v.items()},
             "normalize": str,
