@@ -173,8 +173,17 @@ def _truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
+def _nan_in_latency_record(out: Path) -> None:
+    path = out / "latency_table.json"
+    record = json.loads(path.read_text())
+    record["correction"]["scale"] = float("nan")  # json writes NaN
+    path.write_text(json.dumps(record))
+    (out / "final" / "DONE.json").unlink()
+
+
 # (what to break, overrides of the rerun, text of the one line)
 FOLDERS = [
+    (_nan_in_latency_record, [], "latency_table.json"),
     (lambda out: _truncate(out / "zero_shot" / "DONE.json"), [], "zero_shot/DONE.json"),
     (lambda out: _truncate(out / "supernet" / "DONE.json"), [], "supernet/DONE.json"),
     (lambda out: _truncate(out / "search" / "DONE.json"), [], "search/DONE.json"),
@@ -207,6 +216,33 @@ def test_a_stage_without_its_input_in_a_new_folder_writes_nothing(tmp_path, one_
         assert f"add {writer} to stages" in message, message
 
 
+# ---------------------------------------------------------------- data inputs
+def _refused_with(out: Path, overrides: list[str]) -> str:
+    cfg = compose_config([*overrides, f"paths.output_dir={out}",
+                          f"paths.cache_dir={out.parent / 'cache'}"])  # fmt: skip
+    with pytest.raises((ValueError, FileNotFoundError)) as err:
+        run(cfg)
+    assert "\n" not in str(err.value) and not out.exists()
+    return str(err.value)
+
+
+def test_a_named_data_dir_that_does_not_exist_is_not_replaced(tmp_path, one_thread):
+    message = _refused_with(tmp_path / "run", ["data.data_dir=/nonexistent", "stages=[zero_shot]"])
+    assert "data.data_dir=/nonexistent: no such folder" in message
+
+
+def test_squad_inputs_name_the_key_the_user_set(tmp_path, one_thread):
+    squad = ["experiment=squad_tiny", "stages=[zero_shot]", "threads=1"]
+    message = _refused_with(tmp_path / "a", [*squad, f"model.pretrained={tmp_path / 'nope'}"])
+    assert "model.pretrained" in message
+    empty = tmp_path / "squad"
+    empty.mkdir()
+    for split in ("train", "dev"):
+        (empty / f"{split}-v1.1.json").write_text(json.dumps({"version": "1.1", "data": []}))
+    message = _refused_with(tmp_path / "b", [*squad, f"data.data_dir={empty}", "data.source=json"])
+    assert "holds no questions" in message and "data.val_size" not in message
+
+
 # ---------------------------------------------------------------- the real command
 @pytest.mark.parametrize(
     "args,expect",
@@ -233,6 +269,6 @@ def test_the_command_exits_2_with_one_error_line(tmp_path, args, expect):
 
 
 def test_the_matrix_counts_at_least_60_cases():
-    n = len(COMPOSITION) + len(VALUES) + len(FOLDERS) + 3 + 4
+    n = len(COMPOSITION) + len(VALUES) + len(FOLDERS) + 3 + 1 + 2 + 4
     assert n >= 60, n
     json.dumps(n)

@@ -48,7 +48,8 @@ MEASURED_FILES = {"quantize/pareto.csv"}
 # the accuracy budget) with everything computed from it; the sensitivities, the uniform
 # INT8 and FP32 baselines and every earlier stage are compared
 MEASURED_KEYS = re.compile(
-    r"^(metrics\.json\.quantize/|quantize/DONE\.json\.(assignment|metrics|report)"
+    r"^(latency_table\.json\.correction\."  # how the table's correction is fitted
+    r"|metrics\.json\.quantize/|quantize/DONE\.json\.(assignment|metrics|report)"
     r"|quantize/assignment\.json"
     r"|quantize/report\.json\.(chosen|kept_fp32|int8_layers|assignment|estimate|val\.chosen))"
 )

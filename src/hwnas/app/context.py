@@ -17,7 +17,7 @@ from hwnas.app.schema import settings
 from hwnas.app.schema.run import RunConfig
 from hwnas.core.runtime import process_rank
 from hwnas.core.types import ProxyInputs
-from hwnas.data import build_datamodule
+from hwnas.data import DATAMODULES, build_datamodule
 from hwnas.data.base import DataModule
 from hwnas.elastic import build_model
 from hwnas.elastic.base import ElasticModel
@@ -81,6 +81,21 @@ def zero_shot_device(setting: str) -> str:
     return str(setting)
 
 
+def _named_data_dir_exists(cfg: DictConfig) -> None:
+    """A ``data.data_dir`` the user named (not the default ``paths.data_dir``) must exist
+    for a data module that reads it: an input is never silently replaced by a fallback
+    (the system's FashionMNIST, the packaged SQuAD)."""
+    named = cfg.data.get("data_dir")
+    if named is None or str(named) == str(cfg.paths.data_dir) or Path(named).is_dir():
+        return
+    name = cfg.data.get("name")
+    if name in DATAMODULES and DATAMODULES.get(name).reads_data_dir:
+        raise ConfigError(
+            f"data.data_dir={named}: no such folder; give the folder that holds the "
+            f"{name} files, or leave data.data_dir out to use the default places"
+        )
+
+
 def build_context(cfg: DictConfig) -> Context:
     """Data, supernet, cost model, constraints, DE-Score and proxy inputs of a run.
 
@@ -88,6 +103,7 @@ def build_context(cfg: DictConfig) -> Context:
     out = Path(cfg.paths.output_dir)
     seed = int(cfg.seed)
     L.seed_everything(seed, workers=True, verbose=False)
+    _named_data_dir_exists(cfg)
     try:
         dm = build_datamodule(cfg.data)
     except TypeError as err:

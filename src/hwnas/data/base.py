@@ -148,6 +148,9 @@ class DataModule(SeededLoaders, L.LightningDataModule):
     name: str = ""
     input_shape: tuple[int, ...] = ()
     num_classes: int = 0
+    # whether ``data_dir`` names data to read (a folder that must exist when a user names
+    # it) rather than a folder the module writes to or ignores
+    reads_data_dir: bool = False
     data_train: Any = None
     data_val: Any = None
     data_test: Any = None

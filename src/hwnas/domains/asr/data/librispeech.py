@@ -57,6 +57,8 @@ class LibriSpeechDataModule(SpeechDataModule):
     """LibriSpeech splits by name (``train_split``, ``val_split``, ``test_split``);
     training utterances longer than ``max_seconds`` are left out (null keeps all)."""
 
+    reads_data_dir = True
+
     name = "librispeech"
 
     def __init__(

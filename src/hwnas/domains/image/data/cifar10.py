@@ -51,6 +51,8 @@ class CIFAR10DataModule(HwnasDataModule):
     copies only); the files must still be present.
     """
 
+    reads_data_dir = True
+
     name = "cifar10"
     input_shape = (3, 32, 32)
     num_classes = 10

@@ -65,6 +65,8 @@ class FashionMNISTDataModule(HwnasDataModule):
     (MobileNetV2 and other ImageNet models in ``model=bootstrap``).
     """
 
+    reads_data_dir = True
+
     name = "fashion_mnist"
     input_shape = (1, 28, 28)
     num_classes = 10

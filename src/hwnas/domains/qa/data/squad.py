@@ -132,7 +132,8 @@ def load_tokenizer(path: str | None) -> tuple[Any, str]:
     path = str(checkpoint_path("minilm" if path is None else path))
     if not Path(path).is_dir():
         raise FileNotFoundError(
-            f"data.tokenizer={path!r} is not a folder: give a local tokenizer folder "
+            f"data.tokenizer={path!r} (model.pretrained unless set) is not a folder: give "
+            f"model.pretrained (or data.tokenizer) a local checkpoint / tokenizer folder "
             "(saved with save_pretrained; nothing is downloaded)"
         )
     from transformers import AutoTokenizer
@@ -157,6 +158,8 @@ class SquadDataModule(DataModule):
     train loader reshuffles each epoch from (seed, epoch) and drops a ragged last batch
     unless it is the only one; val and test keep order.
     """
+
+    reads_data_dir = True
 
     name = "squad"
     num_classes = 2
@@ -230,6 +233,11 @@ class SquadDataModule(DataModule):
             return
         train, dev, where = find_squad(self.data_dir, self.source)
         n = len(train)
+        if n == 0:
+            raise ValueError(
+                f"the SQuAD train file found via data.data_dir={self.data_dir} ({where}) "
+                "holds no questions: point data.data_dir to the official train-v1.1.json"
+            )
         if self.val_size >= n:
             raise ValueError(
                 f"data.val_size={self.val_size} leaves no training questions out of the {n} "
