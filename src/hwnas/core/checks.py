@@ -93,3 +93,10 @@ def check_str_list(key: str, value: Any) -> None:
 def check_bool(key: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"{key}={value!r}: use true or false")
+
+
+def check_numbers(key: str, value: Any) -> None:
+    """``value`` is None, a number, or a mapping of numbers (``key.<name>`` named)."""
+    for k, v in value.items() if isinstance(value, dict) else [("", value)]:
+        if v is not None and not is_number(v):
+            raise ValueError(f"{key}{'.' + str(k) if k else ''}={v!r}: expected a number")

@@ -9,6 +9,7 @@ from collections.abc import Collection, Mapping, Sequence
 import numpy as np
 from torch import nn
 
+from hwnas.core.checks import check_numbers
 from hwnas.core.types import ProxyInputs, to_plain
 from hwnas.proxies.base import get_proxy, score_proxies, score_proxies_report
 from hwnas.proxies.normalize import (
@@ -179,12 +180,7 @@ class DEScore:
             raise ValueError("DE-Score config needs a 'weights' mapping (component -> weight)")
         raw = to_plain(cfg)  # only the keys given: the constructor owns the defaults
         for group in ("weights", "extra", "latency_limit_ms"):
-            values = raw.get(group)
-            items = values.items() if isinstance(values, dict) else [("", values)]
-            for k, v in items:
-                if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
-                    key = f"proxy.{group}.{k}" if k else f"proxy.{group}"
-                    raise ValueError(f"{key}={v!r}: expected a number")
+            check_numbers(f"proxy.{group}", raw.get(group))
         convert = {
             "weights": lambda v: {str(k): float(x) for k, x in v.items()},
             "normalize": str,
@@ -398,5 +394,3 @@ def _as_float(v: float | None) -> float:
         return float(v)
     except (TypeError, ValueError):
         return math.nan
-
-
