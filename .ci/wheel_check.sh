@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The package runs outside its source tree: build the wheel, install it (without
 # dependencies) into a scratch venv that reuses the project venv's pinned packages,
-# and run `hwnas --help` and the tiny experiment from /tmp. Used by .ci/run (`make wheel-check`).
+# and run `hwnas --help` and the tiny experiment from an empty folder under /tmp. Used by .ci/run (`make wheel-check`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -16,7 +16,9 @@ site=$("$py" -c 'import site; print(site.getsitepackages()[0])')
 # file; hwnas itself comes only from the wheel
 echo "$site" > "$("$scratch/venv/bin/python" -c 'import site; print(site.getsitepackages()[0])')/project-deps.pth"
 "$scratch/venv/bin/python" -m pip install --no-deps -q "$scratch"/dist/hwnas-*.whl
-cd /tmp
+launch="$scratch/launch"  # an empty folder outside the source tree, to launch from
+mkdir -p "$launch"
+cd "$launch"
 where=$("$scratch/venv/bin/python" -c 'import hwnas, pathlib; print(pathlib.Path(hwnas.__file__).parent)')
 case "$where" in "$root"*) echo "wheel check: hwnas imported from the source tree ($where)"; exit 1;; esac
 "$scratch/venv/bin/hwnas" --help > /dev/null
@@ -24,5 +26,7 @@ case "$where" in "$root"*) echo "wheel check: hwnas imported from the source tre
   hydra.run.dir="$scratch/run" paths.cache_dir="$scratch/cache" paths.data_dir="$scratch/data" > "$scratch/log.txt" 2>&1 \
   || { tail -20 "$scratch/log.txt"; exit 1; }
 test -f "$scratch/run/final/DONE.json"
-test ! -e /tmp/outputs  # nothing written into the launch directory
-echo "wheel check: hwnas from $where ran --help and experiment=synthetic_tiny from /tmp"
+if [ -n "$(ls -A "$launch")" ]; then
+  echo "wheel check: the run wrote into its launch folder: $(ls -A "$launch")"; exit 1
+fi
+echo "wheel check: hwnas from $where ran --help and experiment=synthetic_tiny outside the source tree"
