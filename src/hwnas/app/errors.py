@@ -3,7 +3,8 @@ of the wrong type, an override it cannot parse) as one ``error:`` line that name
 key and a fix that works: the valid options, or the closest valid key.
 
 :func:`precheck` composes the command line's overrides before Hydra's entry point runs,
-so such a mistake is refused before anything (a run folder, a log file) is written."""
+so such a mistake, and a value the checks refuse, is stopped before anything (a run
+folder, a log file) is written."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 
 from omegaconf import OmegaConf
 
-from hwnas.app.config import compose_config
+from hwnas.app.config import ConfigError, compose_config
 
 __all__ = ["composition_error", "precheck"]
 
@@ -29,9 +30,15 @@ def precheck(argv: Sequence[str]) -> str | None:
         return None
     overrides = list(argv)
     try:
-        compose_config(overrides)
+        cfg = compose_config(overrides)
     except Exception as err:  # noqa: BLE001 - every composition error becomes one line
         return composition_error(err, overrides)
+    from hwnas.app.checks import validate  # the values, before Hydra makes the run folder
+
+    try:
+        validate(cfg)
+    except ConfigError as err:
+        return str(err)
     return None
 
 
