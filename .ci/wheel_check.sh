@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The package runs outside its source tree: build the wheel, install it (without
 # dependencies) into a scratch venv that reuses the project venv's pinned packages,
-# and run `hwnas --help` and the tiny experiment from an empty folder under /tmp. Used by .ci/run (`make wheel-check`).
+# and run `hwnas --help`, the tiny experiment, `python -m hwnas.export` and `hwnas
+# reproduce` from an empty folder under /tmp. Used by .ci/run (`make wheel-check`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -26,7 +27,16 @@ case "$where" in "$root"*) echo "wheel check: hwnas imported from the source tre
   hydra.run.dir="$scratch/run" paths.cache_dir="$scratch/cache" paths.data_dir="$scratch/data" > "$scratch/log.txt" 2>&1 \
   || { tail -20 "$scratch/log.txt"; exit 1; }
 test -f "$scratch/run/final/DONE.json"
+test -f "$scratch/run/final/card.md"
+# a front point of the finished run, exported with its card, from the installed package
+"$scratch/venv/bin/python" -m hwnas.export run_dir="$scratch/run" pick=fastest threads=1 \
+  > "$scratch/export.txt" 2>&1 || { tail -20 "$scratch/export.txt"; exit 1; }
+test -f "$scratch/run/export/fastest/index.md"
+# the console script reruns the finished run from its record and finds it equal
+"$scratch/venv/bin/hwnas" reproduce "$scratch/run" hydra.run.dir="$scratch/again" \
+  > "$scratch/reproduce.txt" 2>&1 || { tail -20 "$scratch/reproduce.txt"; exit 1; }
+grep -q "equal" "$scratch/reproduce.txt" || { tail -20 "$scratch/reproduce.txt"; exit 1; }
 if [ -n "$(ls -A "$launch")" ]; then
   echo "wheel check: the run wrote into its launch folder: $(ls -A "$launch")"; exit 1
 fi
-echo "wheel check: hwnas from $where ran --help and experiment=synthetic_tiny outside the source tree"
+echo "wheel check: hwnas from $where ran --help, experiment=synthetic_tiny, hwnas.export and hwnas reproduce outside the source tree"

@@ -2,7 +2,10 @@
 progressive-shrinking phases with ``DEVICES`` CPU processes (DDP, gloo) at ``BATCH``
 samples per process, and save every process's final weights to ``OUT/rank<r>.pt``.
 
-    python tests/ddp_supernet.py OUT DEVICES BATCH
+    python tests/ddp_supernet.py OUT DEVICES BATCH [NAN_RANK]
+
+With ``NAN_RANK`` the loss of that process alone turns NaN at the second step: every
+process must stop there (none left waiting in the gradient all-reduce).
 
 The data order is fixed (no shuffling), so 2 processes at batch B see, step by step,
 the same samples as 1 process at batch 2B (the indices are dealt out alternately)."""
@@ -25,7 +28,7 @@ from hwnas.training.supernet import Phase, SupernetModule  # noqa: E402
 from tests.test_mo_search import TINY  # noqa: E402
 
 
-def main(out: Path, devices: int, batch: int) -> None:
+def main(out: Path, devices: int, batch: int, nan_rank: int | None = None) -> None:
     # float64: this tiny net on random data amplifies rounding differences (a 1e-7
     # change of the weights moves float32 gradients by 1e-3), float64 keeps them small
     torch.set_default_dtype(torch.float64)
@@ -60,6 +63,15 @@ def main(out: Path, devices: int, batch: int) -> None:
         precision="64-true",
         use_distributed_sampler=False,
     )
+    if nan_rank is not None:
+        task_loss = module.task.loss
+
+        def loss(outputs, targets):
+            value = task_loss(outputs, targets)
+            poisoned = trainer.global_rank == nan_rank and trainer.global_step == 1
+            return value * float("nan") if poisoned else value
+
+        module.task.loss = loss
     trainer.fit(module, datamodule=Data())
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -70,4 +82,5 @@ def main(out: Path, devices: int, batch: int) -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+    nan_rank = int(sys.argv[4]) if len(sys.argv) > 4 else None
+    main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), nan_rank)

@@ -182,8 +182,38 @@ def _nan_in_latency_record(out: Path) -> None:
     (out / "final" / "DONE.json").unlink()
 
 
+def _nan_in_done_metrics(out: Path) -> None:
+    path = out / "final" / "DONE.json"
+    done = json.loads(path.read_text())
+    done["metrics"][next(iter(done["metrics"]))] = float("nan")
+    path.write_text(json.dumps(done))
+
+
+def _nan_weight(path: Path, key: str | None = None) -> None:
+    torch = __import__("torch")
+    state = torch.load(path, weights_only=True)
+    weights = state["state_dict"] if key else state
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[name] = weights[name].clone().fill_(float("nan"))
+    torch.save(state, path)
+
+
+def _nan_in_supernet(out: Path) -> None:
+    (out / "search" / "DONE.json").unlink()
+    (out / "final" / "DONE.json").unlink()
+    _nan_weight(out / "supernet" / "supernet.pt")
+
+
+def _nan_in_checkpoint(out: Path) -> None:
+    (out / "final" / "DONE.json").unlink()
+    _nan_weight(out / "final" / "checkpoints" / "last_largest.ckpt", "state_dict")
+
+
 # (what to break, overrides of the rerun, text of the one line)
 FOLDERS = [
+    (_nan_in_done_metrics, [], r"final/DONE.json: metrics\..* is not a finite number"),
+    (_nan_in_supernet, [], r"supernet.pt .*holds NaN or inf"),
+    (_nan_in_checkpoint, [], r"last_largest.ckpt .*holds NaN or inf"),
     (_nan_in_latency_record, [], "latency_table.json"),
     (lambda out: _truncate(out / "zero_shot" / "DONE.json"), [], "zero_shot/DONE.json"),
     (lambda out: _truncate(out / "supernet" / "DONE.json"), [], "supernet/DONE.json"),
@@ -194,10 +224,22 @@ FOLDERS = [
     (lambda out: (out / "hwnas_config.yaml").write_text("seed: [\n"), [], "hwnas_config.yaml"),
     (lambda out: None, ["seed=5"], "different config"),
     (lambda out: None, ["final.lr=0.5"], "different config"),
-    (lambda out: (out / "final" / "DONE.json").unlink() or _truncate(
-        out / "search" / "chosen.json"), [], "chosen.json"),
-    (lambda out: (out / "search" / "DONE.json").unlink() or (out / "final" / "DONE.json")
-     .unlink() or _truncate(out / "supernet" / "supernet.pt"), [], "supernet.pt"),
+    (
+        lambda out: (
+            (out / "final" / "DONE.json").unlink() or _truncate(out / "search" / "chosen.json")
+        ),
+        [],
+        "chosen.json",
+    ),
+    (
+        lambda out: (
+            (out / "search" / "DONE.json").unlink()
+            or (out / "final" / "DONE.json").unlink()
+            or _truncate(out / "supernet" / "supernet.pt")
+        ),
+        [],
+        "supernet.pt",
+    ),
 ]
 
 
@@ -231,6 +273,85 @@ def _refused_with(out: Path, overrides: list[str]) -> str:
 def test_a_named_data_dir_that_does_not_exist_is_not_replaced(tmp_path, one_thread):
     message = _refused_with(tmp_path / "run", ["data.data_dir=/nonexistent", "stages=[zero_shot]"])
     assert "data.data_dir=/nonexistent: no such folder" in message
+
+
+def raising_builder(**_kw):
+    """A user's builder that fails: the refusal names model.source and the error."""
+    raise RuntimeError("the user's builder is broken")
+
+
+class Untraceable(__import__("torch").nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = __import__("torch").nn.Conv2d(1, 8, 3, padding=1)
+        self.fc = __import__("torch").nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.conv(x)
+        if x.sum() > 0:  # a branch on a value: not traceable
+            x = x.relu()
+        return self.fc(x.mean((2, 3)))
+
+
+BOOTSTRAP = [
+    ("model.source=module:tests.no_such_module:build", "model.source"),
+    ("model.source=module:tests.test_bad_inputs:no_such_builder", "model.source"),
+    ("model.source=module:tests.test_bad_inputs:raising_builder", "model.source"),
+    ("model.source=module:tests.test_bad_inputs:Untraceable", "leaf_modules|trace"),
+    ("model.source=torchvision:resnet19", "model.source"),
+    ("model.weights=/no/such/weights.pt", "model.weights"),
+]
+
+
+@pytest.mark.parametrize("override,key", BOOTSTRAP, ids=[c[0] for c in BOOTSTRAP])
+def test_a_bootstrap_source_that_fails_is_refused_in_one_line(tmp_path, override, key, one_thread):
+    message = _refused_with(tmp_path / "run", ["experiment=bootstrap_tiny", "threads=1",
+                                               "stages=[zero_shot]", override])  # fmt: skip
+    assert re.search(key, message), message
+
+
+def _corrupt_table(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "table.json"
+    path.write_text(text)
+    return path
+
+
+TABLES = [
+    ("{not json", "table.json"),
+    ('{"format": "hwnas.latency_table/1"}', "table.json"),
+    ('{"format": "something/else", "ops": {}}', "table.json"),
+    ("[1, 2, 3]", "table.json"),
+]
+
+
+@pytest.mark.parametrize("text,key", TABLES, ids=[c[0] for c in TABLES])
+def test_a_corrupt_latency_table_is_refused_in_one_line(tmp_path, text, key, one_thread):
+    table = _corrupt_table(tmp_path, text)
+    message = _refused_with(tmp_path / "run", [*TINY, "hardware=cpu", "hardware.latency=table",
+                                               f"hardware.table={table}",
+                                               "stages=[zero_shot]"])  # fmt: skip
+    assert "hardware.table" in message and key in message, message
+
+
+def test_quantize_on_a_folder_that_is_not_a_run_is_refused(tmp_path, capsys):
+    from hwnas.app.quantize_cli import main as quantize_main
+
+    (tmp_path / "notes.txt").write_text("not a run")
+    cases = [
+        ([f"run_dir={tmp_path}"], "hwnas_config.yaml is missing: run_dir"),
+        ([f"subnet_dir={tmp_path}", f"output_dir={tmp_path / 'q'}"], "arch.json is missing"),
+        ([f"run_dir={tmp_path}", f"subnet_dir={tmp_path}"], "exactly one of run_dir"),
+        ([f"subnet_dir={tmp_path}"], "needs output_dir"),
+        (["run_dir"], "is not KEY=VALUE"),
+    ]
+    before = _snapshot(tmp_path)
+    for argv, expect in cases:
+        assert quantize_main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and expect in err[0], err
+    assert _snapshot(tmp_path) == before
 
 
 def test_squad_inputs_name_the_key_the_user_set(tmp_path, one_thread):
@@ -274,6 +395,67 @@ def test_the_command_exits_2_with_one_error_line(tmp_path, args, expect):
 
 
 def test_the_matrix_counts_at_least_60_cases():
-    n = len(COMPOSITION) + len(VALUES) + len(FOLDERS) + 3 + 1 + 2 + 4
+    n = len(COMPOSITION) + len(VALUES) + len(FOLDERS) + len(BOOTSTRAP) + len(TABLES)
+    n += 3 + 1 + 2 + 4 + 5
     assert n >= 60, n
     json.dumps(n)
+
+
+# ---------------------------------------------------------------- chance levels
+def _verdict(task, subnet: float, largest: float) -> str | None:
+    from types import SimpleNamespace
+
+    from hwnas.app.report import _not_learned
+
+    m = task.primary_metric
+    ctx = SimpleNamespace(task=task, dm=SimpleNamespace(test_dataloader=lambda: []))
+    rows = {"subnet": {f"test_{m}": subnet}, "largest": {f"test_{m}": largest}}
+    return _not_learned(ctx, rows, m)
+
+
+def test_chance_levels_of_reading_and_recognition_refuse_unlearned_results():
+    from hwnas.domains.asr.task import TransducerASR
+    from hwnas.domains.qa.task import ExtractiveQA
+
+    asr, qa = TransducerASR.__new__(TransducerASR), ExtractiveQA.__new__(ExtractiveQA)
+    assert "not below chance (1.0000, emitting nothing)" in _verdict(asr, 1.0, 0.4)
+    assert "wer is nan" in _verdict(asr, 0.3, float("nan"))
+    assert _verdict(asr, 0.6, 0.4) is None  # both emit something right
+    assert "not above chance (0.0000, answering nothing)" in _verdict(qa, 0.0, 0.5)
+    assert _verdict(qa, 0.12, 0.10) is None
+
+
+# ---------------------------------------------------------------- diverge, fix, resume
+def test_a_diverged_training_stops_and_resumes_in_its_folder_after_the_fix(tmp_path, one_thread):
+    """final.lr=1e30 diverges: one line naming the stage, step and key; nothing of the
+    final stage is marked done. The same command with a sane final.lr resumes in the
+    same folder (finished stages are kept), and the change is recorded."""
+    from hwnas.training.finite import NonFiniteLossError
+
+    out = tmp_path / "run"
+    args = [*TINY, f"paths.output_dir={out}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    with pytest.raises(NonFiniteLossError) as err:
+        run(compose_config([*args, "final.lr=1e30"]))
+    message = str(err.value)
+    assert "\n" not in message and re.search(r"final.*step \d+.*final.lr \(now 1e\+30\)", message)
+    assert "rerun the same command" in message
+    assert not (out / "final" / "DONE.json").exists() and (out / "search" / "DONE.json").exists()
+    search_before = (out / "search" / "DONE.json").read_bytes()
+    # a finished stage's setting still cannot change in this folder
+    with pytest.raises(ValueError, match=r"search\.budget.*finished"):
+        run(compose_config([*args, "final.lr=0.05", "search.budget=3"]))
+    metrics = run(compose_config([*args, "final.lr=0.05"]))
+    assert metrics["final/test_acc"] > 0.2 and (out / "final" / "DONE.json").exists()
+    assert (out / "search" / "DONE.json").read_bytes() == search_before
+    (amendment,) = [json.loads(x) for x in (out / "amendments.jsonl").read_text().splitlines()]
+    assert amendment["changed"] == {"final.lr": [1e30, 0.05]}
+    assert (
+        "final" in amendment["unfinished_stages"] and "search" not in amendment["unfinished_stages"]
+    )
+    assert "lr: 0.05" in (out / "hwnas_config.yaml").read_text()
+    # resumed with its (amended) config, the finished run changes nothing more
+    before = _snapshot(out)
+    run(compose_config([*args, "final.lr=0.05"]))
+    assert {k: v for k, v in _snapshot(out).items() if k != "metrics.json"} == {
+        k: v for k, v in before.items() if k != "metrics.json"
+    }

@@ -29,9 +29,14 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
 
 
+# what an option needs besides itself (data=custom: the user's class, here a built-in one)
+REQUIRED = {"data=custom": ["data._target_=hwnas.domains.image.data.synthetic.SyntheticDataModule"]}
+
+
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_group_option_composes_and_validates(group, option):
-    cfg = compose_config([f"{group}={option}", "paths.output_dir=/tmp/x"])
+    extra = REQUIRED.get(f"{group}={option}", [])
+    cfg = compose_config([f"{group}={option}", "paths.output_dir=/tmp/x", *extra])
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     validate(cfg)
 

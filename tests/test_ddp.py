@@ -46,6 +46,18 @@ def test_two_processes_train_a_supernet_as_one_with_the_doubled_batch(tmp_path):
     assert eye and all(not torch.allclose(r0[k], e) for k, e in eye.items())
 
 
+def test_a_loss_that_diverges_on_one_process_stops_every_process(tmp_path):
+    """Rank 1's loss alone turns NaN at step 2: both processes stop there with the one
+    line (rank 1: its loss; rank 0: another process's), none waits for the other."""
+    cmd = [sys.executable, str(ROOT / "tests" / "ddp_supernet.py"), str(tmp_path), "2", "16",
+           "1"]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=240)
+    assert done.returncode != 0
+    assert "the training loss is nan" in done.stderr, done.stderr[-3000:]
+    assert "the training loss of another process is not finite" in done.stderr
+    assert not list(tmp_path.glob("rank*.pt"))
+
+
 def test_synchronised_batch_norm_is_plain_batch_norm_in_one_process():
     x = torch.randn(6, 4, 5, 5)
     bn = nn.BatchNorm2d(4)

@@ -25,7 +25,7 @@ from hwnas.hardware.factory import (
     table_cache_name,
 )
 from hwnas.hardware.flops import FlopsLine
-from hwnas.hardware.records import RECORD_NAME
+from hwnas.hardware.records import MEASURED_NAME, RECORD_NAME
 from hwnas.hardware.table import LatencyTable
 from tests.conftest import CONF, FAST, TINY
 
@@ -222,9 +222,8 @@ def test_recorded_latency_reproduces_predictions(model, tmp_path, monkeypatch, m
 
 
 def test_nothing_to_record_without_a_latency_model(model, tmp_path) -> None:
-    measured = build_cost_model(_hw(latency="measured"), model)
     none = build_cost_model(_hw(latency="flops", correction_samples=0), model)
-    assert measured.save_record(tmp_path) is None and none.save_record(tmp_path) is None
+    assert none.save_record(tmp_path) is None
     assert not list(tmp_path.iterdir())
 
 
@@ -235,9 +234,51 @@ def test_recorded_line_is_refused_for_another_space(model, line, tmp_path) -> No
         build_cost_model(_hw(latency="flops", table=str(path)), other)
 
 
-def test_measured_latency_rejects_a_table() -> None:
-    with pytest.raises(ValueError, match="only read with latency=table or latency=flops"):
-        HardwareConfig.from_mapping(_hw(latency="measured", table="t.json"))
+def test_measured_latency_records_what_it_timed_and_replays_it(model, tmp_path, caplog):
+    measured = build_cost_model(_hw(latency="measured", **FAST), model)
+    archs = [model.space.min_arch(), model.space.max_arch()]
+    timed = [measured(a)["latency_ms"] for a in archs]
+    path = measured.save_record(tmp_path)
+    assert path == tmp_path / MEASURED_NAME
+    blob = json.loads(path.read_text())
+    assert blob["format"] == "hwnas.measured_latency/1" and len(blob["latencies"]) == 2
+    replay = build_cost_model(_hw(latency="measured", table=str(path), **FAST), model)
+    assert [replay(a)["latency_ms"] for a in archs] == timed  # bit for bit, nothing timed
+    assert replay.latency.replayed == 2 and replay.latency.timed == 0
+    other = model.space.sample(random.Random(3))
+    while other in archs:
+        other = model.space.sample(random.Random(other.to_str()))
+    with caplog.at_level(logging.WARNING):
+        assert replay(other)["latency_ms"] > 0  # not in the record: timed, and said so
+    assert "not in the measured-latency record" in caplog.text and replay.latency.timed == 1
+    (tmp_path / "again").mkdir()
+    again = json.loads(replay.save_record(tmp_path / "again").read_text())
+    assert len(again["latencies"]) == 3  # the replayed and the newly timed
+    assert (again["meta"]["replayed"], again["meta"]["timed"]) == (2, 1)
+    # a resumed run that looks nothing up (its stages are done) keeps the whole record
+    idle = build_cost_model(_hw(latency="measured", table=str(path), **FAST), model)
+    (tmp_path / "idle").mkdir()
+    kept = json.loads(idle.save_record(tmp_path / "idle").read_text())
+    assert kept["latencies"] == blob["latencies"]
+
+
+def test_a_measured_record_is_refused_for_another_space_or_method(model, table, tmp_path):
+    measured = build_cost_model(_hw(latency="measured", **FAST), model)
+    measured(model.space.min_arch())
+    path = measured.save_record(tmp_path)
+    other = ElasticCNN(**{**TINY, "kernel_choices": (3, 5)})
+    with pytest.raises(ValueError, match="hardware.table=null"):
+        build_cost_model(_hw(latency="measured", table=str(path)), other)
+    with pytest.raises(ValueError, match="use it with hardware.latency=measured"):
+        build_cost_model(_hw(latency="table", table=str(path)), model)
+    tables = table.save(tmp_path / RECORD_NAME)
+    with pytest.raises(ValueError, match="use it with hardware.latency=table"):
+        build_cost_model(_hw(latency="measured", table=str(tables)), model)
+    blob = json.loads(path.read_text())
+    blob["latencies"][0]["latency_ms"] = "fast"
+    path.write_text(json.dumps(blob))
+    with pytest.raises(ValueError, match="entry 0 has latency_ms='fast'"):
+        build_cost_model(_hw(latency="measured", table=str(path)), model)
 
 
 # --------------------------------------------------------------- shared helpers

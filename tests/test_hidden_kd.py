@@ -144,7 +144,9 @@ def test_pipeline_distils_hidden_states_and_reports_it(tmp_path):
     from hwnas.app.pipeline import run
 
     out = tmp_path / "run"
-    run(squad_config(out, "supernet.kd_hidden=1.0", "final.kd_hidden=0.5"))
+    # seconds of training: F1 may stay 0 (a plumbing check of the distillation)
+    run(squad_config(out, "supernet.kd_hidden=1.0", "final.kd_hidden=0.5",
+                     "final.require_learned=false"))  # fmt: skip
     report = (out / "final" / "report.md").read_text()
     assert "(the chosen subnet also distilled from the largest: hidden states weighted 0.5)" in (
         report

@@ -57,3 +57,19 @@ def test_epoch_lines_show_that_epochs_training_means(tmp_path, caplog):
     for epoch, mean in means.items():
         (line,) = [s for s in lines if f"supernet: epoch {epoch + 1}/{len(means)} done" in s]
         assert f"train/loss {mean:.4f}" in line and "val/" in line
+        # every epoch but the last says how long the rest of the training will take
+        assert (", eta " in line) == (epoch + 1 < len(means)), line
+
+
+def test_the_eta_follows_the_rate_so_far(monkeypatch):
+    from types import SimpleNamespace
+
+    from hwnas.training.trainer import LogProgress
+
+    clock = iter([100.0, 130.0])
+    monkeypatch.setattr("hwnas.training.trainer.time.monotonic", lambda: next(clock))
+    bar = LogProgress("final")
+    bar.on_train_start(SimpleNamespace(current_epoch=1), None)  # resumed at epoch 2 of 4
+    # 30 s for 1.5 of the 3 epochs this process runs: 30 s to go
+    assert bar._eta(SimpleNamespace(max_epochs=4), 2.5) == ", eta 30 s"
+    assert bar._eta(SimpleNamespace(max_epochs=4), 1.0) == ""  # no rate yet

@@ -400,3 +400,26 @@ def test_random_search_rejects_unknown_keys():
 
     with pytest.raises(TypeError, match="iterations"):
         RandomSearch(samples=5, iterations=3)  # type: ignore[call-arg]
+
+
+def test_hypervolume_record_names_its_reference_and_is_normalised():
+    from hwnas.search.result import Evaluated, SearchResult
+
+    def ev(i, fit, ms, feasible=True):
+        return Evaluated(Arch({"i": i}), {"acc": fit}, {"latency_ms": ms}, fitness=fit,
+                         feasible=feasible)  # fmt: skip
+
+    history = [ev(0, 0.5, 4.0), ev(1, 0.7, 6.0), ev(2, 0.9, 10.0), ev(3, 0.6, 9.0),
+               ev(4, 0.99, 1.0, feasible=False)]  # fmt: skip
+    r = SearchResult("random", history, history[2]).hypervolume_record()
+    assert r["cost_key"] == "latency_ms" and r["front_size"] == 3
+    # the nadir of the feasible records (not the infeasible one) moved out by 10 % of
+    # each range: fitness 0.5 - 0.04, latency 10 + 0.6
+    assert r["reference"]["fitness"] == pytest.approx(0.46) and r["reference"]["latency_ms"] == (
+        pytest.approx(10.6))
+    # front (0.5, 4), (0.7, 6), (0.9, 10): 0.04 * 2 + 0.24 * 4 + 0.44 * 0.6; box 0.44 * 6.6
+    assert r["value"] == pytest.approx(0.08 + 0.96 + 0.264, rel=1e-9)
+    assert r["normalised"] == pytest.approx(1.304 / (0.44 * 6.6), rel=1e-9)
+    lone = SearchResult("random", history[:1], history[0]).hypervolume_record()
+    assert lone["normalised"] == pytest.approx(1.0) and lone["front_size"] == 1
+    assert SearchResult("random", history[4:], history[4]).hypervolume_record() is None

@@ -3,8 +3,10 @@ progressive shrinking, hardware cost models and Pareto search).
 
 The Python API lives in :mod:`hwnas.app` and is reachable from here without importing
 the whole pipeline at ``import hwnas``: :func:`compose_config`, :func:`config_dir`,
-:func:`run` (the pipeline on a composed config) and :func:`run_pipeline` (the pipeline
-on a module handed over in Python)."""
+:func:`run` (the pipeline on a composed config, ``run(cfg)``, or on a model, a
+LightningDataModule and a task handed over in Python, ``run(model=..., datamodule=...,
+task=..., overrides=[...], output_dir=...)``; docs/own-data.md) and :func:`run_pipeline`
+(the pipeline on a module handed over in Python)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ __version__ = "0.1.0"
 _API = {
     "compose_config": "hwnas.app.config",
     "config_dir": "hwnas.app.config",
-    "run": "hwnas.app.pipeline",
+    "run": "hwnas.app.api",
     "run_pipeline": "hwnas.app.api",
 }
 

@@ -51,7 +51,9 @@ MEASURED_KEYS = re.compile(
     r"^(latency_table\.json\.correction\."  # how the table's correction is fitted
     r"|metrics\.json\.quantize/|quantize/DONE\.json\.(assignment|metrics|report)"
     r"|quantize/assignment\.json"
-    r"|quantize/report\.json\.(chosen|kept_fp32|int8_layers|assignment|estimate|val\.chosen))"
+    r"|quantize/report\.json\.(chosen|kept_fp32|int8_layers|assignment|estimate|val\.chosen)"
+    # a model card's machine (CPU model and flags), timings, file sizes and paths
+    r"|final/card\.json\.(hardware|speed|size_mb|commands)\.)"
 )
 VOLATILE = "<volatile>"
 

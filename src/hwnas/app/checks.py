@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hwnas.app.config import ConfigError, build_configured_strategy, sharing
 from hwnas.app.context import Context
+from hwnas.app.data import check_data
 from hwnas.app.schema import validate_config
 from hwnas.app.schema.run import STAGES
 from hwnas.hardware.constraints import Constraints
@@ -59,6 +60,7 @@ def validate(cfg: DictConfig) -> None:
         validate_config(cfg)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    check_data(cfg)  # a user's own data module: data._target_ imports, data.task exists
     for key in SEARCH_STAGES:  # a shared search needs a strategy that can share
         node = cfg[key]
         strategy = build_configured_strategy(node.strategy, f"{key}.strategy")

@@ -1,4 +1,6 @@
-"""``python -m hwnas``: the whole pipeline under Hydra (config in ``conf/``).
+"""``python -m hwnas``: the whole pipeline under Hydra (config in ``conf/``);
+``python -m hwnas reproduce RUN_DIR ...`` reruns a finished run and compares the two
+(:mod:`hwnas.app.reproduce`).
 
 Exit codes: 0 success; 2 a configuration a user must fix (one ``error:`` line on
 stderr, Hydra's own composition errors included); 1 a bug (with its traceback).
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Sequence
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
@@ -70,7 +73,15 @@ def _hydra_main(cfg: DictConfig) -> float:
         sys.exit(USER_ERROR_EXIT)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    """The ``hwnas`` command: the pipeline with ``argv`` (default: the command line's)
+    as Hydra overrides, or ``reproduce ...``; exits with its code."""
+    if argv is not None:  # Hydra's entry point reads sys.argv itself
+        sys.argv = [sys.argv[0], *argv]
+    if sys.argv[1:2] == ["reproduce"]:
+        from hwnas.app.reproduce import main as reproduce
+
+        sys.exit(reproduce(sys.argv[2:]))
     # Hydra's own composition errors (unknown option or key, wrong type, bad syntax) as
     # one line, before Hydra creates the run folder
     line = precheck(sys.argv[1:])

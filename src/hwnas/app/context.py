@@ -13,18 +13,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from hwnas.app.config import ConfigError
+from hwnas.app.data import build_data
 from hwnas.app.schema import settings
 from hwnas.app.schema.run import RunConfig
 from hwnas.core.runtime import process_rank
 from hwnas.core.types import ProxyInputs
-from hwnas.data import DATAMODULES, build_datamodule
+from hwnas.data import DATAMODULES
 from hwnas.data.base import DataModule
 from hwnas.elastic import build_model
 from hwnas.elastic.base import ElasticModel
 from hwnas.hardware.base import CostModel
 from hwnas.hardware.constraints import Constraints
 from hwnas.hardware.factory import build_cost_model
-from hwnas.hardware.records import RECORD_NAME
+from hwnas.hardware.records import MEASURED_NAME, RECORD_NAME
 from hwnas.proxies.descore import DEScore
 from hwnas.tasks.base import Task
 
@@ -64,10 +65,11 @@ class Context:
 
 def _hardware(cfg: DictConfig, out: Path) -> Any:
     """The ``hardware`` node; a resumed run (its folder holds the latency model it
-    recorded) keeps that model instead of fitting a new one, so its latencies hold."""
+    recorded, or with ``latency: measured`` the latencies it measured) keeps that model
+    instead of fitting a new one or timing again, so its latencies hold."""
     hw = cfg.hardware
-    record = out / RECORD_NAME
-    if hw.get("table") is None and hw.latency in ("table", "flops") and record.is_file():
+    record = out / (MEASURED_NAME if hw.latency == "measured" else RECORD_NAME)
+    if hw.get("table") is None and record.is_file():
         log.info("latency model of the run folder: %s", record)
         hw = OmegaConf.merge(hw, {"table": str(record)})
     return hw
@@ -105,7 +107,7 @@ def build_context(cfg: DictConfig) -> Context:
     L.seed_everything(seed, workers=True, verbose=False)
     _named_data_dir_exists(cfg)
     try:
-        dm = build_datamodule(cfg.data)
+        dm = build_data(cfg.data, seed)
     except TypeError as err:
         raise ConfigError(f"data: {err}") from err
     dm.setup()

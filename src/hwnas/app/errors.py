@@ -9,8 +9,11 @@ folder, a log file) is written."""
 from __future__ import annotations
 
 import difflib
+import logging
+import os
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 
 from omegaconf import OmegaConf
 
@@ -94,3 +97,36 @@ def _unknown_key(key: str, overrides: Sequence[str]) -> str:
         return f"{key}: unknown key; did you mean {prefix}{close[0]}?"
     shown = f"; valid keys: {sorted(keys)}" if keys else ""
     return f"{key}: unknown key{shown}"
+
+
+def key_value_main(
+    argv: Sequence[str],
+    doc: str,
+    usage: str,
+    own: Sequence[str],
+    run: Callable[[dict[str, str], list[str]], int],
+) -> int:
+    """The ``KEY=VALUE`` command lines of ``python -m hwnas.quantize`` and ``hwnas.export``:
+    ``--help`` prints ``doc``; the keys in ``own`` go to ``run`` as a dict, the rest
+    (config overrides) as a list; input to fix ends in one ``error:`` line and exit 2
+    (``HWNAS_DEBUG=1``: the traceback)."""
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+    )
+    if not argv or any(a in ("-h", "--help") for a in argv):
+        print(doc)
+        return 0 if argv else 2
+    bad = [a for a in argv if "=" not in a]
+    if bad:
+        print(f"error: {bad[0]!r} is not KEY=VALUE; {usage}", file=sys.stderr)
+        return 2
+    pairs = [a.split("=", 1) for a in argv]
+    args = {k: v for k, v in pairs if k in own}
+    rest = [a for a, (k, _) in zip(argv, pairs, strict=True) if k not in own]
+    try:
+        return run(args, rest)
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
+        if os.environ.get("HWNAS_DEBUG"):
+            raise
+        print(f"error: {str(err).strip(chr(39))}", file=sys.stderr)
+        return 2

@@ -34,8 +34,10 @@ from hwnas.app.checks import STAGES, preflight, validate
 from hwnas.app.context import ConfigError, Context, build_context
 from hwnas.app.stages import STEPS
 from hwnas.core import atomic
+from hwnas.core.checks import first_non_finite
 from hwnas.core.runtime import resolve_threads, torch_threads
 from hwnas.core.seeding import derive_seed
+from hwnas.hardware.records import MEASURED_NAME
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +47,30 @@ SPACE_FILE = "space.json"
 __all__ = ["CONFIG_FILE", "STAGES", "ConfigError", "Context", "run", "validate"]
 
 
-def check_run_dir(out: Path, cfg: DictConfig) -> None:
-    """Refuse a folder that holds a run made with another config (writes nothing)."""
+# the stages that read each group's settings: a key may change when a run is resumed
+# (after a divergence, say) only while none of them has finished
+READERS = {
+    "zero_shot": ("zero_shot",),
+    "supernet": ("supernet", "search"),
+    "search": ("supernet", "search"),
+    "final": ("final",),
+    "quantize": ("quantize",),
+    "trainer": ("supernet", "final", "quantize"),
+}
+AMENDMENTS_FILE = "amendments.jsonl"
+
+
+def check_run_dir(out: Path, cfg: DictConfig) -> dict[str, list[Any]]:
+    """Compare ``cfg`` with the config a run folder was made with (writes nothing).
+
+    A setting may change on resume only while every stage that reads it is unfinished
+    (:data:`READERS`: lowering ``final.lr`` after the final training diverged); the
+    changes are returned as ``{key: [recorded, now]}`` for :func:`record_run` to record.
+    Any other difference (the model, the data, the seed, a finished stage's settings)
+    is refused: that folder holds another run."""
     path = out / CONFIG_FILE
     if not path.exists():
-        return
+        return {}
     try:
         recorded = OmegaConf.load(path)
     except yaml.YAMLError as err:
@@ -57,12 +78,24 @@ def check_run_dir(out: Path, cfg: DictConfig) -> None:
             path, err, f"restore {path} (a copy is in {out / '.hydra'}) or start a new folder"
         ) from err
     mine, theirs = _comparable(cfg), _comparable(recorded)
-    if theirs != mine:
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    if not diff:
+        return {}
+    finished = {s for s in STAGES if (out / s / "DONE.json").exists()}
+    fixed = []
+    for key in diff:
+        readers = READERS.get(key.split(".", 1)[0])
+        if readers is None:
+            fixed.append(f"{key} (the whole run's)")
+        elif finished & set(readers):
+            fixed.append(f"{key} (read by {sorted(finished & set(readers))[0]}, finished)")
+    if fixed:
         raise ConfigError(
-            f"{out} holds a run made with a different config (differs in {diff[:5]}); "
-            f"resume it with its own config or choose a new folder (hydra.run.dir=...)"
+            f"{out} holds a run made with a different config (differs in {fixed[:4]}); "
+            "only settings of unfinished stages may change on resume: resume it with its "
+            "own config or choose a new folder (hydra.run.dir=...)"
         )
+    return {k: [theirs.get(k), mine.get(k)] for k in diff}
 
 
 def _comparable(cfg: DictConfig) -> dict[str, Any]:
@@ -91,14 +124,31 @@ def _comparable(cfg: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if k not in volatile and not k.startswith("paths.")}
 
 
-def record_run(out: Path, cfg: DictConfig, ctx: Context) -> None:
+def record_run(
+    out: Path, cfg: DictConfig, ctx: Context, amended: Mapping[str, list[Any]] | None = None
+) -> None:
     """Write what reproduces the run: the resolved config, Hydra's ``.hydra/`` record
     (when run under Hydra), the latency model the searches used and, for a model whose
     space is derived (``describe()``), that space as ``space.json``. A resumed run keeps
     the record its first start wrote (:func:`check_run_dir` made sure it matches) and
-    only adds what is missing, so a refused or resumed rerun rewrites nothing."""
+    only adds what is missing, so a refused or resumed rerun rewrites nothing; a resume
+    that changed settings of unfinished stages (``amended``, from :func:`check_run_dir`)
+    rewrites the config and appends the change to ``amendments.jsonl``."""
     out.mkdir(parents=True, exist_ok=True)
     if (out / CONFIG_FILE).exists():
+        if amended:
+            unfinished = [s for s in STAGES if not (out / s / "DONE.json").exists()]
+            atomic.append_jsonl(
+                out / AMENDMENTS_FILE,
+                {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changed": dict(amended),
+                 "unfinished_stages": unfinished},
+            )  # fmt: skip
+            atomic.write_text(out / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+            log.warning(
+                "resumed with changed settings of unfinished stages %s (recorded in %s)",
+                {k: f"{a} -> {b}" for k, (a, b) in amended.items()},
+                out / AMENDMENTS_FILE,
+            )
         _record_missing(out, ctx)
         return
     atomic.write_text(out / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
@@ -109,24 +159,30 @@ def record_run(out: Path, cfg: DictConfig, ctx: Context) -> None:
         hydra_yaml = OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg}))
         atomic.write_text(folder / "hydra.yaml", hydra_yaml)
         atomic.write_text(folder / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.overrides.task))
-    # the cost model writes its record itself: into a scratch folder, then moved over
-    with tempfile.TemporaryDirectory(dir=out, prefix=".record.") as scratch:
-        ctx.cost_model.save_record(scratch)
-        for written in sorted(Path(scratch).iterdir()):
-            if written.is_file():
-                atomic.replace_file(written, out / written.name)
+    save_records(out, ctx)
     derived = ctx.model.describe()
     if derived is not None:  # a space derived from a model (model=bootstrap): space.json
         atomic.write_json(out / SPACE_FILE, derived)
 
 
-def _record_missing(out: Path, ctx: Context) -> None:
-    """The latency model and derived space of a resumed run, where they are missing."""
+def save_records(
+    out: Path, ctx: Context, keep: bool = False, only: tuple[str, ...] | None = None
+) -> None:
+    """The cost model's latency record in ``out``: it writes it into a scratch folder,
+    each file is then moved over (with ``keep``, only where missing; with ``only``,
+    only files of these names)."""
     with tempfile.TemporaryDirectory(dir=out, prefix=".record.") as scratch:
         ctx.cost_model.save_record(scratch)
         for written in sorted(Path(scratch).iterdir()):
-            if written.is_file() and not (out / written.name).exists():
+            if not written.is_file() or (only is not None and written.name not in only):
+                continue
+            if not (keep and (out / written.name).exists()):
                 atomic.replace_file(written, out / written.name)
+
+
+def _record_missing(out: Path, ctx: Context) -> None:
+    """The latency model and derived space of a resumed run, where they are missing."""
+    save_records(out, ctx, keep=True)
     derived = ctx.model.describe()
     if derived is not None and not (out / SPACE_FILE).exists():
         atomic.write_json(out / SPACE_FILE, derived)
@@ -138,7 +194,12 @@ def stage_summary(out: Path, stage: str) -> dict[str, Any] | None:
     path = out / stage / "DONE.json"
     if not path.exists():
         return None
-    return atomic.read_json(path, f"delete {path} and rerun to redo the {stage} stage")
+    fix = f"delete {path} and rerun to redo the {stage} stage"
+    summary = atomic.read_json(path, fix)
+    bad = first_non_finite(summary)
+    if bad is not None:  # a result computed from NaN is never passed on
+        raise atomic.CorruptFileError(f"{path}: {bad} is not a finite number; {fix}")
+    return summary
 
 
 def mark_done(out: Path, stage: str, summary: Mapping[str, Any]) -> None:
@@ -182,7 +243,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     for name in ("lightning.pytorch", "lightning.fabric"):  # keep the run log readable
         logging.getLogger(name).setLevel(logging.WARNING)
     out = Path(cfg.paths.output_dir)
-    check_run_dir(out, cfg)
+    amended = check_run_dir(out, cfg)
     threads = resolve_threads(cfg.threads)
     with torch_threads(threads):
         ctx = build_context(cfg)
@@ -191,7 +252,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         preflight(ctx)
         for stage in cfg.stages:  # a damaged DONE.json is refused before anything is written
             stage_summary(out, stage)
-        record_run(out, cfg, ctx)
+        record_run(out, cfg, ctx, amended)
         log.info("output folder: %s (%d CPU threads)", out, threads)
         log.info(
             "space %s (%d archs); cost model: %s; constraints: %s",
@@ -201,15 +262,23 @@ def run(cfg: DictConfig) -> dict[str, float]:
             ctx.constraints.describe(),
         )
         metrics: dict[str, float] = {}
-        for stage in cfg.stages:
+        started = time.monotonic()
+        for number, stage in enumerate(cfg.stages, start=1):
             done = stage_summary(out, stage)
             if done is not None:
                 log.info("stage %s: already done in %s, skipped", stage, out / stage)
                 ctx.results[stage] = done
             else:
-                log.info("stage %s: starting", stage)
+                log.info(
+                    "stage %s: starting (%d of %d; the run so far %.1f min)",
+                    stage, number, len(cfg.stages), (time.monotonic() - started) / 60,
+                )  # fmt: skip
+                begun = time.monotonic()
                 seed_stage(ctx.seed, stage)
                 ctx.results[stage] = STEPS[stage](ctx)
+                log.info("stage %s: done in %.1f min", stage, (time.monotonic() - begun) / 60)
+                # measured latencies (latency=measured) grow with every stage: keep them
+                save_records(out, ctx, only=(MEASURED_NAME,))
                 mark_done(out, stage, ctx.results[stage])
             metrics.update({k: float(v) for k, v in ctx.results[stage].get("metrics", {}).items()})
     atomic.write_json(out / "metrics.json", metrics)

@@ -40,9 +40,9 @@ _REQUIRED = ("hardware", "model", "data")
 
 def model_from_config(cfg: DictConfig | Mapping[str, Any]) -> ElasticModel:
     """The elastic model of ``cfg.model`` for the image shape and classes of ``cfg.data``."""
-    from hwnas.data import build_datamodule
+    from hwnas.app.data import build_data
 
-    dm = build_datamodule(cfg["data"])
+    dm = build_data(cfg["data"])
     model_cfg = to_plain(cfg["model"])
     return build_model(model_cfg, tuple(dm.input_shape), int(dm.num_classes))
 

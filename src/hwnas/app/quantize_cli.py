@@ -26,6 +26,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from hwnas.app.config import compose_config
+from hwnas.app.errors import key_value_main
 from hwnas.core import atomic
 
 log = logging.getLogger("hwnas.quantize")
@@ -69,26 +70,7 @@ def load_config(args: dict[str, str], rest: list[str]) -> tuple[DictConfig, Path
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(
-        level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
-    )
-    if not argv or any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0 if argv else 2
-    bad = [a for a in argv if "=" not in a]
-    if bad:
-        print(f"error: {bad[0]!r} is not KEY=VALUE; {USAGE}", file=sys.stderr)
-        return 2
-    pairs = [a.split("=", 1) for a in argv]
-    args = {k: v for k, v in pairs if k in _OWN}
-    rest = [a for a, (k, _) in zip(argv, pairs, strict=True) if k not in _OWN]
-    try:
-        return _run(args, rest)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
-        if os.environ.get("HWNAS_DEBUG"):
-            raise
-        print(f"error: {str(err).strip(chr(39))}", file=sys.stderr)
-        return 2
+    return key_value_main(argv, __doc__, USAGE, _OWN, _run)
 
 
 def _run(args: dict[str, str], rest: list[str]) -> int:
@@ -96,10 +78,10 @@ def _run(args: dict[str, str], rest: list[str]) -> int:
     import torch
 
     from hwnas.app.checks import validate
+    from hwnas.app.data import build_data
     from hwnas.app.stages.quantize import quantize_model
     from hwnas.app.subnet_io import load_subnet
     from hwnas.core.runtime import resolve_threads, torch_threads
-    from hwnas.data import build_datamodule
 
     for name in ("lightning.pytorch", "lightning.fabric"):  # as python -m hwnas
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -108,7 +90,7 @@ def _run(args: dict[str, str], rest: list[str]) -> int:
     net = load_subnet(subnet)
     with torch_threads(resolve_threads(cfg.threads)):
         torch.manual_seed(int(cfg.seed))
-        dm = build_datamodule(cfg.data)
+        dm = build_data(cfg.data, int(cfg.seed))
         dm.setup()
         progress = {"mode": str(cfg.progress), "interval_s": float(cfg.progress_interval_s)}
         q = OmegaConf.to_container(cfg.quantize, resolve=True)

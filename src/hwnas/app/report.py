@@ -222,13 +222,18 @@ def final_report(
             **timed[tag],
         }
     refused = _not_learned(ctx, rows, m)
-    if refused:  # no speedup or drop is stated for a model that learned nothing
+    if refused and ctx.settings.final.require_learned:  # no speedup or drop is stated
         atomic.write_text(folder / "report.md", f"# Final report: refused\n\n{refused}\n")
         raise ResultError(refused)
+    if refused:
+        log.warning("%s (final.require_learned=false: the run completes)", refused)
     deployed, deployed_method = _method(sub, budget, label)
     sign = 1.0 if ctx.task.higher_is_better else -1.0
     speedup = rows["largest"]["latency_ms"] / rows["subnet"]["latency_ms"]
     thr_gain = rows["subnet"]["throughput_per_s"] / rows["largest"]["throughput_per_s"]
+    drop = sign * (rows["largest"][f"test_{m}"] - rows["subnet"][f"test_{m}"])
+    if refused:  # a model that learned nothing has no speedup or drop worth stating
+        speedup = thr_gain = drop = None
     hw = ctx.cfg.hardware
     env = {
         "machine": platform.machine(),
@@ -257,32 +262,35 @@ def final_report(
         "deployed_method": deployed_method,
         "speedup_latency": speedup,
         "speedup_throughput": thr_gain,
-        "drop": sign * (rows["largest"][f"test_{m}"] - rows["subnet"][f"test_{m}"]),
+        "drop": drop,
+        "not_learned": refused,
+        "search_hypervolume": ctx.results.get("search", {}).get("hypervolume"),
         "environment": env,
     }
     atomic.write_json(folder / "report.json", report)
     atomic.write_text(folder / "report.md", _markdown(report, ctx.task.speed_labels()))
     log.info(
-        "final: test %s %.4f (subnet) vs %.4f (largest), both %s; latency %.3f vs %.3f ms (%.2fx)",
+        "final: test %s %.4f (subnet) vs %.4f (largest), both %s; latency %.3f vs %.3f ms%s",
         m,
         rows["subnet"][f"test_{m}"],
         rows["largest"][f"test_{m}"],
         report["comparison"],
         rows["subnet"]["latency_ms"],
         rows["largest"]["latency_ms"],
-        speedup,
+        "" if speedup is None else f" ({speedup:.2f}x)",
     )
+    metrics = {
+        f"final/test_{m}": deployed,
+        f"final/compared_test_{m}": rows["subnet"][f"test_{m}"],
+        f"final/largest_test_{m}": rows["largest"][f"test_{m}"],
+        "final/drop": drop,
+        "final/latency_ms": rows["subnet"]["latency_ms"],
+        "final/speedup": speedup,
+        "final/throughput_gain": thr_gain,
+    }
     return {
         "report": str(folder / "report.json"),
-        "metrics": {
-            f"final/test_{m}": deployed,
-            f"final/compared_test_{m}": rows["subnet"][f"test_{m}"],
-            f"final/largest_test_{m}": rows["largest"][f"test_{m}"],
-            "final/drop": report["drop"],
-            "final/latency_ms": rows["subnet"]["latency_ms"],
-            "final/speedup": speedup,
-            "final/throughput_gain": thr_gain,
-        },
+        "metrics": {k: v for k, v in metrics.items() if v is not None},
     }
 
 
@@ -293,8 +301,10 @@ class ResultError(ValueError):
 
 def _not_learned(ctx: Context, rows: dict[str, dict[str, Any]], m: str) -> str | None:
     """Why the compared figures mean nothing, or None: a non-finite test metric, or one
-    not above the task's chance level (the majority-class rate of a classifier)."""
-    chance = ctx.task.chance_level(ctx.dm.test_dataloader()) if ctx.task.higher_is_better else None
+    not better than the task's chance level (:meth:`~hwnas.tasks.base.Task.chance_level`:
+    a classifier's majority-class rate, F1 0 of a reader, WER 1 of a recogniser)."""
+    chance = ctx.task.chance_level(ctx.dm.test_dataloader())
+    higher = ctx.task.higher_is_better
     bad = []
     for tag in ("subnet", "largest"):
         value = rows[tag][f"test_{m}"]
@@ -302,16 +312,29 @@ def _not_learned(ctx: Context, rows: dict[str, dict[str, Any]], m: str) -> str |
             continue
         if not math.isfinite(value):
             bad.append(f"the {tag}'s test {m} is {value}")
-        elif chance is not None and value <= chance + 1e-12:
-            bad.append(f"the {tag}'s test {m} {value:.4f} is not above chance ({chance:.4f}, "
-                       "always answering the most frequent label)")  # fmt: skip
+        elif chance is not None and (
+            value <= chance + 1e-12 if higher else value >= chance - 1e-12
+        ):
+            bad.append(f"the {tag}'s test {m} {value:.4f} is not {'above' if higher else 'below'} "
+                       f"chance ({chance:.4f}, {ctx.task.chance_meaning})")  # fmt: skip
     if not bad:
         return None
     return (
         f"final: {'; '.join(bad)}: the training diverged or learned nothing, so no speedup "
-        "or drop is reported; lower the learning rates (supernet.phases.<i>.lr, final.lr) "
-        "or check the data, and rerun in a new folder"
+        "or drop is reported; lower final.lr and rerun in the same folder (the final stage "
+        "runs again), or lower supernet.phases.<i>.lr in a new folder, or check the data "
+        "(final.require_learned=false: a plumbing run that is not meant to learn)"
     )
+
+
+def _hv_line(hv: dict[str, Any] | None, m: str) -> list[str]:
+    if not hv:
+        return []
+    ref = ", ".join(f"{k} {v:.4g}" for k, v in hv["reference"].items())
+    return [
+        f"- search front: {hv['front_size']} subnets, hypervolume {hv['value']:.4g} (val {m} "
+        f"up, {hv['cost_key']} down; reference {ref}; {hv['normalised']:.3f} of that box)"
+    ]
 
 
 def _field(row: dict[str, Any], key: str) -> Any:
@@ -348,17 +371,25 @@ def _markdown(r: dict[str, Any], speed_labels: list[tuple[str, str, str]] = ()) 
             f"| {label} | {_fmt(_field(r['largest'], key), fmt)} "
             f"| {_fmt(_field(r['subnet'], key), fmt)} |"
         )
+    if r.get("not_learned"):
+        claims = [f"- **no speedup or drop is stated**: {r['not_learned']}"]
+    else:
+        claims = [
+            f"- {m} drop: {r['drop']:.4f} (largest minus chosen, positive = chosen worse; "
+            f"both {r['comparison']})",
+            f"- latency speedup: **{r['speedup_latency']:.2f}x**; throughput gain: "
+            f"**{r['speedup_throughput']:.2f}x**",
+        ]
     lines += [
         "",
-        f"- {m} drop: {r['drop']:.4f} (largest minus chosen, positive = chosen worse; "
-        f"both {r['comparison']})",
+        *claims[:1],
         f"- the deployed subnet: test {m} {r[f'deployed_test_{m}']:.4f} ({r['deployed_method']})",
-        f"- latency speedup: **{r['speedup_latency']:.2f}x**; throughput gain: "
-        f"**{r['speedup_throughput']:.2f}x**",
+        *claims[1:],
         f"- measured with {env['backend']} on {env['device']} ({env['processor']}, "
         f"{env['machine']}), {env['threads']} threads, batch {env['batch_size']} "
         f"(throughput at batch {env['throughput_batch']}), torch {env['torch']}",
         f"- search-time cost model: {env['search_cost_model']}",
+        *_hv_line(r.get("search_hypervolume"), m),
         f"- chosen arch: `{json.dumps(r['arch'], separators=(',', ':'))}`",
         "",
     ]

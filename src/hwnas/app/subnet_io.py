@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,14 +53,25 @@ def export_onnx(
     return atomic.replace_file(tmp, path)
 
 
+def cpu_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
+    """``net.state_dict()``, its tensors copied to the CPU when ``net`` lives elsewhere
+    (the same object for a CPU net: what is saved does not depend on the device)."""
+    state = net.state_dict()
+    if all(t.device.type == "cpu" for t in state.values()):
+        return state
+    moved = OrderedDict((k, t.detach().cpu()) for k, t in state.items())
+    moved._metadata = getattr(state, "_metadata", None)  # type: ignore[attr-defined]
+    return moved
+
+
 def save_subnet(
     folder: str | Path, net: nn.Module, arch: Arch, ctx: Context, onnx: bool = True
 ) -> None:
     """``subnet.pt`` (state dict), ``arch.json`` (everything needed to rebuild and feed
     it: arch, model config, data shapes and the task's spec) and, with ``onnx``,
-    ``subnet.onnx``."""
+    ``subnet.onnx``; the weights are saved as CPU tensors wherever ``net`` lives."""
     folder = Path(folder)
-    atomic.torch_save(net.state_dict(), folder / "subnet.pt")
+    atomic.torch_save(cpu_state_dict(net), folder / "subnet.pt")
     spec = {
         **ctx.task.spec(),
         "arch": arch.to_dict(),
@@ -95,5 +107,5 @@ def load_subnet(folder: str | Path) -> nn.Module:
             f"hwnas builds {supernet.space.id}: use the hwnas version of the run"
         )
     net = supernet.export(supernet.space.validate(spec["arch"]))
-    net.load_state_dict(atomic.torch_load(weights, fix))
+    net.load_state_dict(atomic.check_finite_weights(weights, atomic.torch_load(weights, fix), fix))
     return net.eval()

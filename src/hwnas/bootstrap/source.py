@@ -30,13 +30,14 @@ Fitting to the data (:func:`fit_to_data`):
 from __future__ import annotations
 
 import difflib
-import importlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from hwnas.core.imports import DEBUG_HINT, first_line, import_object
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _SCHEMES = "torchvision:<name>, module:<package.module>:<callable> or python:<name>"
@@ -105,23 +106,18 @@ def _user_builder(spec: str, kwargs: dict[str, Any]) -> nn.Module:
     mod_name, _, attr = spec.partition(":")
     if not mod_name or not attr:
         raise ValueError(f"model.source='module:{spec}': use module:<package.module>:<callable>")
-    try:
-        module = importlib.import_module(mod_name)
-    except ImportError as err:
-        raise ValueError(
-            f"model.source='module:{spec}': cannot import {mod_name!r}: {err}"
-        ) from None
-    builder: Any = module
-    for part in attr.split("."):
-        if not hasattr(builder, part):
-            raise ValueError(f"model.source='module:{spec}': {mod_name} has no {attr!r}")
-        builder = getattr(builder, part)
+    builder = import_object(f"{mod_name}:{attr}", "model.source", shown=f"module:{spec}")
     if not callable(builder):
         raise ValueError(f"model.source='module:{spec}': {attr!r} is not callable")
     try:
         return builder(**kwargs)
     except TypeError as err:
         raise ValueError(f"model.source='module:{spec}' with model.kwargs: {err}") from None
+    except Exception as err:  # the user's builder fails: one line, its cause chained
+        raise ValueError(
+            f"model.source='module:{spec}': the builder raised {type(err).__name__}: "
+            f"{first_line(err)}; fix the builder ({DEBUG_HINT})"
+        ) from err
 
 
 # --------------------------------------------------------------------- weights

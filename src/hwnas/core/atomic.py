@@ -206,6 +206,19 @@ def read_json(path: str | Path, fix: str | None = None) -> Any:
         raise corrupt(path, err, fix) from err
 
 
+def check_finite_weights(path: str | Path, state: Any, fix: str | None = None) -> Any:
+    """``state`` (a state dict read from ``path``) unchanged, or :class:`CorruptFileError`
+    naming the first floating-point tensor that holds NaN or inf."""
+    for key, value in state.items():
+        if (
+            torch.is_tensor(value)
+            and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())
+        ):
+            raise corrupt(path, f"weight {key} holds NaN or inf", fix)
+    return state
+
+
 # what torch.load raises on a truncated or damaged file
 _TORCH_LOAD_ERRORS = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile,
                       ValueError, KeyError, IndexError)  # fmt: skip

@@ -100,3 +100,17 @@ def check_numbers(key: str, value: Any) -> None:
     for k, v in value.items() if isinstance(value, dict) else [("", value)]:
         if v is not None and not is_number(v):
             raise ValueError(f"{key}{'.' + str(k) if k else ''}={v!r}: expected a number")
+
+
+def first_non_finite(obj: Any, prefix: str = "") -> str | None:
+    """The dotted path of the first NaN or infinite float in a JSON-like ``obj`` (dicts,
+    lists, numbers), or None; ``prefix`` starts the path."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else (prefix or "value")
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(
+        obj, (list, tuple)) else ()  # fmt: skip
+    for key, value in items:
+        found = first_non_finite(value, f"{prefix}.{key}" if prefix else str(key))
+        if found is not None:
+            return found
+    return None

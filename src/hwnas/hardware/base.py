@@ -34,9 +34,9 @@ class CostModel(ABC):
 
     def save_record(self, folder: str | Path) -> Path | None:
         """Write into ``folder`` what this model needs to give the same numbers again
-        (a latency table or fitted line, read back with ``hardware.table=<file>``) and
-        return the file; ``None`` when there is nothing to record (analytic costs,
-        measured latency)."""
+        (a latency table, fitted line or the latencies measured so far, read back with
+        ``hardware.table=<file>``) and return the file; ``None`` when there is nothing to
+        record (analytic costs)."""
         return None
 
 

@@ -3,7 +3,9 @@
 Analytic metrics (``params_m``, ``flops_m``, ``memory_mb``) are always reported;
 ``latency_ms`` comes from the method named by ``latency``:
 
-- ``measured``: each arch's exported subnet is timed once (cached);
+- ``measured``: each arch's exported subnet is timed once (cached); ``table`` may name
+  a run's ``measured_latency.json``, whose latencies are then replayed
+  (:mod:`hwnas.hardware.measured`);
 - ``table``: a :class:`~hwnas.hardware.table.LatencyTable` predicts it;
 - ``flops``: a FLOPs-linear proxy ``a * flops_m + b``
   (:class:`~hwnas.hardware.flops.FlopsLine`) fitted on ``correction_samples``
@@ -17,7 +19,8 @@ config's is warned about. Else it is looked up in (or built once into) the cache
 folder under a name made of space id, supernet signature and setting, and a cached
 one measured on another setup (its fingerprint: machine, threads, versions...)
 is rebuilt. ``cost_model.save_record(run_dir)`` keeps the record a run used, so
-``hardware.table=<run_dir>/latency_table.json`` reproduces its latencies.
+``hardware.table=<run_dir>/latency_table.json`` (``measured_latency.json`` with
+``latency: measured``) reproduces its latencies.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from hwnas.elastic.base import ElasticModel
 from hwnas.hardware.analytic import AnalyticCost, model_signature
 from hwnas.hardware.base import CompositeCost, CostModel
 from hwnas.hardware.flops import FlopsLatency, FlopsLine
-from hwnas.hardware.latency import BACKENDS, DEVICES, MeasuredLatency, check_setting, setting_label
+from hwnas.hardware.latency import BACKENDS, DEVICES, check_setting, setting_label
+from hwnas.hardware.measured import RecordedLatency, load_measured
 from hwnas.hardware.records import SETTING_KEYS, fingerprint, fingerprint_changes, resolved_threads
 from hwnas.hardware.table import LatencyTable, TableLatency
 
@@ -81,11 +85,6 @@ class HardwareConfig(Timing):
             raise ValueError(
                 f"hardware.correction_samples must be 0 (none) or >= {least} with "
                 f"latency={hw.latency}, got {hw.correction_samples}"
-            )
-        if hw.latency == "measured" and hw.table is not None:
-            raise ValueError(
-                "hardware.table is only read with latency=table or latency=flops; "
-                "set hardware.table=null"
             )
         try:
             check_setting(hw.device, hw.backend, hw.threads, hw.batch_size, hw.warmup,
@@ -177,11 +176,17 @@ def _given_record(load: Callable[..., Record], model: ElasticModel, hw: Hardware
     each setting that differs from the config."""
     record = load(hw.table, model)
     what = "latency table" if isinstance(record, LatencyTable) else "FLOPs-latency line"
-    source = f"{what} {hw.table}"
+    _check_given(record.meta, f"{what} {hw.table}", hw)
+    return record
+
+
+def _check_given(meta: Mapping[str, Any], source: str, hw: HardwareConfig) -> None:
+    """Warn for each setting of the given record ``source`` (its ``meta``) that differs
+    from the config; say so when it was measured on another machine."""
     now = {"device": hw.device, "backend": hw.backend, "threads": resolved_threads(hw.threads),
            "batch_size": hw.batch_size}  # fmt: skip
     for key in SETTING_KEYS:
-        then = record.meta.get(key)
+        then = meta.get(key)
         if then != now[key]:
             shown = (
                 f"null ({now[key]} here)" if key == "threads" and hw.threads is None else now[key]
@@ -192,14 +197,25 @@ def _given_record(load: Callable[..., Record], model: ElasticModel, hw: Hardware
                 source, key, then, key, shown, key, then, key, then,
             )  # fmt: skip
     machine = fingerprint_changes(
-        record.meta,
+        meta,
         fingerprint(hw.device, hw.backend, hw.threads, hw.batch_size),
         ("device_name", "torch_version", "onnxruntime_version"),
     )
     if machine:
         log.info("%s was measured on another machine, used as given (%s)", source,
                  "; ".join(machine))  # fmt: skip
-    return record
+
+
+def _measured(model: ElasticModel, hw: HardwareConfig) -> RecordedLatency:
+    """Measured latency; with ``hw.table`` (a run's ``measured_latency.json``) the
+    recorded latencies are replayed and only archs missing from it are timed."""
+    if hw.table is None:
+        return RecordedLatency(model, **hw.measure_kwargs())
+    replay, meta = load_measured(hw.table, model)
+    source = f"measured-latency record {hw.table}"
+    _check_given(meta, source, hw)
+    log.info("%s: %d archs' latencies replayed, any other arch is timed", source, len(replay))
+    return RecordedLatency(model, replay, str(hw.table), **hw.measure_kwargs())
 
 
 def _cached_record(
@@ -259,13 +275,14 @@ def build_cost_model(
     """The cost model of the hardware target ``hw_cfg`` for ``model``'s space.
 
     Its ``save_record(folder)`` writes the latency table or line it predicts from to
-    ``folder/latency_table.json`` (``None`` when there is none: measured or no latency);
-    ``hardware.table=<that file>`` makes another run predict the same latencies."""
+    ``folder/latency_table.json``, or with ``latency: measured`` every arch's measured
+    latency so far to ``folder/measured_latency.json`` (``None`` without latency);
+    ``hardware.table=<that file>`` makes another run use the same latencies."""
     hw = HardwareConfig.from_mapping(hw_cfg)
     analytic = AnalyticCost(model, hw.batch_size)
     latency: CostModel | None
     if hw.latency == "measured":
-        latency = MeasuredLatency(model, **hw.measure_kwargs())
+        latency = _measured(model, hw)
     elif hw.latency == "table":
         latency = TableLatency(model, _record_for(model, hw, cache_dir))
     elif hw.table is not None or hw.correction_samples:

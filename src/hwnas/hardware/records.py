@@ -1,8 +1,9 @@
 """Latency records on disk: machine fingerprints, checked reading, identity checks.
 
 A latency record is what a latency cost model predicts from: a
-:class:`~hwnas.hardware.table.LatencyTable` (``latency: table``) or a fitted
-:class:`~hwnas.hardware.flops.FlopsLine` (``latency: flops``). Both are JSON files
+:class:`~hwnas.hardware.table.LatencyTable` (``latency: table``), a fitted
+:class:`~hwnas.hardware.flops.FlopsLine` (``latency: flops``) or the latencies a run
+measured (``latency: measured``, :mod:`hwnas.hardware.measured`). All are JSON files
 ``{"format": ..., "meta": {...}, ...}`` whose ``meta`` holds the search space they
 were built for and the fingerprint of the setup they were measured on
 (:data:`FINGERPRINT_KEYS`). A cached record whose fingerprint differs from the
@@ -39,11 +40,15 @@ FINGERPRINT_KEYS = (
 SETTING_KEYS = ("device", "backend", "threads", "batch_size")
 # file name of the record a run keeps (CostModel.save_record)
 RECORD_NAME = "latency_table.json"
+# ... and with latency=measured, every arch it timed (hwnas.hardware.measured)
+MEASURED_NAME = "measured_latency.json"
 TABLE_FORMAT = "hwnas.latency_table/1"
 FLOPS_FORMAT = "hwnas.flops_latency/1"
+MEASURED_FORMAT = "hwnas.measured_latency/1"
 _KINDS = {
     TABLE_FORMAT: ("latency table", "table"),
     FLOPS_FORMAT: ("FLOPs-latency line", "flops"),
+    MEASURED_FORMAT: ("measured-latency record", "measured"),
 }
 
 

@@ -165,6 +165,30 @@ class SearchResult:
         pts = [(e.fitness, e.costs[key]) for e in self.pareto(key)]
         return hypervolume_2d(pts, ref)
 
+    def hypervolume_record(self) -> dict[str, object] | None:
+        """The front's hypervolume with the reference point it used: the nadir of the
+        search's own feasible records (their worst fitness and worst cost) moved out by
+        :data:`HV_MARGIN` of each range (of the value itself when the range is empty),
+        so the extreme points count too; ``normalised`` divides it by the box between
+        that reference and the ideal point (best fitness, lowest cost): 1 would be one
+        record best in both. None: nothing feasible."""
+        key = self.cost_key
+        feasible = [e for e in self.unique() if e.feasible and key in e.costs]
+        if not feasible:
+            return None
+        fits = [float(e.fitness) for e in feasible]
+        costs = [float(e.costs[key]) for e in feasible]
+        ref = (min(fits) - _margin(fits), max(costs) + _margin(costs))
+        box = (max(fits) - ref[0]) * (ref[1] - min(costs))
+        value = self.hypervolume(key, ref)
+        return {
+            "value": value,
+            "normalised": value / box if box > 0 else 1.0,
+            "cost_key": key,
+            "reference": {"fitness": ref[0], key: ref[1]},
+            "front_size": len(self.pareto(key)),
+        }
+
     def to_csv(self, path: str | Path) -> None:
         rows = [e.row() for e in self.history]
         keys: list[str] = []
@@ -184,6 +208,7 @@ class SearchResult:
             "history_best": self.history_best.row(),
             "evaluations": len(self.history),
             "proxy_failures": self.proxy_failures,
+            "hypervolume": self.hypervolume_record(),
         }
 
     def save(self, folder: str | Path) -> None:
@@ -191,6 +216,14 @@ class SearchResult:
         folder.mkdir(parents=True, exist_ok=True)
         self.to_csv(folder / "history.csv")
         write_json(folder / "result.json", self.to_json())
+
+
+HV_MARGIN = 0.1  # the hypervolume's reference lies this share of a range beyond the nadir
+
+
+def _margin(values: Sequence[float]) -> float:
+    spread = max(values) - min(values)
+    return HV_MARGIN * (spread if spread > 0 else max(abs(max(values)), 1e-12))
 
 
 def _cost_tuple(e: Evaluated, keys: Sequence[str]) -> tuple[float, ...]:

@@ -48,10 +48,15 @@ class Task(ABC):
     seconds_per_sample: float | None = None
 
     # ------------------------------------------------------------------ reports
+    # how a model reaches :meth:`chance_level` without learning, for messages
+    chance_meaning = "what a model reaches without learning"
+
     def chance_level(self, loader: Iterable) -> float | None:
         """The primary metric a model reaches without learning (a classifier always
-        answering the most frequent label: its share of ``loader``'s labels); a result
-        not above it is refused as a diverged training. None: not defined for the task."""
+        answering the most frequent label: its share of ``loader``'s labels; a reader
+        answering nothing: F1 0; a recogniser emitting nothing: WER 1); a result not
+        better than it (in the metric's direction) is refused as a diverged or unlearned
+        training. None: not defined for the task."""
         return None
 
     def speed_fields(self, latency_ms: float, batch_size: int) -> dict[str, float]:

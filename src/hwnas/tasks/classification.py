@@ -26,6 +26,7 @@ class Classification(Task):
     primary_metric = "acc"
     higher_is_better = True
     sample_unit = "samples"
+    chance_meaning = "always answering the most frequent label"
 
     def __init__(
         self,

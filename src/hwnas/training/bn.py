@@ -17,11 +17,12 @@ def recalibrate_bn(
     device: str | torch.device = "cpu",
 ) -> nn.Module:
     """Reset every BN layer's statistics and re-estimate them as the exact average over
-    ``num_samples`` training images (cumulative average, ``momentum=None``); the module
-    is returned in eval mode. Weights are untouched."""
+    ``num_samples`` training images (cumulative average, ``momentum=None``) on ``device``;
+    the module is returned in eval mode, on ``device`` (with or without BN layers).
+    Weights are untouched."""
     bns = [m for m in module.modules() if isinstance(m, _BatchNorm)]
     if not bns:
-        return module.eval()
+        return module.eval().to(device)
     saved = [bn.momentum for bn in bns]
     for bn in bns:
         bn.reset_running_stats()

@@ -44,7 +44,8 @@ def first_samples(loader: Iterable, n: int) -> list:
 
 class SubnetEvaluator:
     """The task's validation metrics of a subnet with inherited weights after exact BN
-    re-estimation on fixed calibration samples (the same for every arch)."""
+    re-estimation on fixed calibration samples (the same for every arch), both on
+    ``device`` (the samples stay on the CPU and move batch by batch)."""
 
     def __init__(
         self,
@@ -61,7 +62,8 @@ class SubnetEvaluator:
         self.val = list(validation)
 
     def subnet(self, arch: Arch) -> torch.nn.Module:
-        """The exported subnet of ``arch`` with recalibrated BN (eval mode)."""
+        """The exported subnet of ``arch`` with recalibrated BN (eval mode, on the
+        evaluator's device)."""
         net = self.model.export(arch)
         return recalibrate_bn(net, self.calib, self.calib_samples, self.device)
 

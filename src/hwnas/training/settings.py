@@ -16,6 +16,12 @@ from hwnas.core.types import to_plain
 ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
 LOGGERS = ("csv", "tensorboard", "none")
 STRATEGIES = ("auto", "ddp")
+# Lightning's precisions (bf16-mixed also runs on the CPU; 16-mixed needs a GPU, Lightning
+# turns it into bf16-mixed on the CPU) and their historical aliases
+PRECISIONS = (
+    "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true",
+    "transformer-engine", "transformer-engine-float16", "64", "32", "16", "bf16",
+)  # fmt: skip
 
 
 @dataclass
@@ -28,7 +34,8 @@ class TrainerSettings:
     by Lightning, torchrun or SLURM); ``num_nodes``: machines with ddp;
     ``sync_batchnorm``: with ddp, batch statistics over the global batch; ``logger``:
     csv | tensorboard (needs the tensorboard package) | none; ``gradient_clip_val``:
-    clip the gradient norm to this (None: no clipping); ``log_every_n_steps``:
+    clip the gradient norm to this (None: no clipping); ``precision``: Lightning's
+    (``32-true``; ``bf16-mixed`` autocasts on the CPU or a GPU); ``log_every_n_steps``:
     training-step metrics every n steps (epoch means always); ``checkpoint_every_n_steps``:
     the trainings keep ``<stage>/checkpoints/last*.ckpt`` (model, optimizer, phase,
     pools, data position, every RNG state), written atomically at every epoch end and
@@ -85,6 +92,11 @@ class TrainerSettings:
         if not is_int(self.num_nodes) or self.num_nodes < 1:
             raise ValueError(f"trainer.num_nodes={self.num_nodes!r} must be an integer >= 1")
         check_bool("trainer.sync_batchnorm", self.sync_batchnorm)
+        if str(self.precision) not in PRECISIONS:
+            raise ValueError(
+                f"trainer.precision={self.precision!r}: choose one of {list(PRECISIONS[:6])} "
+                "(bf16-mixed runs on the CPU too)"
+            )
         check_choice("trainer.logger", self.logger, LOGGERS)
         clip = self.gradient_clip_val
         if clip is not None:

@@ -10,7 +10,7 @@ from torch import nn
 
 from hwnas.tasks.base import Task
 from hwnas.tasks.classification import Classification
-from hwnas.training.finite import check_loss
+from hwnas.training.finite import agreement, check_loss
 from hwnas.training.hidden import captured, hidden_layers, hidden_loss
 from hwnas.training.optim import batch_size, check_optimizer, detach, make_optimizer
 
@@ -115,6 +115,7 @@ class SubnetModule(L.LightningModule):
                 f"{self.trainer.global_step}",
                 f"lower {self.stage}.lr (now {self.lr:g}) or check the data",
             ),
+            agreement(self),
         )
         # a task may leave out what teacher-forced training outputs cannot give (WER)
         primary = task.batch_metrics(detach(outputs), targets).get(task.primary_metric)

@@ -40,7 +40,7 @@ from hwnas.tasks.base import (
 )
 from hwnas.tasks.classification import Classification
 from hwnas.training.bn import recalibrate_bn
-from hwnas.training.finite import check_loss
+from hwnas.training.finite import agreement, check_loss
 from hwnas.training.hidden import captured, hidden_layers, hidden_loss
 from hwnas.training.importance import check_importance, loss_saliency
 from hwnas.training.optim import batch_size as _batch_size
@@ -279,7 +279,7 @@ class SupernetModule(L.LightningModule):
                 kd = kd + self.kd_hidden * hidden_loss(mine, states)
             total = total + kd
         self.model.set_active(largest)
-        check_loss(total, lambda: self._diverged(i, batch_idx))
+        check_loss(total, lambda: self._diverged(i, batch_idx), agreement(self))
         logged = {"train/loss": loss}
         # a task may leave out what teacher-forced training outputs cannot give (WER)
         primary = task.batch_metrics(_detach(outputs), targets).get(task.primary_metric)

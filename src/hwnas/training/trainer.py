@@ -22,6 +22,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from hwnas.core import atomic
+from hwnas.core.checks import first_non_finite
 from hwnas.core.progress import use_bars
 from hwnas.training.callbacks import ResumableLoader, ResumeCheckpoint
 from hwnas.training.settings import (  # noqa: F401  (check_trainer_config re-exported)
@@ -31,6 +32,7 @@ from hwnas.training.settings import (  # noqa: F401  (check_trainer_config re-ex
 )
 
 log = logging.getLogger(__name__)
+
 
 def _strategy(cfg: TrainerSettings) -> Any:
     """With several processes (:func:`multi_process`; ``strategy=auto`` with several
@@ -51,10 +53,22 @@ class LogProgress(Callback):
     def __init__(self, title: str, interval_s: float = 30.0):
         self.title, self.interval_s = title, interval_s
         self.start = self.last = 0.0
+        self.first_epoch = 0
         self.finished: int | None = None  # the epoch whose line is due
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start = self.last = time.monotonic()
+        self.first_epoch = trainer.current_epoch  # > 0 after a resume
+
+    def _eta(self, trainer: L.Trainer, epochs_done: float) -> str:
+        """``, eta N s`` for this training (the rate so far, since this process started
+        it), or nothing before there is a rate."""
+        total = float(trainer.max_epochs or 0) - self.first_epoch
+        done = epochs_done - self.first_epoch
+        if total <= 0 or done <= 0:
+            return ""
+        elapsed = time.monotonic() - self.start
+        return f", eta {max(0.0, elapsed * (total - done) / done):.0f} s"
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         now = time.monotonic()
@@ -63,15 +77,18 @@ class LogProgress(Callback):
         self.last = now
         loss = trainer.callback_metrics.get("train/loss_step")
         shown = f", train/loss {float(loss):.4f}" if loss is not None else ""
+        batches = trainer.num_training_batches
+        fraction = (batch_idx + 1) / batches if isinstance(batches, int) and batches else 0.0
         log.info(
-            "%s: epoch %d/%d, batch %d/%d%s, %.0f s",
+            "%s: epoch %d/%d, batch %d/%d%s, %.0f s%s",
             self.title,
             trainer.current_epoch + 1,
             trainer.max_epochs,
             batch_idx + 1,
-            trainer.num_training_batches,
+            batches,
             shown,
             now - self.start,
+            self._eta(trainer, trainer.current_epoch + fraction),
         )
 
     # Lightning validates inside the training epoch and folds the epoch's training means
@@ -100,12 +117,13 @@ class LogProgress(Callback):
             and (k.startswith("val/") or (k.startswith("train/") and k.endswith("_epoch")))
         )
         log.info(
-            "%s: epoch %d/%d done (%s), %.0f s",
+            "%s: epoch %d/%d done (%s), %.0f s%s",
             self.title,
             epoch + 1,
             trainer.max_epochs,
             shown,
             time.monotonic() - self.start,
+            self._eta(trainer, epoch + 1) if epoch + 1 < (trainer.max_epochs or 0) else "",
         )
 
 
@@ -317,6 +335,7 @@ def fit(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDa
         ckpt = saver.path
         fix = f"delete {ckpt} and rerun: that training then starts again from its first epoch"
         state = atomic.torch_load(ckpt, fix, mmap=True)
+        _check_finite_checkpoint(ckpt, state, fix)
         if state.get("hwnas_key") != saver.key:
             stale = ckpt.with_name(ckpt.name + ".stale")
             log.warning(
@@ -351,6 +370,15 @@ def fit(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDa
         ckpt_path=ckpt,
         weights_only=True,
     )
+
+
+def _check_finite_checkpoint(path: Path, state: dict[str, Any], fix: str) -> None:
+    """A checkpoint to resume from holds finite weights and logged metrics (a training
+    that diverged stops before saving; a file that holds NaN was damaged or edited)."""
+    atomic.check_finite_weights(path, state.get("state_dict") or {}, fix)
+    bad = first_non_finite(dict(state.get("hwnas_metrics") or {}), "metrics")
+    if bad is not None:
+        raise atomic.CorruptFileError(f"{path}: logged {bad} is not a finite number; {fix}")
 
 
 def logged_metrics(trainer: L.Trainer) -> dict[str, float]:

@@ -22,6 +22,7 @@ from hwnas.app.schema.base import (
 from hwnas.app.schema.supernet import OPTIMIZERS
 
 KD_TEACHERS = ("inherited", "finetuned")  # final.kd_teacher
+EXPORTS = ("chosen", "front")
 
 
 @dataclass
@@ -48,13 +49,26 @@ class FinalConfig:
     - ``kd_teacher``: the teacher: inherited (the largest subnet with inherited weights)
       | finetuned (the largest after its own fine-tuning; it is then fine-tuned first;
       needs ``finetune_largest``).
-    - ``finetune_largest``: fine-tune the largest subnet too (false: inherited weights
-      only, and the report says so).
+    - ``finetune_largest``: fine-tune the largest subnet too, for the same budget, so the
+      two are compared fine-tuned (true; it costs the largest's fine-tuning, the
+      longest step of a run), or (false, the default) compare both with inherited
+      weights and recalibrated BN, the like-for-like comparison the search itself
+      makes, while the chosen subnet is still fine-tuned and deployed (the report
+      states both and how each figure was obtained).
     - ``onnx``: also write ``subnet.onnx``.
     - ``throughput_batch``: batch size of the throughput measurement (samples/s).
+    - ``export``: chosen (the chosen subnet only, in ``final/``) | front (also every
+      point of the search's front, each with a model card, in ``final/front/``).
+    - ``finetune``: chosen (only the chosen subnet and the largest are fine-tuned) |
+      front (with ``export=front``, every front point is fine-tuned as the chosen one
+      is: ``epochs`` each; otherwise they keep inherited weights, and say so).
+    - ``require_learned``: a test metric not better than the task's chance level (or
+      not finite) ends the run with exit 2 (true), or, for a plumbing run that is not
+      meant to learn (the tiny ASR experiment), completes with a report that says so
+      and states no speedup or drop (false).
     """
 
-    epochs: int = 3
+    epochs: int = 2
     lr: float = 0.05
     optimizer: str = "sgd"
     momentum: float = 0.9
@@ -66,9 +80,12 @@ class FinalConfig:
     kd_temperature: float = 1.0
     kd_hidden: float = 0.0
     kd_teacher: str = "inherited"
-    finetune_largest: bool = True
+    finetune_largest: bool = False
     onnx: bool = True
     throughput_batch: int = 256
+    require_learned: bool = True
+    export: str = "chosen"
+    finetune: str = "chosen"
 
     def validate(self) -> None:
         """ValueError naming ``final.<key>`` for the first value out of range."""
@@ -92,3 +109,6 @@ class FinalConfig:
             )
         check_bool("final.onnx", self.onnx)
         check_int("final.throughput_batch", self.throughput_batch, 1)
+        check_choice("final.export", self.export, EXPORTS)
+        check_choice("final.finetune", self.finetune, EXPORTS)
+        check_bool("final.require_learned", self.require_learned)

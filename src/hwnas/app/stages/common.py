@@ -10,6 +10,7 @@ from typing import Any
 from hwnas.app.checks import build_configured_strategy
 from hwnas.app.config import sharing
 from hwnas.app.context import ConfigError, Context
+from hwnas.app.device import run_device
 from hwnas.core import atomic
 from hwnas.core.progress import progress_bar
 from hwnas.core.runtime import resolve_threads
@@ -119,7 +120,6 @@ def _search_objective(ctx: Context) -> TaskObjective:
     return TaskObjective(evaluator(ctx, int(ctx.settings.search.val_samples)), ctx.task)
 
 
-
 def load_supernet(ctx: Context) -> None:
     path = ctx.out / "supernet" / "supernet.pt"
     if not path.exists():
@@ -129,10 +129,12 @@ def load_supernet(ctx: Context) -> None:
         )
     done = path.parent / "DONE.json"
     fix = f"delete {path} and {done} and rerun to redo the supernet stage from its checkpoint"
-    ctx.model.load_state_dict(atomic.torch_load(path, fix))
+    ctx.model.load_state_dict(atomic.check_finite_weights(path, atomic.torch_load(path, fix), fix))
 
 
 def evaluator(ctx: Context, val_samples: int) -> SubnetEvaluator:
+    """Inherited-weight scores of the supernet's subnets on the run's evaluation device
+    (:mod:`hwnas.app.device`)."""
     calib_samples = int(ctx.settings.search.calib_samples)
     return SubnetEvaluator(
         ctx.model,
@@ -140,4 +142,5 @@ def evaluator(ctx: Context, val_samples: int) -> SubnetEvaluator:
         ctx.dm.calibration_loader(calib_samples),
         first_samples(ctx.dm.val_dataloader(), val_samples),
         calib_samples,
+        device=run_device(ctx),
     )

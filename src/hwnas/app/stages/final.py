@@ -11,12 +11,14 @@ from typing import Any
 import torch
 
 from hwnas.app.context import ConfigError, Context
+from hwnas.app.device import evaluate, run_device, stage_device, training_note
 from hwnas.app.report import final_report, finetune_budget
 from hwnas.app.stages.common import evaluator, load_supernet
 from hwnas.app.subnet_io import save_subnet
 from hwnas.core import atomic
 from hwnas.elastic import syncbn
 from hwnas.search.journal import weights_digest
+from hwnas.training.bn import inherited_label
 from hwnas.training.subnet import SubnetModule
 from hwnas.training.trainer import build_trainer, fit
 
@@ -27,9 +29,9 @@ def _finetune(
     ctx: Context, net: torch.nn.Module, folder: Path, tag: str, arch, teacher=None
 ) -> dict[str, float]:
     """Fine-tune ``net`` for final.epochs (distilled from ``teacher`` when given, with
-    final.kd_alpha) and return every test metric of the task (``Task.evaluate``, as the
-    inherited weights are scored). The training keeps ``checkpoints/last_<tag>.ckpt``
-    and resumes from it."""
+    final.kd_alpha) and return every test metric of the task (``Task.evaluate`` on the
+    run's evaluation device, as the inherited weights are scored; ``net`` is on the CPU
+    afterwards). The training keeps ``checkpoints/last_<tag>.ckpt`` and resumes from it."""
     f = ctx.settings.final
     module = SubnetModule(
         net,
@@ -59,7 +61,7 @@ def _finetune(
     sync = bool(ctx.settings.trainer.sync_batchnorm)
     with syncbn.plain_batch_norms_synced(net), syncbn.synchronised(sync):
         fit(trainer, module, ctx.dm)
-    return ctx.task.evaluate(net, ctx.dm.test_dataloader(), module.device)
+    return evaluate(ctx.task, net, ctx.dm.test_dataloader(), run_device(ctx))
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -79,6 +81,7 @@ def run(ctx: Context) -> dict[str, Any]:
     largest = ctx.model.space.max_arch()
     f = ctx.settings.final
     epochs = int(f.epochs)
+    device = stage_device(ctx, "final", note=training_note(ctx))
     ev = evaluator(ctx, 1)
     kd_alpha, kd_hidden = float(f.kd_alpha), float(f.kd_hidden)
     kd = kd_alpha > 0 or kd_hidden > 0
@@ -92,7 +95,7 @@ def run(ctx: Context) -> dict[str, Any]:
     ]
     for tag, arch, tune in order[::-1] if after else order:
         net = ev.subnet(arch)
-        inherited = ctx.task.evaluate(net, ctx.dm.test_dataloader())
+        inherited = evaluate(ctx.task, net, ctx.dm.test_dataloader(), device)
         # final.kd_alpha or kd_hidden > 0: the chosen subnet learns from the supernet's
         # largest too (its logits, its encoder layers' outputs), as inherited or as
         # fine-tuned just before (a copy: the reference itself is not touched)
@@ -109,6 +112,7 @@ def run(ctx: Context) -> dict[str, Any]:
     if ctx.rank != 0:  # the other processes of a DDP training stop after the trainings
         return {}
     save_subnet(folder, nets["subnet"], chosen, ctx, onnx=bool(f.onnx))
+    budget = finetune_budget(epochs, f.limit_train_batches)
     kd_note = ""
     if kd:
         parts = []
@@ -118,7 +122,7 @@ def run(ctx: Context) -> dict[str, Any]:
             parts.append(f"hidden states weighted {kd_hidden:g}")
         whom = "the fine-tuned largest" if after else "the largest"
         kd_note = f" (the chosen subnet also distilled from {whom}: {', '.join(parts)})"
-    return final_report(
+    summary = final_report(
         ctx,
         folder,
         nets["subnet"],
@@ -127,5 +131,38 @@ def run(ctx: Context) -> dict[str, Any]:
         largest,
         sides["subnet"],
         sides["largest"],
-        finetune_budget(epochs, f.limit_train_batches) + kd_note,
+        budget + kd_note,
     )
+    summary["exported"] = deliver(ctx, folder, chosen, nets["subnet"], sides["subnet"], budget)
+    return summary
+
+
+def deliver(ctx: Context, folder: Path, chosen, net, side: dict[str, Any], budget: str) -> list:
+    """The chosen subnet's model card (``final/card.md``) and, with
+    ``final.export=front``, every point of the search's front in ``final/front/``
+    (:mod:`hwnas.app.export`); the exported folders, relative to the run."""
+    from hwnas.app.cards import write_card
+    from hwnas.app.export import FrontPoint, export_points, read_front
+
+    f = ctx.settings.final
+    report = atomic.read_json(folder / "report.json")
+    tuned = side["all"]["finetuned"] is not None
+    metrics = side["all"]["finetuned" if tuned else "inherited"]
+    method = f"fine-tuned {budget} from inherited weights" if tuned else inherited_label(net)
+    front = read_front(ctx.out, ctx)
+    point = next((p for p in front if p.arch == chosen), None)
+    if point is None:  # chosen off the recorded front (a tolerance tie): its own row
+        val = atomic.read_json(ctx.out / "search" / "chosen.json")["val_metrics"]
+        point = FrontPoint(-1, chosen, float(val[ctx.task.primary_metric]), {})
+    speed = {k: v for k, v in report["subnet"].items() if k in SPEED_KEYS}
+    write_card(ctx, folder, point, metrics, method, speed, chosen=True)
+    if str(f.export) != "front":
+        return ["final"]
+    cards = export_points(ctx, front, folder / "front", {point.index: (net, metrics, method)},
+                          finetune=_finetune if str(f.finetune) == "front" else None,
+                          chosen=chosen)  # fmt: skip
+    log.info("final: exported %d subnets of the front to %s", len(cards), folder / "front")
+    return ["final", *(f"final/front/{c['folder']}" for c in cards)]
+
+
+SPEED_KEYS = ("latency_ms", "latency_p90_ms", "throughput_per_s")

@@ -19,6 +19,7 @@ module (the pipeline stage :func:`quantize` and ``python -m hwnas.quantize`` cal
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -26,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 
 from hwnas.app.config import build_configured_strategy
+from hwnas.app.device import eval_device
 from hwnas.app.quantize_report import _markdown, _report, _save_front, _write_csv
 from hwnas.app.subnet_io import export_onnx
 from hwnas.core import atomic
@@ -103,13 +106,16 @@ def quantize_model(
     seed: int = 0,
     progress: Mapping[str, Any] | None = None,
     trainer_cfg: Mapping[str, Any] | None = None,
+    device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Search a per-layer precision for ``net`` (eval mode, CPU) on the data module
     ``dm`` with the settings ``q`` (the ``quantize`` group: keys and defaults in
     :class:`hwnas.app.schema.quantize.QuantizeConfig`); write everything into ``folder``
     and return the stage summary (with ``metrics``). ``trainer_cfg`` (the trainer
     settings; default :class:`~hwnas.training.settings.TrainerSettings`) runs the
-    optional quantization-aware fine-tuning (``q.qat``), in one process."""
+    optional quantization-aware fine-tuning (``q.qat``), in one process. The Hessian
+    traces run on ``device`` (default: the trainer settings' evaluation device,
+    :mod:`hwnas.app.device`); every accuracy is ONNX Runtime's, on the CPU."""
     check_quantize_config(q)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -136,8 +142,14 @@ def quantize_model(
     hessian_data = first_samples(
         dm.calibration_loader(int(q["hessian_batch"])), int(q["hessian_batch"])
     )
+    device = torch.device(eval_device(trainer_cfg or {}) if device is None else device)
+    hessian_net = net
+    if device.type != "cpu":  # a copy: the CPU net is exported and measured
+        hessian_net = copy.deepcopy(net).to(device)
+        hessian_data = [move_data_to_device(b, device) for b in hessian_data]
+    log.info("stage quantize: Hessian traces on %s; accuracies on cpu (ONNX Runtime)", device)
     traces = hutchinson_trace(
-        net,
+        hessian_net,
         task_loss(task),
         hessian_data,
         [layer.name for layer in layers],

@@ -8,6 +8,7 @@ from typing import Any
 
 from hwnas.app.checks import build_configured_strategy, search_constraints
 from hwnas.app.context import Context
+from hwnas.app.device import stage_device
 from hwnas.app.report import plot_pareto, save_pareto
 from hwnas.app.stages.common import (
     _journaled,
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 def run(ctx: Context) -> dict[str, Any]:
     load_supernet(ctx)
+    stage_device(ctx, "search", "evaluations and BN recalibration")
     sel = ctx.settings.search
     folder = ctx.stage_dir("search")
     space = ctx.model.space
@@ -88,11 +90,19 @@ def run(ctx: Context) -> dict[str, Any]:
         chosen.metrics[metric],
         {k: round(v, 3) for k, v in chosen.costs.items()},
     )
+    hv = result.hypervolume_record()
+    if hv is not None:
+        log.info(
+            "search: front of %d, hypervolume %.4g (%.3f of the explored box; reference %s)",
+            hv["front_size"], hv["value"], hv["normalised"], hv["reference"],
+        )  # fmt: skip
     return {
         "chosen": chosen.arch.to_dict(),
         "largest_latency_ms": largest_latency,
+        "hypervolume": hv,
         "metrics": {
             f"search/val_{metric}": chosen.metrics[metric],
+            **({"search/hypervolume": hv["value"]} if hv is not None else {}),
             **(
                 {"search/latency_ms": chosen.costs["latency_ms"]}
                 if "latency_ms" in chosen.costs

@@ -8,6 +8,7 @@ from typing import Any
 
 from hwnas.app.checks import search_constraints
 from hwnas.app.context import Context
+from hwnas.app.device import training_note
 from hwnas.app.stages.common import _zero_shot_search
 from hwnas.core import atomic
 from hwnas.hardware.constraints import InfeasibleError
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 def run(ctx: Context) -> dict[str, Any]:
     cfg = ctx.settings.supernet
     folder = ctx.stage_dir("supernet")
+    log.info("stage supernet: phase searches' proxies on %s (zero_shot.device)%s",
+             ctx.device, training_note(ctx))  # fmt: skip
     phases = [Phase(p.name, tuple(p.elastic), int(p.epochs), float(p.lr)) for p in cfg.phases]
     calib = list(ctx.dm.calibration_loader(int(cfg.calib_samples)))
     module = SupernetModule(

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 def run(ctx: Context) -> dict[str, Any]:
     folder = ctx.stage_dir("zero_shot")
+    log.info("stage zero_shot: proxies on %s (zero_shot.device)", ctx.device)
     start = time.perf_counter()
     budget = ctx.settings.zero_shot.budget
     journal = folder / JOURNAL_NAME

@@ -10,8 +10,10 @@ from hwnas.data import register_datamodule
 from hwnas.domains.asr.data.librispeech import LibriSpeechDataModule
 from hwnas.domains.asr.data.spoken_synth import SpokenSynthDataModule
 from hwnas.domains.asr.models.rnnt import ElasticRNNT
+from hwnas.domains.asr.task import TransducerASR
 from hwnas.elastic import register_model
 from hwnas.elastic.base import ElasticModel
+from hwnas.tasks import register_task
 
 
 def _build_rnnt(input_shape: tuple[int], num_classes: int, **kw: Any) -> ElasticModel:
@@ -26,3 +28,4 @@ register_model("elastic_rnnt", _build_rnnt)
 
 for _dm in (LibriSpeechDataModule, SpokenSynthDataModule):
     register_datamodule(_dm)
+register_task("transducer_asr", TransducerASR)  # data.task for a user's own data

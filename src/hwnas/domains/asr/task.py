@@ -76,6 +76,7 @@ class TransducerASR(Task):
     primary_metric = "wer"
     higher_is_better = False
     sample_unit = "utterances"
+    chance_meaning = "emitting nothing"
 
     def __init__(
         self,
@@ -246,6 +247,10 @@ class TransducerASR(Task):
         return {**error_rates(hyps, refs), "utterances": len(refs), "audio_seconds": seconds}
 
     # --------------------------------------------------------------- artifacts
+    def chance_level(self, loader: Iterable) -> float | None:
+        """WER of emitting nothing (1: every reference word deleted)."""
+        return 1.0
+
     def spec(self) -> dict[str, Any]:
         vocab = self.vocab.to_dict() if hasattr(self.vocab, "to_dict") else None
         return {

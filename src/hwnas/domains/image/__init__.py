@@ -11,8 +11,10 @@ from hwnas.domains.image.data.fashion_mnist import FashionMNISTDataModule
 from hwnas.domains.image.data.synthetic import SyntheticDataModule
 from hwnas.domains.image.models.cnn import ElasticCNN
 from hwnas.domains.image.models.vit import ElasticViT
+from hwnas.domains.image.task import image_task
 from hwnas.elastic import register_model
 from hwnas.elastic.base import ElasticModel
+from hwnas.tasks import register_task
 
 
 def _build_cnn(input_shape: tuple[int, int, int], num_classes: int, **kw: Any) -> ElasticModel:
@@ -35,3 +37,5 @@ register_model("elastic_vit", _build_vit)
 
 for _dm in (CIFAR10DataModule, FashionMNISTDataModule, SyntheticDataModule):
     register_datamodule(_dm)
+
+register_task("image_classification", image_task)

@@ -9,8 +9,10 @@ from hwnas.data import register_datamodule
 from hwnas.domains.qa.data.squad import SquadDataModule
 from hwnas.domains.qa.models.bert import ElasticBert
 from hwnas.domains.qa.models.hf import bert_from_pretrained
+from hwnas.domains.qa.task import ExtractiveQA
 from hwnas.elastic import register_model
 from hwnas.elastic.base import ElasticModel
+from hwnas.tasks import register_task
 
 
 def _build_bert(
@@ -34,3 +36,4 @@ register_model("elastic_bert", _build_bert)
 
 
 register_datamodule(SquadDataModule)
+register_task("extractive_qa", ExtractiveQA)  # data.task for a user's own data

@@ -120,6 +120,7 @@ class ExtractiveQA(Task):
     primary_metric = "f1"
     higher_is_better = True
     sample_unit = "questions"
+    chance_meaning = "answering nothing"
 
     def __init__(
         self,
@@ -256,6 +257,10 @@ class ExtractiveQA(Task):
         return {**scores, "loss": loss / seen, "examples": len(order)}
 
     # --------------------------------------------------------------- artifacts
+    def chance_level(self, loader: Iterable) -> float | None:
+        """F1 of answering nothing (0): what a diverged reader's spans amount to."""
+        return 0.0
+
     def spec(self) -> dict[str, Any]:
         t = self.max_seq_length
         return {
