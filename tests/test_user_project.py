@@ -177,6 +177,13 @@ def test_user_project_pipeline_through_the_cli(tmp_path):
     assert "_target_: my_data.MyData" in saved and "noise: 0.4" in saved
     assert json.loads((out / "final" / "arch.json").read_text())["input_shape"] == [1, 16, 16]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "run"]  # nothing elsewhere
+    # the user's run, own experiment folder (hydra.searchpath) included, reproduces equal
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PROJECT), str(ROOT / "src")]))
+    cmd = [sys.executable, "-m", "hwnas", "reproduce", str(out),
+           f"hydra.run.dir={tmp_path / 'again'}"]  # fmt: skip
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=180)  # fmt: skip
+    assert again.returncode == 0 and "equal:" in again.stdout, again.stderr[-2000:]
 
 
 @pytest.mark.slow

@@ -125,6 +125,7 @@ def plan(argv: Sequence[str]) -> Plan:
     resumed = {"stages": stages} if stages is not None else {}
     drop = set(_OWN_KEYS) | set(mine) | set(amended) | set(resumed)
     overrides = [o for o in recorded if _key(o) not in drop]
+    overrides += [o for o in _hydra_overrides(run_dir) if _key(o) not in drop]
     overrides += [f"{k}={_value(v)}" for k, v in {**resumed, **amended}.items()]
     overrides += [o for o in given if _key(o) != "hydra.run.dir"]
     if record is not None:
@@ -289,6 +290,21 @@ def _latency_record(run_dir: Path, cfg: dict[str, Any], given: bool) -> tuple[st
             "latency is timed again, so the searches may differ", None
         )  # fmt: skip
     return f"no latency model recorded (latency={method}: none estimated)", None
+
+
+# Hydra-level overrides of the run that change what composes (a user's own config folder)
+_COMPOSING_HYDRA_KEYS = ("hydra.searchpath",)
+
+
+def _hydra_overrides(run_dir: Path) -> list[str]:
+    """The run's Hydra-level overrides that decide its composition (``hydra.searchpath``
+    for a user's own experiment files), from ``.hydra/hydra.yaml``."""
+    try:
+        hydra = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text(encoding="utf-8"))
+        given = hydra["hydra"]["overrides"]["hydra"] or []
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return []
+    return [str(o) for o in given if _key(str(o)) in _COMPOSING_HYDRA_KEYS]
 
 
 def _started_in(run_dir: Path) -> Path:
