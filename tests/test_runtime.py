@@ -13,10 +13,29 @@ from hwnas.core.progress import IntervalLogger, progress_bar, use_bars
 @pytest.mark.parametrize("load,expected", [(0.0, 4), (1.2, 3), (3.6, 1), (9.0, 1)])
 def test_auto_threads_leaves_busy_cores_alone(monkeypatch, load, expected):
     monkeypatch.setattr(runtime, "available_cores", lambda: 4)
-    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(runtime, "busy_cores_now", lambda: load)
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (9.0, 9.0, 9.0))  # lags: unused
     assert runtime.auto_threads() == expected
     assert runtime.resolve_threads("auto") == expected
     assert runtime.resolve_threads(3) == 3
+
+
+def test_auto_threads_falls_back_to_the_load_average(monkeypatch):
+    monkeypatch.setattr(runtime, "available_cores", lambda: 4)
+    monkeypatch.setattr(runtime, "busy_cores_now", lambda: None)  # no /proc/stat
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (2.2, 1.0, 1.0))
+    assert runtime.auto_threads() == 2
+
+
+def test_busy_cores_are_sampled_from_proc_stat(monkeypatch):
+    samples = iter([(100, 1000), (130, 1040)])  # 30 of 40 jiffies busy
+    monkeypatch.setattr(runtime, "_cpu_times", lambda: next(samples))
+    monkeypatch.setattr(runtime.time, "sleep", lambda s: None)
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 2)
+    assert runtime.busy_cores_now() == pytest.approx(1.5)
+    monkeypatch.undo()  # the real reader on this machine: a share of its cores
+    busy = runtime.busy_cores_now(0.05)
+    assert busy is None or 0.0 <= busy <= (runtime.os.cpu_count() or 1)
 
 
 def test_log_mode_writes_steady_lines_not_bars(caplog):

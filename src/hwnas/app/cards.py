@@ -55,7 +55,9 @@ def run_command(run_dir: Path) -> str | None:
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return None
-    overrides = [str(o) for o in OmegaConf.load(path)]
+    from hwnas.app.reproduce import hydra_overrides
+
+    overrides = [*hydra_overrides(run_dir), *(str(o) for o in OmegaConf.load(path))]
     return "python -m hwnas " + " ".join(shlex.quote(o) for o in overrides)
 
 
@@ -68,6 +70,7 @@ def _commands(run_dir: Path, point: Any, tuned: bool) -> dict[str, str]:
     made = run_command(run_dir)
     if made:
         commands["run"] = made
+        commands["reproduce"] = f"hwnas reproduce {shlex.quote(str(run_dir))}"
     return commands
 
 

@@ -125,7 +125,7 @@ def plan(argv: Sequence[str]) -> Plan:
     resumed = {"stages": stages} if stages is not None else {}
     drop = set(_OWN_KEYS) | set(mine) | set(amended) | set(resumed)
     overrides = [o for o in recorded if _key(o) not in drop]
-    overrides += [o for o in _hydra_overrides(run_dir) if _key(o) not in drop]
+    overrides += [o for o in hydra_overrides(run_dir) if _key(o) not in drop]
     overrides += [f"{k}={_value(v)}" for k, v in {**resumed, **amended}.items()]
     overrides += [o for o in given if _key(o) != "hydra.run.dir"]
     if record is not None:
@@ -296,7 +296,7 @@ def _latency_record(run_dir: Path, cfg: dict[str, Any], given: bool) -> tuple[st
 _COMPOSING_HYDRA_KEYS = ("hydra.searchpath",)
 
 
-def _hydra_overrides(run_dir: Path) -> list[str]:
+def hydra_overrides(run_dir: Path) -> list[str]:
     """The run's Hydra-level overrides that decide its composition (``hydra.searchpath``
     for a user's own experiment files), from ``.hydra/hydra.yaml``."""
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,7 +12,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["auto_threads", "available_cores", "resolve_threads", "torch_threads"]
+__all__ = ["auto_threads", "available_cores", "busy_cores_now", "resolve_threads", "torch_threads"]
 
 
 def available_cores() -> int:
@@ -21,16 +22,45 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def auto_threads() -> int:
-    """Cores not already busy: the cores this process may use minus the one-minute load
-    average (rounded), at least 1. Compute threads that outnumber the free cores spin
-    against other processes and lose far more than the load explains."""
-    cores = available_cores()
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs since boot (``/proc/stat``), None elsewhere."""
     try:
-        busy = round(os.getloadavg()[0])
-    except OSError:  # pragma: no cover - no load average
-        busy = 0
-    return max(1, min(cores, cores - busy))
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def busy_cores_now(sample_s: float = 0.3) -> float | None:
+    """How many cores other processes keep busy right now (this one sleeps while it
+    samples ``/proc/stat`` over ``sample_s``); None where that cannot be read."""
+    before = _cpu_times()
+    if before is None:
+        return None
+    time.sleep(sample_s)
+    after = _cpu_times()
+    if after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
+
+
+def auto_threads() -> int:
+    """Cores not already busy: the cores this process may use minus those busy right
+    now (a short ``/proc/stat`` sample; where there is none, the one-minute load
+    average), rounded, at least 1. The load average lags by minutes: just after an
+    install or another run it counts cores that are idle again. Compute threads that
+    outnumber the free cores spin against other processes and lose far more than the
+    load explains."""
+    cores = available_cores()
+    busy = busy_cores_now()
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except OSError:  # pragma: no cover - no load average
+            busy = 0.0
+    return max(1, min(cores, cores - round(busy)))
 
 
 def resolve_threads(setting: int | str) -> int:
