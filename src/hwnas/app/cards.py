@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 import hwnas
 from hwnas.core import atomic
 from hwnas.hardware.records import fingerprint
+from hwnas.quantize.onnx_quant import cpu_flags
 
 if TYPE_CHECKING:
     from hwnas.app.context import Context
@@ -25,17 +26,10 @@ SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx
                "amx_int8", "amx_bf16", "neon", "asimd")  # fmt: skip
 
 
-def cpu_flags() -> list[str]:
+def speed_flags() -> list[str]:
     """The :data:`SPEED_FLAGS` this machine's CPU has (``/proc/cpuinfo``)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            have = set(line.split(":", 1)[1].split())
-            return [f for f in SPEED_FLAGS if f in have]
-    return []
+    have = cpu_flags()
+    return [f for f in SPEED_FLAGS if f in have]
 
 
 def _parent(ctx: Context) -> dict[str, Any]:
@@ -93,7 +87,7 @@ def write_card(
         if (folder / name).exists()
     }
     hardware = fingerprint(str(hw.device), str(hw.backend), hw.threads, int(hw.batch_size))
-    hardware.update(machine=platform.machine(), cpu_flags=cpu_flags())
+    hardware.update(machine=platform.machine(), cpu_flags=speed_flags())
     card = {
         "format": "hwnas.model_card/1",
         "point": point.index,

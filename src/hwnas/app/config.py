@@ -62,3 +62,21 @@ def sharing(node: Any) -> Sharing:
     """How the search of stage node ``node`` (``zero_shot`` / ``search``: its schema or
     its config node) is shared."""
     return Sharing(workers=node.workers, storage=node.storage, study_name=node.study_name)
+
+
+def load_run_config(
+    run: Path, rest: Sequence[str] = (), groups: Sequence[str] = ("quantize",)
+) -> DictConfig:
+    """The config a run folder recorded (``hwnas_config.yaml``) with ``rest`` (dotted
+    ``key=value`` overrides) applied; the ``groups`` a run of an older hwnas predates
+    get today's defaults for their newer keys. ``FileNotFoundError`` when ``run`` is not
+    a run folder (the tools that read finished runs: quantize, export)."""
+    saved = Path(run) / "hwnas_config.yaml"
+    if not saved.is_file():
+        raise FileNotFoundError(f"{saved} is missing: run_dir must be a hwnas run folder")
+    cfg = OmegaConf.load(saved)
+    today = compose_config([])
+    for group in groups:
+        cfg[group] = OmegaConf.merge(today[group], cfg[group]) if group in cfg else today[group]
+    cfg.merge_with(OmegaConf.from_dotlist(list(rest)))
+    return cfg

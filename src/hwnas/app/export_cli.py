@@ -21,9 +21,7 @@ import re
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from hwnas.app.config import compose_config
+from hwnas.app.config import load_run_config
 from hwnas.app.errors import key_value_main
 
 log = logging.getLogger("hwnas.export")
@@ -52,9 +50,8 @@ def export_run(args: dict[str, str], rest: list[str]) -> int:
     if "run_dir" not in args:
         raise ValueError(f"run_dir= is missing ({USAGE})")
     run = Path(args["run_dir"])
-    saved = run / "hwnas_config.yaml"
-    if not saved.is_file():
-        raise FileNotFoundError(f"{saved} is missing: run_dir must be a hwnas run folder")
+    # settings newer than the run (final.export, ...) get today's defaults
+    cfg = load_run_config(run, rest, groups=("final", "quantize"))
     if not (run / "search" / "DONE.json").is_file():
         raise FileNotFoundError(
             f"{run / 'search' / 'DONE.json'} is missing: the run's search has not finished "
@@ -68,11 +65,6 @@ def export_run(args: dict[str, str], rest: list[str]) -> int:
     out = Path(args.get("output_dir", run / "export" / name))
     if (out / "index.md").exists():
         raise FileExistsError(f"{out} already holds an export: remove it or pass output_dir=")
-    cfg = OmegaConf.load(saved)
-    today = compose_config([])  # settings newer than the run get today's defaults
-    for group in ("final", "quantize"):
-        cfg[group] = OmegaConf.merge(today[group], cfg[group]) if group in cfg else today[group]
-    cfg.merge_with(OmegaConf.from_dotlist(rest))
     cfg.paths.output_dir = str(run)
     validate(cfg)
     with torch_threads(resolve_threads(cfg.threads)):

@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from hwnas.app.config import compose_config
+from hwnas.app.config import compose_config, load_run_config
 from hwnas.app.errors import key_value_main
 from hwnas.core import atomic
 
@@ -44,14 +44,7 @@ def load_config(args: dict[str, str], rest: list[str]) -> tuple[DictConfig, Path
         raise ValueError(f"give exactly one of run_dir= and subnet_dir= ({USAGE})")
     if "run_dir" in args:
         run = Path(args["run_dir"])
-        saved = run / "hwnas_config.yaml"
-        if not saved.is_file():
-            raise FileNotFoundError(f"{saved} is missing: run_dir must be a hwnas run folder")
-        cfg = OmegaConf.load(saved)
-        # a run of an older hwnas: today's defaults for the keys it predates
-        today = compose_config([]).quantize
-        cfg.quantize = OmegaConf.merge(today, cfg.quantize) if "quantize" in cfg else today
-        cfg.merge_with(OmegaConf.from_dotlist(rest))
+        cfg = load_run_config(run, rest)
         subnet, out = run / "final", Path(args.get("output_dir", run / "quantize"))
     else:
         subnet = Path(args["subnet_dir"])
