@@ -240,7 +240,7 @@ def test_latency_stand_in(tmp_path):
 
 
 def test_datamodule_inputs(tmp_path):
-    data = ["inputs=data", "+data=synthetic", "data.data_dir=unused", "data.shape=[3,32,32]",
+    data = ["inputs=data", "data=synthetic", "data.data_dir=unused", "data.shape=[3,32,32]",
             "data.train_size=32", "data.val_size=8", "data.test_size=8", "n=4"]  # fmt: skip
     cfg = make_cfg(tmp_path, *data)
     inputs, source = make_inputs(cfg, (3, 32, 32), torch.device("cpu"))
@@ -253,7 +253,7 @@ def test_datamodule_inputs(tmp_path):
     run_correlation(make_cfg(noise, "n=4"))
     a, b = (pd.read_csv(d / "scores.csv") for d in (tmp_path, noise))
     assert not np.allclose(a["naswot"], b["naswot"])  # the real batch was used
-    with pytest.raises(ValueError, match=r"\+data=cifar10"):
+    with pytest.raises(ValueError, match=r"add data=cifar10"):
         run_correlation(make_cfg(tmp_path / "bad", "inputs=data"))
     with pytest.raises(ValueError, match="takes"):
         run_correlation(make_cfg(tmp_path / "bad", *data[:3], "data.shape=[1,16,16]"))

@@ -26,6 +26,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from hwnas.app.config import config_dir
+from hwnas.app.correlate_hwnas import SPACE as HWNAS_SPACE
+from hwnas.app.correlate_hwnas import register_hwnas_space
 from hwnas.app.correlate_io import (
     JOURNAL_NAME,
     Journal,
@@ -39,6 +41,7 @@ from hwnas.app.correlate_io import (
     with_ci_columns,
 )
 from hwnas.core.types import to_plain
+from hwnas.proxies.base import NotApplicable
 from hwnas.spaces.parsing import ArchParser, get_arch_parser
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,8 @@ def run_correlation(cfg: DictConfig | Mapping[str, Any]) -> dict[str, float]:
 
     out_dir = Path(cfg.get("output_dir") or ".").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    hwnas_build = register_hwnas_space(cfg) if cfg.space == HWNAS_SPACE else {}
+    parser = get_arch_parser(cfg.space)
     table = load_table(
         cfg.get("csv_path"),
         cfg.arch_column,
@@ -61,20 +66,20 @@ def run_correlation(cfg: DictConfig | Mapping[str, Any]) -> dict[str, float]:
         to_plain(cfg.get("filter")) or {},
         cfg.get("n"),
         int(cfg.seed),
+        parser.from_record,
     )
     names = _proxy_names(cfg, proxy_lib.list_proxies())
     scorers = _descores(cfg, proxy_lib)
     for scorer in scorers.values():  # DE-Score terms come from the proxies' own scores
         terms = descore_terms(scorer, cfg.get("latency_proxy"))
         names += [p for p in terms.values() if p not in names]
-    parser = get_arch_parser(cfg.space)
-    build_kwargs = to_plain(cfg.get(cfg.space)) or {}
+    build_kwargs = {} if hwnas_build else to_plain(cfg.get(cfg.space)) or {}
     device = make_device(str(cfg.get("device", "cpu")))
     shape = tuple(int(v) for v in cfg.get("input_shape") or parser.input_shape)
-    inputs, source = make_inputs(cfg, shape, device)
+    inputs, source = make_inputs(cfg, shape, device, parser.data_free_input)
     settings = {
         "space": cfg.space,
-        "build": build_kwargs,
+        "build": hwnas_build or build_kwargs,
         "num_classes": int(cfg.num_classes),
         "batch_size": int(cfg.batch_size),
         "input_shape": list(shape),
@@ -229,12 +234,19 @@ def _score_table(
     for col, scorer in scorers.items():
         terms = descore_terms(scorer, cfg.get("latency_proxy"))
         ok = np.flatnonzero(np.isfinite(df[list(terms.values())].to_numpy(float)).any(axis=1))
-        raws = [{key: df.at[i, proxy] for key, proxy in terms.items()} for i in ok]
+        raws = [{key: _raw(df, journal, i, proxy) for key, proxy in terms.items()} for i in ok]
         values = np.full(len(df), np.nan)
         if len(ok):
             values[ok] = np.asarray(scorer.combine(raws), dtype=float)
         df[col] = values
     return df
+
+
+def _raw(df: pd.DataFrame, journal: Journal, i: int, proxy: str) -> float | None:
+    """A DE-Score term's raw value: the score, NaN where the proxy failed (ranked last),
+    None where it does not apply to the network (left out of that network's sum)."""
+    failed = journal.records.get(df.at[i, "arch"], {}).get("failures", {}).get(proxy, "")
+    return None if failed.startswith(NotApplicable.__name__) else df.at[i, proxy]
 
 
 def _report(scores, table, cfg, names, scorers, proxy_lib, journal, out_dir) -> dict[str, float]:

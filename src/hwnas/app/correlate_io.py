@@ -32,9 +32,13 @@ def load_table(
     filters: Mapping[str, Any] | None = None,
     n: int | None = None,
     seed: int = 0,
+    from_record: Any = None,
 ) -> pd.DataFrame:
     """Read, filter and (optionally) subsample the arch/accuracy table.
 
+    A ``.csv`` file is read as it is; a ``.jsonl`` file (one JSON object a line, e.g.
+    NAS-Bench-BERT) is flattened (``scores.cola``), and when it has no ``arch_column``
+    the space's ``from_record(record) -> arch string`` makes that column.
     The ``n``-row sample is the first ``n`` of a seeded permutation, so a larger ``n``
     with the same seed contains every arch of a smaller one (resumable growth).
     """
@@ -45,7 +49,7 @@ def load_table(
     path = Path(csv_path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"csv_path {str(path)!r} does not exist; pass an existing CSV")
-    df = pd.read_csv(path)
+    df = _read_jsonl(path, arch_column, from_record) if _is_jsonl(path) else pd.read_csv(path)
     wanted = [arch_column, accuracy_column, *(filters or {})]
     missing = [c for c in wanted if c not in df.columns]
     if missing:
@@ -68,6 +72,37 @@ def load_table(
         order = np.random.default_rng(int(seed)).permutation(len(df))[: int(n)]
         df = df.iloc[np.sort(order)]
     return df.reset_index(drop=True)
+
+
+def _is_jsonl(path: Path) -> bool:
+    return path.suffix.lower() in (".jsonl", ".ndjson")
+
+
+def _read_jsonl(path: Path, arch_column: str, from_record: Any) -> pd.DataFrame:
+    records = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            msg = f"{path.name}:{lineno} is not valid JSON ({err.msg}); fix the line"
+            raise ValueError(msg) from err
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path.name}:{lineno} is not a JSON object; one object a line")
+        records.append(rec)
+    if not records:
+        raise ValueError(f"{path.name} holds no records; one JSON object a line")
+    df = pd.json_normalize(records)
+    if arch_column not in df.columns and from_record is not None:
+        archs = []
+        for lineno, rec in enumerate(records, start=1):
+            try:
+                archs.append(from_record(rec))
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"{path.name} record {lineno}: {err}") from err
+        df[arch_column] = archs
+    return df
 
 
 # ------------------------------------------------------------------------ journal
@@ -298,26 +333,34 @@ def make_device(name: str) -> torch.device:
 
 
 def make_inputs(
-    cfg: DictConfig, input_shape: Sequence[int], device: torch.device
+    cfg: DictConfig,
+    input_shape: Sequence[int],
+    device: torch.device,
+    data_free: Any = None,
 ) -> tuple[Any, Any]:
     """The one batch every arch is scored on, and a JSON-able description of its source.
 
-    ``inputs=gaussian``: N(0, 1) noise of the space's input shape, labels drawn per proxy;
+    ``inputs=gaussian``: N(0, 1) noise of the space's input shape, labels drawn per proxy
+    (or the space's own data-free batch, ``data_free(batch, shape, seed)``, e.g. random
+    token ids through an embedding);
     ``inputs=data``: ``proxy_batch(batch_size, seed)`` of the datamodule built from the
-    ``data`` node (e.g. ``+data=cifar10 data.data_dir=...``), with its labels;
+    ``data`` node (e.g. ``data=cifar10 data.data_dir=...``), with its labels;
     ``inputs=images``: the first ``batch_size`` image files of ``image_dir``.
     """
     import hwnas.proxies as proxy_lib
 
     kind = str(cfg.get("inputs", "gaussian"))
     bs, classes, seed = int(cfg.batch_size), int(cfg.num_classes), int(cfg.seed)
-    if kind == "gaussian":
+    if kind == "gaussian" and data_free is not None:
+        x = data_free(bs, tuple(int(d) for d in input_shape), seed)
+        inp, source = proxy_lib.ProxyInputs(x=x, y=None, num_classes=classes), "space"
+    elif kind == "gaussian":
         inp, source = proxy_lib.gaussian_inputs(input_shape, bs, classes, seed), None
     elif kind == "data":
         data_cfg = to_plain(cfg.get("data"))
         if not data_cfg:
             raise ValueError(
-                "inputs=data needs a datamodule config: add +data=cifar10 (or another "
+                "inputs=data needs a datamodule config: add data=cifar10 (or another "
                 "conf/data entry) with data.data_dir=..., or use inputs=gaussian"
             )
         inp, source = proxy_lib.datamodule_inputs(data_cfg, bs, seed), data_cfg

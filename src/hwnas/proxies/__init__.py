@@ -12,8 +12,17 @@ from typing import Any
 import torch
 
 from hwnas.core.types import ProxyInputs
-from hwnas.proxies import aznas, classic, gradient, ntk, recent, zen  # noqa: F401  (register)
+from hwnas.proxies import (  # noqa: F401  (register)
+    aznas,
+    classic,
+    gradient,
+    ntk,
+    recent,
+    transformer,
+    zen,
+)
 from hwnas.proxies.base import (
+    NotApplicable,
     ScoreReport,
     get_proxy,
     list_proxies,
@@ -80,6 +89,7 @@ __all__ = [
     "gaussian_inputs",
     "get_proxy",
     "list_proxies",
+    "NotApplicable",
     "ScoreReport",
     "register_proxy",
     "register_proxy_group",

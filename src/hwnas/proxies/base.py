@@ -22,6 +22,14 @@ ProxyFn = Callable[[nn.Module, ProxyInputs, torch.Generator], float]
 GroupFn = Callable[[nn.Module, ProxyInputs, torch.Generator, Sequence[str]], Mapping[str, float]]
 
 
+class NotApplicable(ValueError):
+    """The proxy does not apply to this model: it lacks what the proxy measures (e.g.
+    a transformer proxy on a network that reports no attention through
+    :mod:`hwnas.core.probe`). :func:`score_proxies_report` lists it under ``failures``
+    (so a correlation table ranks the network last on that proxy) and in
+    ``not_applicable``; a DE-Score leaves the term out for that network instead."""
+
+
 @dataclass(frozen=True)
 class Proxy:
     name: str
@@ -100,6 +108,7 @@ class ScoreReport:
     scores: dict[str, float] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    not_applicable: set[str] = field(default_factory=set)
 
 
 def score_proxies_report(
@@ -117,19 +126,22 @@ def score_proxies_report(
     With ``owned=True`` (a model built for this call alone) the last single-proxy pass
     runs on the model itself, saving one deep copy; the values are the same.
     """
-    return _score_all(names, model, inputs, seed, strict=False, owned=owned)
+    return score_all(names, model, inputs, seed, strict=False, owned=owned)
 
 
-def _score_all(
+def score_all(
     names: Sequence[str],
     model: nn.Module,
     inputs: ProxyInputs,
     seed: int,
     strict: bool,
     owned: bool = False,
+    allow_na: bool = False,
 ) -> ScoreReport:
     """:func:`score_proxies_report`; with ``strict`` the first proxy that fails on its
-    own raises its error as it was (type and traceback), noting the proxy's name."""
+    own raises its error as it was (type and traceback), noting the proxy's name;
+    ``allow_na`` records :class:`NotApplicable` proxies instead of raising even then
+    (what a DE-Score needs: a term the network does not have is left out)."""
     wanted = list(dict.fromkeys(names))
     for name in wanted:
         get_proxy(name)
@@ -165,7 +177,9 @@ def _score_all(
             last = owned and name == singles[-1]  # nothing scores the model after it
             report.scores[name] = score_proxy(name, model, inputs, seed, owned=last)
         except Exception as exc:  # noqa: BLE001 - reported per proxy
-            if strict:
+            if isinstance(exc, NotApplicable):
+                report.not_applicable.add(name)
+            if strict and not (allow_na and isinstance(exc, NotApplicable)):
                 exc.add_note(f"(while scoring proxy {name!r})")
                 raise
             report.failures[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
@@ -184,4 +198,5 @@ def score_proxies(
     """``{name: score}`` for every proxy in ``names`` (shared passes where possible,
     see :func:`score_proxies_report`); the first proxy that fails raises its own
     error, with its original traceback and a note naming the proxy."""
-    return _score_all(names, model, inputs, seed, strict=True, owned=owned).scores
+    return score_all(names, model, inputs, seed, strict=True, owned=owned).scores
+

@@ -11,15 +11,8 @@ from torch import nn
 
 from hwnas.core.checks import check_numbers
 from hwnas.core.types import ProxyInputs, to_plain
-from hwnas.proxies.base import get_proxy, score_proxies, score_proxies_report
-from hwnas.proxies.normalize import (
-    _logrank,
-    _logrank_against,
-    _rank,
-    _rank_against,
-    _zlog,
-    _zlog_against,
-)
+from hwnas.proxies.base import get_proxy, score_all
+from hwnas.proxies.normalize import applicable, normalize_term
 
 log = logging.getLogger(__name__)
 
@@ -245,12 +238,14 @@ class DEScore:
         needed = self.proxies()
         scores = {k: float(v) for k, v in (known or {}).items() if k in needed}
         todo = [name for name in needed if name not in scores]
-        if failures is None:
-            scores.update(score_proxies(todo, model, inputs, seed, owned=owned))
-        else:  # lenient: a failed proxy is NaN, which ranks last on its term
-            report = score_proxies_report(todo, model, inputs, seed, owned=owned)
+        # strict (no ``failures``): a failed proxy raises; lenient: it is NaN, which
+        # ranks last on its term. Either way a proxy that does not apply to the model
+        # (NotApplicable: e.g. attention terms of a CNN) is None, left out of its sum.
+        report = score_all(todo, model, inputs, seed, failures is None, owned, allow_na=True)
+        if failures is not None:
             failures.update(report.failures)
-            scores.update({name: report.scores.get(name, math.nan) for name in todo})
+        scores.update({name: report.scores.get(name, math.nan) for name in todo})
+        scores.update(dict.fromkeys(report.not_applicable))
         raw = {key: scores[self.proxy_for(key)] for key in self.terms if key != "latency"}
         if latency_ms is not None and self.needs_latency:
             raw["latency"] = float(latency_ms)
@@ -297,27 +292,21 @@ class DEScore:
         for key, (w, sign) in self.terms.items():
             if key in drop:
                 continue
-            values = np.array([_as_float(_get(r, key, i)) for i, r in enumerate(raws)])
-            if not feasible.any():
+            found = [_get(r, key, i) for i, r in enumerate(raws)]
+            applies = applicable(found) & feasible
+            if not applies.any():  # a term no candidate has is left out
                 continue
-            v = values[feasible]
-            if reference is None:
-                if self.normalize == "rank":
-                    norm = _rank(sign * v)
-                elif self.normalize == "logrank":
-                    norm = _logrank(sign * v)
-                else:
-                    norm = _zlog(v, sign)
-            else:
-                ref = np.array([_as_float(_get(r, key, i)) for i, r in enumerate(reference)])
-                ref = ref[ref_ok]
-                if self.normalize == "rank":
-                    norm = _rank_against(sign * ref, sign * v)
-                elif self.normalize == "logrank":
-                    norm = _logrank_against(sign * ref, sign * v)
-                else:
-                    norm = _zlog_against(ref, v, sign)
-            total[feasible] += w * norm
+            values = np.array([_as_float(v) for v in found])
+            ref = None
+            if reference is not None:
+                ref_found = [_get(r, key, i) for i, r in enumerate(reference)]
+                keep = ref_ok & applicable(ref_found)
+                ref = np.array([_as_float(v) for v, k in zip(ref_found, keep) if k])
+            norm = normalize_term(self.normalize, sign, values[applies], ref)
+            total[applies] += w * norm
+            # a candidate without the term (its model declares it has none) gets the
+            # mean of the others: neither rewarded nor punished for what it lacks
+            total[feasible & ~applies] += w * float(np.mean(norm))
         total[~feasible] = -np.inf
         return total
 

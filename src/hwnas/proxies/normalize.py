@@ -78,3 +78,27 @@ def _zlog(values: np.ndarray, sign: float) -> np.ndarray:
         out[finite] = (t - t.mean()) / std if std > 0 else 0.0
         out[~finite] = out[finite].min() - 1.0
     return out
+
+
+def normalize_term(
+    method: str, sign: float, values: np.ndarray, reference: np.ndarray | None
+) -> np.ndarray:
+    """One DE-Score term of a population, normalised by ``method`` (rank, logrank or
+    zlog) among ``values`` themselves, or against a fixed ``reference`` population."""
+    if reference is None:
+        if method == "rank":
+            return _rank(sign * values)
+        if method == "logrank":
+            return _logrank(sign * values)
+        return _zlog(values, sign)
+    if method == "rank":
+        return _rank_against(sign * reference, sign * values)
+    if method == "logrank":
+        return _logrank_against(sign * reference, sign * values)
+    return _zlog_against(reference, values, sign)
+
+
+def applicable(values: list) -> np.ndarray:
+    """Which raw values apply: ``None`` marks a term the model declared it does not
+    have (a transformer proxy on a CNN: ``NotApplicable``), NaN a failed score."""
+    return np.array([v is not None for v in values], dtype=bool)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwnas.core import probe
 from hwnas.elastic.transformer.linear import ElasticLinear
 
 
@@ -27,15 +28,25 @@ def attend(
     head_dim: int,
     padding_mask: torch.Tensor | None,
     dropout_p: float,
+    module: nn.Module | None = None,
 ) -> torch.Tensor:
     """Self-attention from fused per-head q/k/v: (B, T, heads·3·head_dim) -> (B, T,
-    heads·head_dim). Every sequence needs at least one unpadded token."""
+    heads·head_dim). Every sequence needs at least one unpadded token. While a
+    :mod:`hwnas.core.probe` recording is open, ``module`` reports its probabilities."""
     b, t, _ = qkv.shape
     qkv = qkv.reshape(b, t, heads, 3, head_dim).permute(3, 0, 2, 1, 4)  # (3, B, h, T, d)
     q, k, v = qkv.unbind(0)
     mask = key_mask(padding_mask)
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # (B,h,T,d)
-    return y.transpose(1, 2).reshape(b, t, heads * head_dim)
+    if probe.recording() and module is not None:  # a proxy asks for the probabilities
+        scores = (q @ k.transpose(-2, -1)) / head_dim**0.5
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        probs = scores.softmax(dim=-1)
+        y = F.dropout(probs, dropout_p) @ v
+        probe.note(probe.ATTENTION, module, probs=probs, heads=y)
+    else:
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    return y.transpose(1, 2).reshape(b, t, heads * head_dim)  # (B,h,T,d) -> (B,T,h·d)
 
 
 class ElasticMultiheadAttention(nn.Module):
@@ -72,7 +83,7 @@ class ElasticMultiheadAttention(nn.Module):
         self, x: torch.Tensor, padding_mask: torch.Tensor | None = None
     ) -> torch.Tensor:  # (B, T, E) -> (B, T, E)
         p = self.attn_dropout if self.training else 0.0
-        y = attend(self.qkv(x), self.active_heads, self.head_dim, padding_mask, p)
+        y = attend(self.qkv(x), self.active_heads, self.head_dim, padding_mask, p, self)
         return self.proj(y)
 
     def params(self) -> int:
@@ -152,4 +163,4 @@ class StaticMultiheadAttention(nn.Module):
         self, x: torch.Tensor, padding_mask: torch.Tensor | None = None
     ) -> torch.Tensor:  # (B, T, E) -> (B, T, E)
         p = self.attn_dropout if self.training else 0.0
-        return self.proj(attend(self.qkv(x), self.heads, self.head_dim, padding_mask, p))
+        return self.proj(attend(self.qkv(x), self.heads, self.head_dim, padding_mask, p, self))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hwnas.core import probe
 from hwnas.elastic.transformer.linear import ElasticLinear
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU}
@@ -41,7 +42,9 @@ class ElasticMLP(nn.Module):
         self.fc2.active_in, self.fc2.active_out = hidden, embed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, E) -> (B, T, E)
-        return self.fc2(self.drop(self.act(self.fc1(x))))
+        hidden = self.act(self.fc1(x))
+        probe.note(probe.FFN, self, hidden=hidden)  # for transformer proxies (W-PCA)
+        return self.fc2(self.drop(hidden))
 
     def params(self) -> int:
         return self.fc1.params() + self.fc2.params()
@@ -99,4 +102,6 @@ class StaticMLP(nn.Module):
         self.fc1, self.act, self.drop, self.fc2 = fc1, act, nn.Dropout(dropout), fc2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, E) -> (B, T, E)
-        return self.fc2(self.drop(self.act(self.fc1(x))))
+        hidden = self.act(self.fc1(x))
+        probe.note(probe.FFN, self, hidden=hidden)  # for transformer proxies (W-PCA)
+        return self.fc2(self.drop(hidden))

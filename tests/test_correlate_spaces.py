@@ -1,0 +1,102 @@
+"""The correlation harness beyond NAS-Bench-201: NAS-Bench-BERT's JSON lines (built from
+the paper's layers, scored after a token embedding) and subnets of any hwnas space."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from hwnas.app.config import CONFIG_DIR, ConfigError
+from hwnas.app.correlate import run_correlation
+from hwnas.app.correlate_io import load_table
+from hwnas.spaces.parsing import get_arch_parser
+
+FIXTURE = Path(__file__).parent / "fixtures" / "nasbench_bert_small.jsonl"
+CHEAP = ["params", "synflow", "naswot"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def compose_cfg(out: Path, *overrides: str):
+    base = ["bootstrap=20", "plots=false", "batch_size=4", f"output_dir={out}"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("correlate", overrides=[*base, *overrides])
+
+
+def test_jsonl_table_gets_arch_strings_from_the_space():
+    parser = get_arch_parser("nasbench_bert")
+    table = load_table(FIXTURE, "arch", "glue", from_record=parser.from_record)
+    assert len(table) == 8 and "scores.cola" in table.columns
+    first = json.loads(FIXTURE.read_text().splitlines()[0])
+    arch = parser.parse(table["arch"][0])
+    assert arch["hidden_size"] == first["hidden_size"]
+    assert len(arch["encoder_layers"]) == len(first["encoder_layers"])
+
+
+def test_jsonl_errors_name_the_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"hidden_size": 128, "encoder_layers": [], "glue": 60}\n{oops\n')
+    parser = get_arch_parser("nasbench_bert")
+    with pytest.raises(ValueError, match=r"bad.jsonl:2 is not valid JSON"):
+        load_table(bad, "arch", "glue", from_record=parser.from_record)
+    bad.write_text('{"hidden_size": 100, "encoder_layers": [], "glue": 60}\n')
+    with pytest.raises(ValueError, match=r"record 1: .*hidden_size"):
+        load_table(bad, "arch", "glue", from_record=parser.from_record)
+
+
+def test_nasbench_bert_harness_scores_and_resumes(tmp_path):
+    over = [f"csv_path={FIXTURE}", "space=nasbench_bert", "accuracy_column=glue",
+            "num_classes=2", "input_shape=[16,128]", "descore=false",
+            f"proxies=[{','.join(CHEAP)}]"]  # fmt: skip
+    metrics = run_correlation(compose_cfg(tmp_path, *over))
+    scores = pd.read_csv(tmp_path / "scores.csv")
+    assert len(scores) == 8 and np.isfinite(scores[CHEAP].to_numpy()).all()
+    assert np.isfinite(metrics["spearman/params"])
+    # bigger encoders have more parameters: 4 layers of 256 beat 2 layers of 128
+    archs = [json.loads(a) for a in scores["arch"]]
+    size = [a["hidden_size"] * len(a["encoder_layers"]) for a in archs]
+    assert scores["params"][int(np.argmax(size))] > scores["params"][int(np.argmin(size))]
+    record = json.loads((tmp_path / "scores.jsonl").read_text().splitlines()[0])
+    assert record["settings"]["source"] == "space"  # token ids through an embedding
+    lines = len((tmp_path / "scores.jsonl").read_text().splitlines())
+    run_correlation(compose_cfg(tmp_path, *over))  # resumed: nothing scored again
+    assert len((tmp_path / "scores.jsonl").read_text().splitlines()) == lines
+
+
+def _vit_overrides():
+    return ["model=elastic_vit", "data=synthetic", "data.shape=[1,16,16]",
+            "data.train_size=16", "data.val_size=8", "data.test_size=8",
+            "model.patch_size=4", "model.embed_choices=[16,32]", "model.depth_choices=[1,2]",
+            "model.max_depth=2", "model.head_choices=[1,2]", "model.head_dim=8",
+            "model.mlp_ratio_choices=[1,2]"]  # fmt: skip
+
+
+def test_hwnas_space_scores_subnets_of_a_model(tmp_path):
+    from hwnas.app.correlate_hwnas import register_hwnas_space
+
+    cfg = compose_cfg(tmp_path, "space=hwnas", *_vit_overrides())
+    register_hwnas_space(cfg)
+    space = get_arch_parser("hwnas")
+    import hwnas.elastic as elastic
+
+    model = elastic.build_model(cfg.model, (1, 16, 16), 10)
+    archs = [model.space.min_arch(), model.space.max_arch()]
+    table = pd.DataFrame({"arch": [a.to_str() for a in archs], "acc": [0.3, 0.6]})
+    csv = tmp_path / "subnets.csv"
+    table.to_csv(csv, index=False)
+    assert space.parse(archs[0].to_str()) == archs[0]
+    out = tmp_path / "run"
+    over = ["space=hwnas", *_vit_overrides(), f"csv_path={csv}", "accuracy_column=acc",
+            "descore=false", f"proxies=[{','.join(CHEAP)}]"]  # fmt: skip
+    run_correlation(compose_cfg(out, *over))
+    scores = pd.read_csv(out / "scores.csv")
+    assert scores["params"][1] > scores["params"][0]  # the largest subnet has more
+    with pytest.raises(ConfigError, match="model=<name>"):
+        run_correlation(compose_cfg(tmp_path / "x", "space=hwnas", f"csv_path={csv}"))
+    with pytest.raises(ConfigError, match="hwnas.run_dir"):
+        run_correlation(compose_cfg(tmp_path / "y", *over, "hwnas.weights=inherited"))
