@@ -5,7 +5,8 @@ Runs the correlation harness (``python -m hwnas.correlate space=nasbench_bert``)
 the JSON-lines benchmark file: each encoder is built from the paper's layer
 definitions (``hwnas.spaces.nasbench_bert``), fed random token ids through a seeded
 embedding (data-free), and scored with every registered proxy but the slow ones
-(``--exclude``), the shipped DE-Score and its named variants (``VARIANTS``). Prints
+(``--exclude``), the shipped DE-Score and its named variants (``VARIANTS``, and
+``transformer``: ``proxy=descore_transformer``). Prints
 each proxy's Spearman and Kendall with the GLUE average (95 % bootstrap CIs) beside
 the published figures on all 500 archs, and the DE-Score target. Scores are journalled
 under ``--out``; rerunning resumes. Not a test.
@@ -37,7 +38,8 @@ PUBLISHED = {"params": 0.65, "head_confidence": 0.72, "synflow": 0.28, "jacob_co
              "nuclear_diversity": 0.24, "weight_spectrum": "ZeroLM 0.76"}  # fmt: skip
 AZ = {"expressivity": "az_expressivity", "complexity": "flops"}
 VARIANTS: dict[str, dict] = {
-    # the shipped default before the transformer terms (what NB-201 was tuned on)
+    # the shipped default before the transformer terms (what NB-201 was tuned on);
+    # "transformer" (added below) is conf/proxy/descore_transformer.yaml as shipped
     "cnn_default": {"weights": {"expressivity": 1.0, "complexity": 1.0}, "normalize": "logrank",
                     "proxies": AZ,
                     "extra": {"az_progressivity": 1.0, "az_trainability": 1.0, "naswot": 1.0}},
@@ -75,7 +77,8 @@ def harness_config(args: argparse.Namespace):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("correlate", overrides=overrides)
     OmegaConf.set_struct(cfg, False)
-    variants = OmegaConf.merge(cfg.get("variants") or {}, VARIANTS)
+    shipped = OmegaConf.load(Path(CONFIG_DIR) / "proxy" / "descore_transformer.yaml")
+    variants = OmegaConf.merge(cfg.get("variants") or {}, VARIANTS, {"transformer": shipped})
     if "ntk" in args.exclude:  # DE-NAS's complexity term is the NTK
         variants = {k: v for k, v in variants.items() if not k.startswith("denas")}
     cfg.variants = variants

@@ -8,7 +8,8 @@ but the slow ones (``--exclude``, default grasp, a Hessian-vector product, and V
 one backward per class and sample), the shipped DE-Score and its named variants:
 DE-NAS's five components rank-normalised (``denas_rank``) and DE-NAS's own formula on
 raw values (``denas_reference``), AZ-NAS's four terms alone (``aznas``), and the shipped
-terms with linear ranks instead of log-ranks (``default_linear``). It then reports again
+terms with linear ranks instead of log-ranks (``default_linear``), and the per-domain
+transformer assembly (``transformer``: ``proxy=descore_transformer``). It then reports again
 over the same journal (no rescoring) with FLOPs standing in for latency in the DE-Score
 penalty. Prints, per dataset and proxy, Spearman with accuracy (95 % CI), Spearman with
 NASLib's column of the same proxy, and the DE-Score target; then one summary table over
@@ -86,7 +87,9 @@ def harness_config(args: argparse.Namespace, dataset: str, out: Path, *more: str
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("correlate", overrides=overrides)
     OmegaConf.set_struct(cfg, False)
-    cfg.variants = OmegaConf.merge(cfg.get("variants") or {}, VARIANTS)
+    transformer = OmegaConf.load(Path(CONFIG_DIR) / "proxy" / "descore_transformer.yaml")
+    cfg.variants = OmegaConf.merge(cfg.get("variants") or {}, VARIANTS,
+                                   {"transformer": transformer})  # fmt: skip
     return cfg
 
 

@@ -174,7 +174,17 @@ def test_descore_columns(tmp_path):
              "az_progressivity": "az_progressivity", "az_trainability": "az_trainability",
              "naswot": "naswot"}  # fmt: skip
     raws = [{k: getattr(r, v) for k, v in terms.items()} for r in scores.itertuples()]
+    # NB-201 cells report no attention or FFN: the transformer terms are left out
+    assert scores[["softmax_confidence", "wpca"]].isna().all().all()
+    raws = [dict(r, softmax_confidence=None, wpca=None) for r in raws]
     assert np.allclose(scores["descore"], shipped.combine(raws, drop=("latency",)))
+    before = proxy_lib.DEScore.from_config(
+        {"weights": {"expressivity": 1.0, "complexity": 1.0}, "normalize": "logrank",
+         "proxies": {"expressivity": "az_expressivity", "complexity": "flops"},
+         "extra": {"az_progressivity": 1.0, "az_trainability": 1.0, "naswot": 1.0}}
+    )  # fmt: skip  (the default before the transformer terms: NB-201 ranks the same)
+    assert np.allclose(scores["descore"], before.combine([
+        {k: v for k, v in r.items() if v is not None} for r in raws]))  # fmt: skip
 
 
 @pytest.mark.parametrize(

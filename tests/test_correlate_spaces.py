@@ -100,3 +100,87 @@ def test_hwnas_space_scores_subnets_of_a_model(tmp_path):
         run_correlation(compose_cfg(tmp_path / "x", "space=hwnas", f"csv_path={csv}"))
     with pytest.raises(ConfigError, match="hwnas.run_dir"):
         run_correlation(compose_cfg(tmp_path / "y", *over, "hwnas.weights=inherited"))
+
+
+def _fake_run(tmp_path: Path, scale: float) -> Path:
+    """A run folder as the pipeline leaves it: the recorded config and a supernet."""
+    import torch
+    from omegaconf import OmegaConf
+
+    import hwnas.elastic as elastic
+    from hwnas.app.config import compose_config
+
+    run = tmp_path / "run"
+    (run / "supernet").mkdir(parents=True)
+    cfg = compose_config(["experiment=vit_synthetic_tiny", f"paths.output_dir={run}"])
+    OmegaConf.save(cfg, run / "hwnas_config.yaml")
+    torch.manual_seed(1)
+    model = elastic.build_model(cfg.model, tuple(cfg.data.shape), 10)
+    state = {k: v * scale if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    torch.save(state, run / "supernet" / "supernet.pt")
+    return run
+
+
+def test_hwnas_space_inherits_a_runs_supernet(tmp_path):
+    import torch
+
+    run = _fake_run(tmp_path, scale=3.0)
+    import hwnas.elastic as elastic
+    from hwnas.app.config import load_run_config
+
+    model = elastic.build_model(load_run_config(run).model, (1, 16, 16), 10)
+    archs = [model.space.min_arch(), model.space.max_arch()]
+    csv = tmp_path / "subnets.csv"
+    pd.DataFrame({"arch": [a.to_str() for a in archs], "acc": [0.3, 0.6]}).to_csv(csv, index=False)
+    over = ["space=hwnas", f"hwnas.run_dir={run}", f"csv_path={csv}", "accuracy_column=acc",
+            "descore=false", "proxies=[params,weight_spectrum]"]  # fmt: skip
+    run_correlation(compose_cfg(tmp_path / "inh", *over, "hwnas.weights=inherited"))
+    run_correlation(compose_cfg(tmp_path / "init", *over))
+    inh, init = (pd.read_csv(tmp_path / d / "scores.csv") for d in ("inh", "init"))
+    assert np.allclose(inh["params"], init["params"])  # same archs
+    assert (inh["weight_spectrum"] > init["weight_spectrum"]).all()  # 3x larger weights
+    state = torch.load(run / "supernet" / "supernet.pt", weights_only=True)
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first] = state[first] * float("nan")
+    torch.save(state, run / "supernet" / "supernet.pt")
+    with pytest.raises(Exception, match="supernet.pt"):
+        run_correlation(compose_cfg(tmp_path / "nan", *over, "hwnas.weights=inherited"))
+    with pytest.raises(ConfigError, match="hwnas.run_dir"):
+        run_correlation(compose_cfg(tmp_path / "none", *over[:1], "hwnas.run_dir=/no/such/run",
+                                    f"csv_path={csv}"))  # fmt: skip
+
+
+def test_cli_input_errors_are_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "hwnas.correlate", "space=hwnas", f"csv_path={tmp_path}/x.csv",
+           f"hydra.run.dir={tmp_path}/out"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith("error: space=hwnas needs the model and data")
+    assert "Traceback" not in proc.stderr
+
+
+def test_every_proxy_runs_on_every_nasbench_bert_layer_type():
+    import hwnas.proxies as P
+
+    layers = [{"operation_type": t, "operation_parameter": p, "num_operation_heads": 2,
+               "feed_forward_dimension": 512, "num_feed_forward": n}
+              for t, p, n in [("SA", "SDP", 1), ("SA", "WMA", 3), ("LT", "DFT", 1),
+                              ("LT", "DCT", 3), ("DSC", 5, 1), ("DSC", 9, 1)]]  # fmt: skip
+    parser = get_arch_parser("nasbench_bert")
+    x = parser.data_free_input(4, (16, 128), 0)
+    for four in (layers[:4], layers[2:]):  # the space holds 2 or 4 layers
+        arch = parser.parse(json.dumps({"hidden_size": 128, "encoder_layers": four}))
+        model = parser.build(arch, 2, seed=0)
+        inputs = P.ProxyInputs(x, None, 2)
+        report = P.score_proxies_report(P.list_proxies(), model, inputs, seed=0)
+        assert report.failures == {} and not report.not_applicable
+        assert all(np.isfinite(v) for v in report.scores.values())
+    fourier = [dict(layer) for layer in layers[2:4]]  # no attention at all
+    text = json.dumps({"hidden_size": 128, "encoder_layers": fourier})
+    only_lt = parser.build(parser.parse(text), 2, seed=0)
+    report = P.score_proxies_report(P.list_proxies(), only_lt, P.ProxyInputs(x, None, 2), seed=0)
+    assert set(report.failures) == {"softmax_confidence"} == report.not_applicable

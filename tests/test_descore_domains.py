@@ -29,6 +29,7 @@ def test_a_term_no_network_has_is_left_out(normalize):
     without = DEScore.from_config({**BASE, "normalize": normalize}).combine(raws)
     na = [dict(r, softmax_confidence=None) for r in raws]
     assert np.allclose(with_term("softmax_confidence", normalize).combine(na), without)
+    assert np.allclose(with_term("softmax_confidence", normalize).combine(raws), without)
     # against a reference population as well
     ref = DEScore.from_config({**BASE, "normalize": normalize}).combine_against(raws, raws)
     assert np.allclose(with_term("softmax_confidence", normalize).combine_against(na, na), ref)
@@ -57,9 +58,25 @@ def test_components_of_a_cnn_mark_transformer_terms_not_applicable():
     score = DEScore.from_config({"weights": {"complexity": 1.0}, "proxies": {"complexity": "flops"},
                                  "extra": {"softmax_confidence": 1.0, "params": 1.0}})  # fmt: skip
     raw = score.components(cnn, inputs, seed=0)  # strict: does not raise for the term
-    assert raw["softmax_confidence"] is None and raw["params"] > 0
+    assert "softmax_confidence" not in raw and raw["params"] > 0  # absent: not applicable
     failures: dict[str, str] = {}
     assert score.components(cnn, inputs, seed=0, failures=failures) == raw
-    assert failures["softmax_confidence"].startswith("NotApplicable")
+    assert failures == {}  # not applicable is not a failure (no proxy_failures count)
     with pytest.raises(P.NotApplicable):  # asked for alone, the proxy still says so
         P.score_proxies(["softmax_confidence"], cnn, inputs)
+
+
+def test_a_cnn_pays_one_forward_for_the_transformer_terms():
+    calls = []
+
+    class Counted(nn.Sequential):
+        def forward(self, x):
+            calls.append(1)
+            return super().forward(x)
+
+    torch.manual_seed(0)
+    cnn = Counted(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 5))
+    inputs = P.gaussian_inputs((3, 8, 8), 4, 5, seed=0)
+    report = P.score_proxies_report(["softmax_confidence", "wpca"], cnn, inputs, seed=0)
+    assert report.not_applicable == {"softmax_confidence", "wpca"} and not report.scores
+    assert len(calls) == 1  # the shared pass says "not applicable" for both at once

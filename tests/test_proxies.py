@@ -300,7 +300,8 @@ def test_descore_components_and_population():
     raws = [ds.components(m, inputs, 0, latency_ms=float(i)) for i, m in enumerate(models)]
     keys = {"expressivity", "complexity", "latency", "az_progressivity", "az_trainability",
             "naswot"}  # fmt: skip
-    assert set(raws[0]) == keys
+    # a CNN reports no attention or FFN: its raws lack the transformer terms
+    assert set(raws[0]) == keys and {"softmax_confidence", "wpca"} <= set(ds.terms)
     assert raws[0]["complexity"] == P.score_proxy("flops", models[0], inputs, 0)
     assert raws[0]["expressivity"] == P.score_proxy("az_expressivity", models[0], inputs, 0)
     five = P.DEScore.denas()
@@ -315,7 +316,8 @@ def test_descore_configs_and_errors():
     shipped = P.DEScore.from_config(yaml.safe_load((CONF / "descore.yaml").read_text()))
     assert repr(shipped) == repr(P.DEScore.default())
     assert shipped.proxies() == ["az_expressivity", "flops", "az_progressivity",
-                                 "az_trainability", "naswot"]  # fmt: skip
+                                 "az_trainability", "naswot", "softmax_confidence",
+                                 "wpca"]  # fmt: skip
     five = P.DEScore.from_config(yaml.safe_load((CONF / "denas_rank.yaml").read_text()))
     assert repr(five) == repr(P.DEScore.denas()) and five.extra == {}
     assert five.proxies() == ["zen", "ntk", "nuclear_diversity", "synflow"]

@@ -28,7 +28,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hwnas.app.config import ConfigError, load_run_config
+from hwnas.app.config import ConfigError
 from hwnas.app.data import build_data
 from hwnas.core import atomic
 from hwnas.elastic import build_model
@@ -38,6 +38,7 @@ from hwnas.spaces.parsing import register_arch_parser
 log = logging.getLogger(__name__)
 
 SPACE = "hwnas"
+RUN_CONFIG = "hwnas_config.yaml"  # what a run folder records
 WEIGHTS = ("init", "inherited")
 
 
@@ -50,10 +51,10 @@ def register_hwnas_space(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"hwnas.weights={weights!r}: choose one of {list(WEIGHTS)}")
     if run_dir:
         run_dir = Path(str(run_dir)).expanduser()
-        try:
-            run_cfg = load_run_config(run_dir)
-        except FileNotFoundError as err:
-            raise ConfigError(f"hwnas.run_dir={run_dir}: {err}") from err
+        saved = run_dir / RUN_CONFIG
+        if not saved.is_file():  # read as recorded: composing again would need Hydra
+            raise ConfigError(f"hwnas.run_dir={run_dir}: no {RUN_CONFIG}; give a hwnas run folder")
+        run_cfg = OmegaConf.load(saved)
     elif cfg.get("model") is not None and cfg.get("data") is not None:
         run_cfg = OmegaConf.create(
             {"model": cfg.model, "data": cfg.data, "paths": cfg.get("paths"), "seed": cfg.seed}

@@ -46,7 +46,8 @@ _GROUPS: list[tuple[frozenset[str], GroupFn]] = []
 def register_proxy_group(names: Sequence[str]) -> Callable[[GroupFn], GroupFn]:
     """Decorator: ``fn(model, inputs, generator, names) -> {name: value}`` computes the
     proxies ``names`` (any subset of them) in one shared pass on one copy. It must give
-    each proxy exactly the value its own function gives for the same seed."""
+    each proxy exactly the value its own function gives for the same seed; for a member
+    whose own function would raise :class:`NotApplicable`, that exception is the value."""
 
     def deco(fn: GroupFn) -> GroupFn:
         _GROUPS.append((frozenset(names), fn))
@@ -163,6 +164,12 @@ def score_all(
         share = (time.perf_counter() - t0) / len(batch)
         report.seconds.update(dict.fromkeys(batch, share))
         for n in batch:  # a member's non-finite value is that proxy's own failure
+            if isinstance(values[n], NotApplicable):  # as its own function would raise
+                report.not_applicable.add(n)
+                report.failures[n] = f"{NotApplicable.__name__}: {values[n]}"
+                if strict and not allow_na:
+                    raise values[n]
+                continue
             try:
                 report.scores[n] = _finite(n, values[n])
             except FloatingPointError as exc:

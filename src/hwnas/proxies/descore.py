@@ -79,7 +79,8 @@ class DEScore:
     # The shipped default: AZ-NAS's four terms with its log-rank aggregation, NASWOT
     # for the activation patterns, and latency (docs/proxies.md explains the choice).
     DEFAULT_PROXIES = {"expressivity": "az_expressivity", "complexity": "flops"}
-    DEFAULT_EXTRA = {"az_progressivity": 1.0, "az_trainability": 1.0, "naswot": 1.0}
+    DEFAULT_EXTRA = {"az_progressivity": 1.0, "az_trainability": 1.0, "naswot": 1.0,
+                     "softmax_confidence": 1.0, "wpca": 1.0}  # fmt: skip
 
     def __init__(
         self,
@@ -154,8 +155,9 @@ class DEScore:
     def default(cls) -> DEScore:
         """The shipped default (``conf/proxy/descore.yaml``): expressivity from
         ``az_expressivity``, complexity from ``flops``, plus ``az_progressivity``,
-        ``az_trainability`` and ``naswot``, and latency; every term weight 1.0, AZ-NAS's
-        log-rank aggregation."""
+        ``az_trainability`` and ``naswot``, for transformers ``softmax_confidence`` and
+        ``wpca`` (left out where a network reports no attention / FFN), and latency;
+        every term weight 1.0, AZ-NAS's log-rank aggregation."""
         weights = {"expressivity": 1.0, "complexity": 1.0, "latency": 1.0}
         return cls(weights, "logrank", dict(cls.DEFAULT_EXTRA), proxies=cls.DEFAULT_PROXIES)
 
@@ -242,11 +244,16 @@ class DEScore:
         # ranks last on its term. Either way a proxy that does not apply to the model
         # (NotApplicable: e.g. attention terms of a CNN) is None, left out of its sum.
         report = score_all(todo, model, inputs, seed, failures is None, owned, allow_na=True)
-        if failures is not None:
-            failures.update(report.failures)
+        if failures is not None:  # not applicable is no failure: nothing to report
+            failures.update(
+                {n: m for n, m in report.failures.items() if n not in report.not_applicable}
+            )
         scores.update({name: report.scores.get(name, math.nan) for name in todo})
-        scores.update(dict.fromkeys(report.not_applicable))
-        raw = {key: scores[self.proxy_for(key)] for key in self.terms if key != "latency"}
+        raw = {
+            key: scores[self.proxy_for(key)]
+            for key in self.terms
+            if key != "latency" and self.proxy_for(key) not in report.not_applicable
+        }  # a term the network does not have is absent from its raw dict
         if latency_ms is not None and self.needs_latency:
             raw["latency"] = float(latency_ms)
         return raw
@@ -365,10 +372,10 @@ class DEScore:
         )
 
 
-def _get(raw: Mapping[str, float], key: str, i: int) -> float:
-    if key not in raw:
-        raise ValueError(f"raw #{i} lacks {key!r}; compute raws with this DEScore's components()")
-    return raw[key]
+def _get(raw: Mapping[str, float], key: str, i: int) -> float | None:
+    """``raw[key]``; a term absent from a raw dict (or None) is one the network does not
+    have (``components`` leaves out a proxy that raised ``NotApplicable``)."""
+    return raw.get(key)
 
 
 def _weight(name: str, w: float) -> float:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -177,20 +178,28 @@ def pca_components(hidden: torch.Tensor, eta: float = ETA) -> int:
     return min(below + 1, lam.numel())
 
 
-def _scores(model: nn.Module, inputs: ProxyInputs, names: Sequence[str]) -> dict[str, float]:
+def _scores(
+    model: nn.Module, inputs: ProxyInputs, names: Sequence[str], shared: bool = False
+) -> dict[str, Any]:
     """The transformer proxies ``names`` (members of :data:`GROUP`) from one recorded
-    forward (with a backward when ``head_importance`` is asked for)."""
+    forward (with a backward when ``head_importance`` is asked for). A proxy the model
+    has nothing for raises ``NotApplicable``; in the ``shared`` pass that exception is
+    its value instead, so the others are still scored from the same forward."""
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)  # as `params`
     out, records = _forward(model, inputs, grad="head_importance" in names)
     kinds = {r.kind for r in records}
+    missing: dict[str, NotApplicable] = {}
     for name in names:
         need, what = _NEEDS[name]
         if not kinds.intersection(need):
-            raise NotApplicable(
+            missing[name] = NotApplicable(
                 f"{name}: the model reports no {what}; it applies to transformers "
                 "whose layers report through hwnas.core.probe"
             )
-    values: dict[str, float] = {}
+            if not shared:
+                raise missing[name]
+    names = [n for n in names if n not in missing]
+    values: dict[str, Any] = dict(missing)
     if "head_confidence" in names:
         values["head_confidence"] = head_confidence_of(records)
     if "softmax_confidence" in names:
@@ -201,14 +210,14 @@ def _scores(model: nn.Module, inputs: ProxyInputs, names: Sequence[str]) -> dict
         count = sum(pca_components(_tensor(r, "hidden")) for r in records if r.kind == FFN)
         values["pca_count"] = float(count)
         values["wpca"] = float(n_params) * float(count)
-    return {name: values[name] for name in names}
+    return values
 
 
 @register_proxy_group(GROUP)
 def _transformer_pass(
     model: nn.Module, inputs: ProxyInputs, gen: torch.Generator, names: Sequence[str]
-) -> dict[str, float]:
-    return _scores(model, inputs, names)
+) -> dict[str, Any]:
+    return _scores(model, inputs, names, shared=True)
 
 
 # -------------------------------------------------------------- the registrations
