@@ -80,3 +80,28 @@ def test_a_cnn_pays_one_forward_for_the_transformer_terms():
     report = P.score_proxies_report(["softmax_confidence", "wpca"], cnn, inputs, seed=0)
     assert report.not_applicable == {"softmax_confidence", "wpca"} and not report.scores
     assert len(calls) == 1  # the shared pass says "not applicable" for both at once
+
+
+def test_a_network_that_declares_no_probe_records_costs_no_forward():
+    from hwnas.core.types import Network
+
+    calls = []
+
+    class DeclaredCNN(Network):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                                      nn.Linear(256, 5))  # fmt: skip
+
+        def probe_kinds(self):
+            return frozenset()
+
+        def forward(self, x):
+            calls.append(1)
+            return self.body(x)
+
+    inputs = P.gaussian_inputs((3, 8, 8), 4, 5, seed=0)
+    report = P.score_proxies_report(["softmax_confidence", "wpca"], DeclaredCNN(), inputs)
+    assert report.not_applicable == {"softmax_confidence", "wpca"} and calls == []
+    with pytest.raises(P.NotApplicable, match="hwnas.core.probe"):
+        P.score_proxy("head_importance", DeclaredCNN(), inputs)

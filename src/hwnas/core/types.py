@@ -9,7 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Network", "ProxyInputs", "Timing", "hidden_layers_of", "proxy_blocks", "to_plain"]
+__all__ = [
+    "Network", "ProxyInputs", "Timing", "hidden_layers_of", "probe_kinds", "proxy_blocks",
+    "to_plain",
+]  # fmt: skip
 
 
 @dataclass
@@ -45,6 +48,12 @@ class Network(nn.Module):
         the network has none, e.g. a CNN)."""
         return []
 
+    def probe_kinds(self) -> frozenset[str] | None:
+        """The :mod:`hwnas.core.probe` record kinds this network's layers report
+        (``None``: not declared, a proxy runs the network to see). A CNN declares
+        ``frozenset()``, so the transformer proxies say "not applicable" without a pass."""
+        return None
+
 
 def proxy_blocks(model: nn.Module) -> list[nn.Module] | None:
     """``model.proxy_blocks()`` for a :class:`Network`, or for a user's own module that
@@ -53,6 +62,15 @@ def proxy_blocks(model: nn.Module) -> list[nn.Module] | None:
         return model.proxy_blocks()
     own = getattr(model, "proxy_blocks", None)  # a user's module, not one of hwnas's
     return list(own()) if callable(own) else None
+
+
+def probe_kinds(model: nn.Module) -> frozenset[str] | None:
+    """``model.probe_kinds()`` for a :class:`Network` (or a user's module defining it),
+    else ``None`` (not declared)."""
+    if isinstance(model, Network):
+        return model.probe_kinds()
+    own = getattr(model, "probe_kinds", None)
+    return frozenset(own()) if callable(own) and own() is not None else None
 
 
 def hidden_layers_of(model: nn.Module) -> list[nn.Module]:

@@ -32,7 +32,7 @@ from torch import nn
 
 from hwnas.core import probe
 from hwnas.core.probe import ATTENTION, FFN, MIXER, ProbeRecord
-from hwnas.core.types import ProxyInputs
+from hwnas.core.types import ProxyInputs, probe_kinds
 from hwnas.proxies.base import NotApplicable, register_proxy, register_proxy_group
 from hwnas.proxies.common import prepare
 
@@ -186,8 +186,12 @@ def _scores(
     has nothing for raises ``NotApplicable``; in the ``shared`` pass that exception is
     its value instead, so the others are still scored from the same forward."""
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)  # as `params`
-    out, records = _forward(model, inputs, grad="head_importance" in names)
-    kinds = {r.kind for r in records}
+    declared = probe_kinds(model)  # a network that declares it reports nothing needed
+    if declared is not None and not any(declared & set(_NEEDS[n][0]) for n in names):
+        out, records, kinds = None, [], set(declared)  # needs no forward to say so
+    else:
+        out, records = _forward(model, inputs, grad="head_importance" in names)
+        kinds = {r.kind for r in records}
     missing: dict[str, NotApplicable] = {}
     for name in names:
         need, what = _NEEDS[name]

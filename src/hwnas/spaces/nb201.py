@@ -171,6 +171,10 @@ class NB201Network(Network):
     def arch(self) -> Arch:
         return str_to_arch(self.arch_str)
 
+    def probe_kinds(self) -> frozenset[str]:
+        """Convolutions only: no attention, token mixer or FFN to report."""
+        return frozenset()
+
     def proxy_blocks(self) -> list[nn.Module]:
         """The cells and reduction blocks, in order (the blocks AZ-NAS's proxies read)."""
         return list(self.cells)

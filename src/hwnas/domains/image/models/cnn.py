@@ -130,6 +130,10 @@ class StaticCNN(Network):
         super().__init__()
         self.stem, self.blocks, self.head = stem, nn.Sequential(*blocks), head
 
+    def probe_kinds(self) -> frozenset[str]:
+        """Convolutions only: no attention, token mixer or FFN to report."""
+        return frozenset()
+
     def proxy_blocks(self) -> list[nn.Module]:
         """The inverted-residual blocks, in order (the blocks AZ-NAS's proxies read)."""
         return list(self.blocks)
