@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import platform
 from pathlib import Path
 
 import pandas as pd
@@ -87,17 +86,13 @@ def harness_config(args: argparse.Namespace):
 
 def cpu_flags() -> str:
     """CPU model and its vector flags that matter for speed (AVX2, AVX-512, VNNI, AMX)."""
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("unknown", "x86_64", ""):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    from hwnas.hardware.latency import device_name
+    from hwnas.quantize.onnx_quant import cpu_flags as flags_of
+
+    flags = flags_of()
     keep = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8")
-    return f"{model}; flags {' '.join(f for f in keep if f in flags) or 'none of AVX2/AVX-512'}"
+    have = " ".join(f for f in keep if f in flags) or "none of AVX2/AVX-512"
+    return f"{device_name('cpu')}; flags {have}"
 
 
 def main() -> None:

@@ -82,19 +82,14 @@ def wait_for_idle(limit_s: float = 180.0) -> None:
 
 
 def cpu_info() -> str:
-    """The CPU model and which of :data:`CPU_FLAGS` it has (``/proc/cpuinfo``)."""
-    model, flags = "unknown CPU", None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = (s.strip() for s in line.partition(":"))
-            if key == "model name" and model == "unknown CPU":
-                model = value
-            elif key == "flags" and flags is None:
-                flags = set(value.split())
-    except OSError:
-        pass
-    have = ", ".join(f"{f} {'yes' if f in (flags or ()) else 'no'}" for f in CPU_FLAGS)
-    return f"CPU: {model}, {os.cpu_count()} CPUs; flags: {have}"
+    """The CPU model and which of :data:`CPU_FLAGS` it has (the readers hwnas's model
+    cards and latency tables use)."""
+    from hwnas.hardware.latency import device_name
+    from hwnas.quantize.onnx_quant import cpu_flags
+
+    flags = cpu_flags()
+    have = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in CPU_FLAGS)
+    return f"CPU: {device_name('cpu')}, {os.cpu_count()} CPUs; flags: {have}"
 
 
 def space_overrides(space: str, overrides: list[str]) -> list[str]:
