@@ -76,3 +76,26 @@ def test_search_scores_subnets_by_wer(asr_run):
     assert chosen["val_primary"] == "wer"
     assert set(chosen["val_metrics"]) >= {"wer", "cer"}
     assert "BN" not in chosen["val_method"]
+
+
+def test_rnnt_encoder_quantizes_and_decodes_through_the_runtime(asr_run, tmp_path):
+    """The exported forward is the encoder: its layers are quantized (not the predictor
+    or joiner, which decode in PyTorch), WER is measured on the quantized encoder."""
+    from hwnas.app.quantize_cli import main
+
+    out, _ = asr_run
+    q = tmp_path / "q"
+    small = [
+        "quantize.val_samples=8", "quantize.calib_samples=8", "quantize.hessian_samples=2",
+        "quantize.hessian_batch=4", "quantize.strategy.trials=4",
+        "quantize.strategy.population_size=4", "quantize.repeats=2", "quantize.warmup=0",
+        "quantize.throughput_batch=4", "quantize.measure_front=2", "quantize.compare=false",
+    ]  # fmt: skip
+    assert main([f"run_dir={out}", f"output_dir={q}", *small]) == 0
+    report = json.loads((q / "report.json").read_text())
+    assignment = json.loads((q / "assignment.json").read_text())
+    assert assignment and not any(n.startswith(("predictor", "joiner")) for n in assignment)
+    assert any(n.startswith("encoder.") for n in assignment)
+    assert report["metric"] == "wer" and report["compare"] == {}
+    for side in ("fp32", "int8", "chosen"):
+        assert 0.0 <= report[side]["test"] <= 1.5

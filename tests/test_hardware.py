@@ -229,7 +229,7 @@ def test_missing_table_file_names_the_fix(model, tmp_path: Path) -> None:
         build_cost_model(_hw(latency="table", table=str(tmp_path / "none.json")), model)
 
 
-@pytest.mark.parametrize("name", ["cpu", "cuda", "onnxruntime", "analytic"])
+@pytest.mark.parametrize("name", ["cpu", "cuda", "onnxruntime", "openvino", "analytic"])
 def test_hardware_yaml_files_validate(name: str) -> None:
     cfg = OmegaConf.load(CONF / "hardware" / f"{name}.yaml")
     assert set(cfg) == {f for f in HardwareConfig.__dataclass_fields__}

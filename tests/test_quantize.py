@@ -263,7 +263,7 @@ def test_assignment_quantizes_exactly_its_int8_layers(exported, tmp_path):
     )
     assert quantized_nodes(wide) == quantized_nodes(out)
     assert _op_counts(wide)["QuantizeLinear"] > _op_counts(out)["QuantizeLinear"]
-    with pytest.raises(ValueError, match="int4"):
+    with pytest.raises(ValueError, match="INT4 kernels for MatMul only"):
         quantize_assignment(path, {"head": "int4"}, calib, tmp_path / "x.onnx")
 
 

@@ -78,7 +78,8 @@ def test_fixture_covers_every_experiment_and_option_swap():
     experiments = {p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml")}
     assert {f"experiment={e}" for e in experiments} <= set(COMPOSED)
     swaps = ["supernet=bootstrap", "model=bootstrap", "hardware=cpu", "hardware=cuda",
-             "hardware=onnxruntime", "hardware=analytic", "proxy=descore", "proxy=denas_rank",
+             "hardware=onnxruntime", "hardware=openvino", "hardware=analytic",
+             "proxy=descore", "proxy=denas_rank",
              "proxy=denas_reference", "proxy=descore_transformer"]  # fmt: skip
     for group in ("zero_shot/strategy", "search/strategy"):
         swaps += [f"{group}={s}" for s in ("random", "nsga2", "tpe")]

@@ -79,3 +79,40 @@ def test_bn_free_models_do_not_claim_bn_recalibration(squad_run):
     assert report["inherited_method"] == "inherited supernet weights"
     chosen = json.loads((out / "search/chosen.json").read_text())
     assert "BN" not in chosen["val_method"]
+
+
+QUANT_SMALL = [
+    "quantize.val_samples=16", "quantize.calib_samples=8", "quantize.hessian_samples=2",
+    "quantize.hessian_batch=4", "quantize.strategy.trials=6",
+    "quantize.strategy.population_size=4", "quantize.repeats=2", "quantize.warmup=0",
+    "quantize.throughput_batch=4", "quantize.measure_front=2", "quantize.max_drop=0.5",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_bert_quantizes_per_layer_with_int4_on_either_runtime(squad_run, tmp_path, runtime):
+    """The encoder linears of the BERT subnet get INT8 or INT4 per layer; calibration,
+    timing inputs and F1 come from the QA task; the report shows both runtimes."""
+    from hwnas.app.quantize_cli import main
+
+    out, _ = squad_run
+    q = tmp_path / "q"
+    args = [f"run_dir={out}", f"output_dir={q}", f"quantize.runtime={runtime}",
+            "quantize.choices=[int4,int8,fp32]", *QUANT_SMALL]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads((q / "report.json").read_text())
+    assert report["runtime"] == runtime and report["metric"] == "f1"
+    assert (q / report["model"]).suffix == (".xml" if runtime == "openvino" else ".onnx")
+    layers = report["int4_layers"]
+    assert layers and {n.split(".")[0] for n in layers} <= {"encoder", "head"}
+    # uniform INT4 (INT8 where no kernel) is smaller on disk than uniform INT8
+    assert report["int4"]["size_mb"] < report["int8"]["size_mb"] < report["fp32"]["size_mb"]
+    for side in ("fp32", "int8", "int4", "chosen"):
+        assert 0.0 <= report[side]["test"] <= 1.0 and report[side]["peak_memory_mb"] > 0
+    other = "openvino" if runtime == "onnxruntime" else "onnxruntime"
+    assert set(report["compare"]) == {other}
+    assert set(report["compare"][other]) >= {"fp32", "int8", "int4", "chosen"}
+    assert report["machine"]["versions"][runtime] and report["machine"]["cpu"]
+    rows = (q / "sensitivity.csv").read_text().splitlines()
+    assert sum(",int4," in r for r in rows) == len(layers)
+    assert "OpenVINO" in (q / "report.md").read_text()

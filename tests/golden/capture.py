@@ -52,6 +52,8 @@ MEASURED_KEYS = re.compile(
     r"|metrics\.json\.quantize/|quantize/DONE\.json\.(assignment|metrics|report)"
     r"|quantize/assignment\.json"
     r"|quantize/report\.json\.(chosen|kept_fp32|int8_layers|assignment|estimate|val\.chosen)"
+    # the machine, and the other runtime's deployment of them (the chosen one among them)
+    r"|quantize/report\.json\.(machine|compare)\."
     # a model card's machine (CPU model and flags), timings, file sizes and paths
     r"|final/card\.json\.(hardware|speed|size_mb|commands)\.)"
 )

@@ -133,7 +133,8 @@ def card_markdown(card: dict[str, Any], m: str) -> str:
         f"{card['throughput_batch']}",
         f"- measured on {hw['device_name']} ({hw['machine']}; CPU flags: {flags}), device "
         f"{hw['device']}, backend {hw['backend']}, {hw['threads']} threads, torch "
-        f"{hw['torch_version']}, onnxruntime {hw.get('onnxruntime_version')}",
+        f"{hw['torch_version']}, onnxruntime {hw.get('onnxruntime_version')}"
+        + (f", openvino {hw['openvino_version']}" if hw.get("openvino_version") else ""),
         "",
         "## Size",
         f"- parameters: {card['params_m']:.4f} M (largest subnet {largest['params_m']:.4f} M)",

@@ -342,7 +342,6 @@ def _mean_seconds(journal: Journal, archs: pd.Series) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in acc.items()}
 
 
-
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="correlate")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the primary DE-Score's Spearman (for sweepers)."""

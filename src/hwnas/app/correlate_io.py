@@ -379,5 +379,3 @@ def make_inputs(
     if inp.y is not None:
         inp.y = inp.y.to(device)
     return inp, source
-
-

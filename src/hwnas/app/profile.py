@@ -92,7 +92,8 @@ def summarize(table: LatencyTable, model: ElasticModel) -> dict[str, float]:
         f"device        {meta['device_name']}",
         f"setting       {table.setting()}, warm-up {meta['warmup']}, repeats {meta['repeats']}, "
         f"rounds {meta['rounds']}",
-        f"versions      torch {meta['torch_version']}, onnxruntime {meta['onnxruntime_version']}",
+        f"versions      torch {meta['torch_version']}, onnxruntime {meta['onnxruntime_version']}"
+        + (f", openvino {meta['openvino_version']}" if meta.get("openvino_version") else ""),
         f"units         {len(table.units)} profiled in {meta['build_seconds']:.1f} s",
         f"predicted     {small:.3f} ms (smallest arch) .. {large:.3f} ms (largest arch)",
     ]
@@ -136,7 +137,6 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[int, int, str], None]]:
 def _log_progress(done: int, total: int, what: str) -> None:
     if done == total or done % max(1, total // 10) == 0:
         log.info("profiled %d/%d (%s)", done, total, what)
-
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="profile")

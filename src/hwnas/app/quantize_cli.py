@@ -89,7 +89,8 @@ def _run(args: dict[str, str], rest: list[str]) -> int:
         q = OmegaConf.to_container(cfg.quantize, resolve=True)
         summary = quantize_model(net, dm, q, out, int(cfg.seed), progress, cfg.trainer)
     atomic.write_json(out / "DONE.json", summary)
-    print(f"quantized model: {out / 'model.onnx'}; report: {out / 'report.md'}")
+    model = out / json.loads((out / "report.json").read_text())["model"]
+    print(f"quantized model: {model}; report: {out / 'report.md'}")
     return 0
 
 

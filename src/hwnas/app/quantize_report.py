@@ -6,14 +6,20 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
 from hwnas.core import atomic
-from hwnas.quantize.ort_runtime import OrtModule, model_size_mb, throughput, time_onnx
+from hwnas.quantize.ort_runtime import (
+    OrtModule,
+    model_size_mb,
+    peak_memory_mb,
+    throughput,
+    time_onnx,
+)
 from hwnas.spaces.base import Arch
 
 log = logging.getLogger(__name__)
@@ -34,10 +40,19 @@ def _save_front(
     chosen: Arch,
     metric: str,
     qat: Mapping[str, Any] | None = None,
+    sign: float = 1.0,
+    runtime: str = "onnxruntime",
 ) -> None:
     """``pareto.csv`` (every measured assignment, fastest first, with its marks; the
     QAT model, when there is one, as a row of its own) and ``pareto.png`` (measured val
-    accuracy against latency)."""
+    metric against latency). ``measured`` holds ``val`` and ``estimate`` oriented so
+    higher is better; ``sign`` (-1 for a lower-is-better metric) turns them back."""
+    measured = {
+        a: {**m, "val": sign * m["val"], "estimate": sign * m["estimate"]}
+        for a, m in measured.items()
+    }
+    if qat is not None:
+        qat = {**qat, "val": sign * qat["val"]}
     order = sorted(measured, key=lambda a: measured[a]["latency_ms"])
     marks = {fp32: "uniform FP32", int8: "uniform INT8"}
     rows = []
@@ -65,7 +80,7 @@ def _save_front(
         ax.plot(qat["latency_ms"], qat["val"], "P", ms=9, label="after QAT")
     best = qat["val"] if qat is not None and qat["deployed"] else measured[chosen]["val"]
     ax.plot(measured[chosen]["latency_ms"], best, "*", ms=14, label="chosen")
-    ax.set_xlabel("latency (ms, ONNX Runtime)")
+    ax.set_xlabel(f"latency (ms, {RUNTIME_LABELS.get(runtime, runtime)})")
     ax.set_ylabel(f"val {metric}")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -73,61 +88,162 @@ def _save_front(
         fig.savefig(fh, dpi=120, format="png")
 
 
-def _report(
-    task: Any, dm: Any, q: Mapping[str, Any], models: dict[str, Path], shape
-) -> dict[str, Any]:
-    """Test accuracy, size, latency and throughput of each model, as ORT runs it (a
-    file named twice, e.g. a chosen uniform assignment, is measured once)."""
+RUNTIME_LABELS = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+MODEL_LABELS = {
+    "fp32": "FP32",
+    "int8": "uniform INT8",
+    "int4": "INT4 where possible, INT8 elsewhere",
+    "chosen": "chosen mixed",
+    "qat": "QAT",
+}
+# the CPU features that decide integer and bf16 speed
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
+               "amx_int8", "amx_bf16")  # fmt: skip
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, its speed-relevant flags and the runtime versions, for every table."""
+    import torch
+
+    from hwnas.hardware.latency import device_name
+    from hwnas.quantize.deploy import runtime_version
+    from hwnas.quantize.onnx_quant import cpu_flags
+
+    try:
+        from importlib.metadata import version
+
+        nncf = version("nncf")
+    except Exception:  # noqa: BLE001 - not installed
+        nncf = None
+    flags = cpu_flags()
+    return {
+        "cpu": device_name("cpu"),
+        "flags": [f for f in SPEED_FLAGS if f in flags],
+        "versions": {
+            "onnxruntime": runtime_version("onnxruntime"),
+            "openvino": runtime_version("openvino"),
+            "nncf": nncf,
+            "torch": torch.__version__,
+        },
+    }
+
+
+def copy_model(src: Path, stem: Path) -> Path:
+    """Copy a deployed model (``.onnx``, or an IR's ``.xml`` and ``.bin``) to ``stem``
+    plus its suffix, atomically per file; returns the copy's path."""
+    dst = Path(f"{stem}{src.suffix}")
+    files = [(src, dst)]
+    if src.suffix == ".xml":
+        files.insert(0, (src.with_suffix(".bin"), dst.with_suffix(".bin")))
+    for a, b in files:
+        atomic.write_bytes(b, a.read_bytes())
+    return dst
+
+
+def _measure(
+    task: Any, net: Any, dm: Any, q: Mapping[str, Any], models: Mapping[str, Path], runtime: str
+) -> dict[str, dict[str, float]]:
+    """Test metric, size, resident memory, latency and throughput of each model as
+    ``runtime`` runs it (a file named twice is measured once); speedup against FP32."""
     metric = task.primary_metric
     timing = dict(threads=int(q["threads"]), warmup=int(q["warmup"]), repeats=int(q["repeats"]))
+    inputs = task.example_inputs
     measured: dict[Path, dict[str, float]] = {}
     for path in dict.fromkeys(models.values()):
-        test = float(
-            task.evaluate(OrtModule(path, int(q["threads"])), dm.test_dataloader())[metric]
+        module = task.deployed(net, OrtModule(path, int(q["threads"]), runtime))
+        test = float(task.evaluate(module, dm.test_dataloader())[metric])
+        lat = time_onnx(path, inputs, batch_size=int(q["batch_size"]), runtime=runtime, **timing)
+        big = time_onnx(
+            path, inputs, batch_size=int(q["throughput_batch"]), runtime=runtime, **timing
         )
-        lat = time_onnx(path, shape, batch_size=int(q["batch_size"]), **timing)
-        big = time_onnx(path, shape, batch_size=int(q["throughput_batch"]), **timing)
         measured[path] = {
-            "test": test, "size_mb": model_size_mb(path), "latency_ms": lat.median_ms,
-            "throughput_per_s": throughput(big),
+            "test": test, "size_mb": model_size_mb(path),
+            "peak_memory_mb": peak_memory_mb(path, inputs, int(q["batch_size"]), runtime),
+            "latency_ms": lat.median_ms, "throughput_per_s": throughput(big),
         }  # fmt: skip
-    out: dict[str, Any] = {name: dict(measured[path]) for name, path in models.items()}
+    out = {name: dict(measured[path]) for name, path in models.items()}
     for row in out.values():
         row["speedup"] = row["throughput_per_s"] / out["fp32"]["throughput_per_s"]
-    out["timing"] = {
-        **timing,
-        "batch_size": int(q["batch_size"]),
-        "throughput_batch": int(q["throughput_batch"]),
-        "backend": "onnxruntime",
-    }
     return out
 
 
-def _markdown(r: Mapping[str, Any]) -> str:
+def report_runtimes(
+    task: Any,
+    net: Any,
+    dm: Any,
+    q: Mapping[str, Any],
+    models: Mapping[str, Path],
+    ranked: Mapping[str, Arch],
+    runtime: str,
+    deploy: Callable[[str, Arch, Path], Path],
+    compare_dir: Path,
+) -> dict[str, Any]:
+    """The report's figures: ``models`` on the stage's ``runtime``, and with
+    ``q.compare`` the ``ranked`` assignments deployed (``deploy(runtime, arch, stem)``)
+    and measured on every other runtime installed here, under ``compare``."""
+    from hwnas.quantize.deploy import available_runtimes
+
+    out: dict[str, Any] = _measure(task, net, dm, q, models, runtime)
+    out["runtime"] = runtime
+    out["timing"] = {
+        "threads": int(q["threads"]), "warmup": int(q["warmup"]), "repeats": int(q["repeats"]),
+        "batch_size": int(q["batch_size"]), "throughput_batch": int(q["throughput_batch"]),
+        "backend": runtime,
+    }  # fmt: skip
+    out["machine"] = machine_info()
+    others = [r for r in available_runtimes() if r != runtime] if q.get("compare") else []
+    out["compare"] = {}
+    for other in others:
+        folder = compare_dir / other
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {name: deploy(other, arch, folder / name) for name, arch in ranked.items()}
+        out["compare"][other] = _measure(task, net, dm, q, paths, other)
+    return out
+
+
+def _table(rows: Mapping[str, Mapping[str, Any]], metric: str, chosen_qat: bool) -> list[str]:
     lines = [
-        "# Quantization (ONNX Runtime, static QDQ)",
-        "",
-        "| model | test acc | size (MB) | latency (ms) | throughput (/s) | speedup |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| model | test {metric} | size (MB) | peak memory (MB) | latency (ms) | throughput (/s) "
+        "| speedup |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    labels = {"fp32": "FP32", "int8": "uniform INT8", "chosen": "chosen mixed", "qat": "QAT"}
-    if r["chosen"].get("qat"):
+    labels = dict(MODEL_LABELS)
+    if chosen_qat:
         labels["chosen"] = "chosen mixed (QAT)"
-    for name in [n for n in labels if n in r]:
-        m = r[name]
-        label = labels[name]
+    for name in [n for n in labels if n in rows]:
+        m = rows[name]
         lines.append(
-            f"| {label} | {m['test']:.4f} | {m['size_mb']:.3f} | {m['latency_ms']:.3f} | "
+            f"| {labels[name]} | {m['test']:.4f} | {m['size_mb']:.3f} | "
+            f"{m.get('peak_memory_mb', float('nan')):.1f} | {m['latency_ms']:.3f} | "
             f"{m['throughput_per_s']:.0f} | {m['speedup']:.2f}x |"
         )
+    return lines
+
+
+def _markdown(r: Mapping[str, Any]) -> str:
+    runtime = r.get("runtime", "onnxruntime")
+    metric = r.get("metric", "acc")
+    label = RUNTIME_LABELS.get(runtime, runtime)
+    lines = [f"# Quantization ({label})", ""]
+    lines += _table(r, metric, bool(r["chosen"].get("qat")))
+    for other, rows in (r.get("compare") or {}).items():
+        lines += ["", f"The same assignments on {RUNTIME_LABELS.get(other, other)}:", ""]
+        lines += _table(rows, metric, False)
     t = r["timing"]
     lines += [
         "",
-        f"{r['assignment']['int8']} of {r['assignment']['layers']} layers in INT8 "
-        f"(fastest measured assignment within {r['max_drop']:.2%} val accuracy of FP32). "
+        f"{r['assignment']['int8']} of {r['assignment']['layers']} layers in INT8"
+        f"{_int4_text(r)} (fastest measured assignment within {r['max_drop']:.4g} val "
+        f"{metric} of FP32). "
         f"Latency at batch {t['batch_size']}, throughput at batch {t['throughput_batch']}, "
-        f"{t['threads']} thread(s); medians of {t['repeats']} runs.",
+        f"{t['threads']} thread(s); medians of {t['repeats']} runs. Peak memory: "
+        "resident memory that loading the model and one run cost in a fresh process.",
     ]
+    if "machine" in r:
+        m = r["machine"]
+        versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+        lines += ["", f"CPU: {m['cpu']}; flags: {' '.join(m['flags']) or 'none of note'}; "
+                  f"{versions}."]  # fmt: skip
     if "qat" in r:
         qat = r["qat"]
         done = "deployed" if qat["deployed"] else "kept out (not faster or better within max_drop)"
@@ -145,3 +261,8 @@ def _markdown(r: Mapping[str, Any]) -> str:
             for k in r["kept_fp32"]
         ]
     return "\n".join(lines) + "\n"
+
+
+def _int4_text(r: Mapping[str, Any]) -> str:
+    n = r["assignment"].get("int4", 0)
+    return f" and {n} in INT4 (weight-only)" if n else ""

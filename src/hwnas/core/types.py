@@ -93,7 +93,7 @@ def to_plain(value: Any) -> Any:
 @dataclass(frozen=True)
 class Timing:
     """How a latency is measured, the one home of these six settings and their
-    defaults: the ``device``, the runtime ``backend`` (torch | onnxruntime), the CPU
+    defaults: the ``device``, the runtime ``backend`` (torch | onnxruntime | openvino), the CPU
     intra-op ``threads`` (None: leave PyTorch's setting), the ``batch_size`` of the
     timed batch, the untimed ``warmup`` runs and the timed ``repeats`` (whose median is
     reported). The hardware cost models, the final report and the quantize stage time

@@ -38,6 +38,7 @@ from hwnas.hardware.base import CompositeCost, CostModel
 from hwnas.hardware.flops import FlopsLatency, FlopsLine
 from hwnas.hardware.latency import BACKENDS, DEVICES, check_setting, setting_label
 from hwnas.hardware.measured import RecordedLatency, load_measured
+from hwnas.hardware.openvino import require_openvino
 from hwnas.hardware.records import SETTING_KEYS, fingerprint, fingerprint_changes, resolved_threads
 from hwnas.hardware.table import LatencyTable, TableLatency
 
@@ -86,6 +87,8 @@ class HardwareConfig(Timing):
                 f"hardware.correction_samples must be 0 (none) or >= {least} with "
                 f"latency={hw.latency}, got {hw.correction_samples}"
             )
+        if hw.backend == "openvino" and hw.device == "cpu" and hw.measures():
+            require_openvino("hardware.backend")  # its fix names the full key
         try:
             check_setting(hw.device, hw.backend, hw.threads, hw.batch_size, hw.warmup,
                           hw.repeats, available=hw.measures())  # fmt: skip
@@ -199,7 +202,7 @@ def _check_given(meta: Mapping[str, Any], source: str, hw: HardwareConfig) -> No
     machine = fingerprint_changes(
         meta,
         fingerprint(hw.device, hw.backend, hw.threads, hw.batch_size),
-        ("device_name", "torch_version", "onnxruntime_version"),
+        ("device_name", "torch_version", "onnxruntime_version", "openvino_version"),
     )
     if machine:
         log.info("%s was measured on another machine, used as given (%s)", source,

@@ -1,9 +1,9 @@
 """Measured latency: warm-up, repeats, median, fixed threads, batch size and device.
 
 :func:`measure_latency` times one module on one input shape with PyTorch eager (CPU
-wall clock or CUDA events) or ONNX Runtime (the module exported to ONNX in a
-temporary folder). :class:`MeasuredLatency` is the cost model that measures each
-arch's exported subnet once and caches the median.
+wall clock or CUDA events), ONNX Runtime or OpenVINO's CPU plugin (either: the module
+exported to ONNX in a temporary folder, :func:`onnx_session`). :class:`MeasuredLatency`
+is the cost model that measures each arch's exported subnet once and caches the median.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from hwnas.core.runtime import torch_threads
 from hwnas.core.types import Timing
 from hwnas.elastic.base import ElasticModel
 from hwnas.hardware.base import CostModel
+from hwnas.hardware.openvino import ov_session, require_openvino
 from hwnas.spaces.base import Arch
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,9 @@ DEVICES = ("cpu", "cuda")
 # a callable ``(batch_size, generator) -> tuple of tensors`` (token ids, masks, ...).
 InputFactory = Callable[[int, torch.Generator], tuple[torch.Tensor, ...]]
 InputSpec = tuple[int, ...] | InputFactory
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "openvino")
+# the backends that time the module exported to ONNX (:func:`onnx_session`)
+EXPORTED = ("onnxruntime", "openvino")
 
 
 @dataclass(frozen=True)
@@ -106,13 +109,21 @@ def check_setting(
     available: bool = True,
 ) -> None:
     """Raise a one-line ``ValueError`` for a bad measurement setting; with
-    ``available``, also when the device cannot be used here (nothing to time: False)."""
+    ``available``, also when the device or runtime cannot be used here (nothing to
+    time: False), e.g. ``backend="openvino"`` without OpenVINO installed."""
     if device not in DEVICES:
         raise ValueError(f"latency device {device!r} is not supported; use one of {list(DEVICES)}")
     if backend not in BACKENDS:
         raise ValueError(
             f"latency backend {backend!r} is not supported; use one of {list(BACKENDS)}"
         )
+    if backend == "openvino" and device != "cpu":
+        raise ValueError(
+            f"backend='openvino' times on the cpu only, not device={device!r}; use "
+            "device=cpu (or backend=onnxruntime / torch on cuda)"
+        )
+    if available and backend == "openvino":
+        require_openvino("backend")
     if available and device == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             "latency device 'cuda' requested but CUDA is not available; use device=cpu"
@@ -143,7 +154,8 @@ def measure_latency(
     ``threads`` fixes the CPU intra-op threads (PyTorch's setting is restored
     afterwards; ``None`` keeps the current one). The module is run in eval mode under
     ``torch.inference_mode`` (its train/eval mode is restored); CUDA is timed with
-    events after a synchronize; ``backend="onnxruntime"`` exports it to ONNX first.
+    events after a synchronize; ``backend="onnxruntime"`` or ``"openvino"`` (CPU only)
+    exports it to ONNX first and times that runtime's session.
     """
     check_setting(device, backend, threads, batch_size, warmup, repeats)
     gen = torch.Generator().manual_seed(seed)
@@ -155,7 +167,7 @@ def measure_latency(
             if backend == "torch":
                 times = _time_torch(module, xs, device, warmup, repeats)
             else:
-                times = _time_onnxruntime(module, xs, device, n_threads, warmup, repeats)
+                times = _time_exported(module, xs, device, n_threads, warmup, repeats, backend)
     finally:
         module.train(was_training)
     return stats_of(times, warmup, batch_size, device, n_threads, backend)
@@ -278,9 +290,16 @@ def ort_session(path: str | Path, threads: int = 1, device: str = "cpu") -> Any:
     return ort.InferenceSession(str(path), opts, providers=providers)
 
 
-def onnx_session(module: nn.Module, xs: tuple, device: str, threads: int) -> Any:
+def onnx_session(
+    module: nn.Module, xs: tuple, device: str, threads: int, backend: str = "onnxruntime"
+) -> Any:
     """Export ``module`` (eval mode, traced on the inputs ``xs``) to ONNX and open a
-    session (:func:`ort_session`); its inputs are named by :func:`input_names`."""
+    session of ``backend`` on it: :func:`ort_session` (onnxruntime) or OpenVINO's
+    :func:`~hwnas.hardware.openvino.ov_session` (openvino, cpu only), both with
+    ``run(None, feed)``; its inputs are named by :func:`input_names`."""
+    if backend not in EXPORTED:
+        raise ValueError(f"no ONNX session for backend {backend!r}; use one of {list(EXPORTED)}")
+    opener = ov_session if backend == "openvino" else ort_session
     net = _on_device(module, "cpu")
     with tempfile.TemporaryDirectory(prefix="hwnas-onnx-") as tmp:
         path = Path(tmp) / "model.onnx"
@@ -294,12 +313,13 @@ def onnx_session(module: nn.Module, xs: tuple, device: str, threads: int) -> Any
                 opset_version=17,
                 dynamo=False,
             )
-        return ort_session(path, threads, device)
+        return opener(path, threads, device)
 
 
 def time_session(session: Any, feed: Mapping[str, Any], warmup: int, repeats: int) -> list[float]:
-    """Milliseconds of each of ``repeats`` runs of an ORT ``session`` on ``feed``, after
-    ``warmup`` untimed runs, with the garbage collector off."""
+    """Milliseconds of each of ``repeats`` runs of a ``session`` (ONNX Runtime's or an
+    :class:`~hwnas.hardware.openvino.OvSession`) on ``feed``, after ``warmup`` untimed
+    runs, with the garbage collector off."""
     times: list[float] = []
     with _no_gc():
         for _ in range(warmup):
@@ -311,10 +331,17 @@ def time_session(session: Any, feed: Mapping[str, Any], warmup: int, repeats: in
     return times
 
 
-def _time_onnxruntime(
-    module: nn.Module, xs: tuple, device: str, threads: int, warmup: int, repeats: int
+def _time_exported(
+    module: nn.Module,
+    xs: tuple,
+    device: str,
+    threads: int,
+    warmup: int,
+    repeats: int,
+    backend: str = "onnxruntime",
 ) -> list[float]:
-    session = onnx_session(module, xs, device, threads)
+    """:func:`time_session` of ``module`` exported to ONNX, run by ``backend``."""
+    session = onnx_session(module, xs, device, threads, backend)
     feed = {n: x.numpy() for n, x in zip(input_names(xs), xs, strict=True)}
     return time_session(session, feed, warmup, repeats)
 

@@ -1,9 +1,9 @@
 """Measured latencies as a record: every arch a run timed, replayed by a reproduction.
 
-With ``latency: measured`` (the ``cuda`` and ``onnxruntime`` targets, ``cpu`` on
-request) each arch's subnet is timed when first needed; two runs never time alike, so
-a rerun with the same seed would search on other latencies. :class:`RecordedLatency`
-keeps every arch's median: ``save_record(folder)`` writes them to
+With ``latency: measured`` (the ``cuda``, ``onnxruntime`` and ``openvino`` targets,
+``cpu`` on request) each arch's subnet is timed when first needed; two runs never time
+alike, so a rerun with the same seed would search on other latencies.
+:class:`RecordedLatency` keeps every arch's median: ``save_record(folder)`` writes them to
 ``folder/measured_latency.json`` (:data:`~hwnas.hardware.records.MEASURED_NAME`) and
 ``hardware.table=<that file>`` makes another run use them (:func:`load_measured`): an
 arch in the record gets its recorded latency, bit for bit; one that is not is timed

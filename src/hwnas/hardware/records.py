@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from hwnas.elastic.base import ElasticModel
+from hwnas.hardware import openvino
 from hwnas.hardware.analytic import model_signature
 from hwnas.hardware.latency import device_name
 from hwnas.spaces.base import SearchSpace
@@ -35,7 +36,11 @@ FINGERPRINT_KEYS = (
     "batch_size",
     "torch_version",
     "onnxruntime_version",
+    "openvino_version",
 )
+# keys a record written before they were fingerprinted may lack, with the backend they
+# matter for: absent from a record of another backend, they are no change
+LATER_KEYS = {"openvino_version": "openvino"}
 # the subset that is part of the hardware config (the rest is the machine itself)
 SETTING_KEYS = ("device", "backend", "threads", "batch_size")
 # file name of the record a run keeps (CostModel.save_record)
@@ -80,6 +85,7 @@ def fingerprint(device: str, backend: str, threads: int | None, batch_size: int)
         "batch_size": int(batch_size),
         "torch_version": torch.__version__,
         "onnxruntime_version": onnxruntime_version(),
+        "openvino_version": openvino.openvino_version(),
     }
 
 
@@ -88,11 +94,19 @@ def fingerprint_changes(
     current: Mapping[str, Any],
     keys: tuple[str, ...] = FINGERPRINT_KEYS,
 ) -> list[str]:
-    """``["threads: 4 recorded, 1 now", ...]`` for every key of ``keys`` that differs."""
+    """``["threads: 4 recorded, 1 now", ...]`` for every key of ``keys`` that differs.
+
+    A key of :data:`LATER_KEYS` that an older record lacks is no change unless the
+    record was measured with the backend it belongs to (``openvino_version`` matters
+    to a table measured with OpenVINO, not to one measured with torch before it was
+    recorded)."""
     return [
         f"{key}: {recorded.get(key, 'not recorded')!r} recorded, {current.get(key)!r} now"
         for key in keys
         if recorded.get(key) != current.get(key)
+        and not (
+            key in LATER_KEYS and key not in recorded and recorded.get("backend") != LATER_KEYS[key]
+        )
     ]
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,15 @@ def _weights(model: nn.Module, layers: Sequence[str] | None) -> dict[str, nn.Par
     return {n: modules[n].weight for n in names}
 
 
+def double_backward_attention() -> AbstractContextManager:
+    """Scaled dot-product attention on its math kernel, whose backward is itself
+    differentiable: the fused CPU kernels (flash, memory-efficient) have no derivative
+    of their backward, so a Hessian-vector product through attention needs this."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 def _rademacher(like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     v = torch.randint(0, 2, like.shape, generator=gen, dtype=torch.int8)
     return (v.to(like.dtype) * 2 - 1).to(like.device)
@@ -100,7 +110,8 @@ def hutchinson_trace(
             w.requires_grad_(True)
         params = list(weights.values())
         for batch in batches:
-            loss = loss_fn(model, batch)
+            with double_backward_attention():
+                loss = loss_fn(model, batch)
             grads = torch.autograd.grad(loss, params, create_graph=True)
             for s, probe in enumerate(probes):
                 vs = [probe[n] for n in weights]
@@ -136,7 +147,9 @@ def exact_trace(model: nn.Module, loss_fn: LossFn, batches: Iterable[Any], layer
     total = 0.0
     try:
         for batch in batches:
-            (g,) = torch.autograd.grad(loss_fn(model, batch), weight, create_graph=True)
+            with double_backward_attention():
+                loss = loss_fn(model, batch)
+            (g,) = torch.autograd.grad(loss, weight, create_graph=True)
             flat = g.reshape(-1)
             for i in range(flat.numel()):
                 (row,) = torch.autograd.grad(flat[i], weight, retain_graph=True)

@@ -18,8 +18,8 @@ for ``Linear``) and no node may be claimed by two layers.
 3. **Call order.** Graphs traced by torch.fx (bootstrapped subnets) lose the module
    path in node names (``/conv.0.0_1/Conv``). Given example inputs, the layers are then
    run once with hooks recording the order they are called, which is the order of the
-   Conv/Gemm/MatMul nodes in the exported (topologically sorted) graph; the counts and
-   op types must agree.
+   Conv/Gemm/MatMul nodes with a constant weight in the exported (topologically sorted)
+   graph; the counts and op types must agree.
 """
 
 from __future__ import annotations
@@ -72,6 +72,33 @@ def quantizable_layers(model: nn.Module) -> list[Layer]:
     return out
 
 
+def called_layers(model: nn.Module, example: tuple) -> list[Layer]:
+    """The quantizable layers that ``model(*example)`` runs (its exported ``forward``),
+    in ``named_modules`` order: a transducer's forward is its encoder, so its predictor
+    and joiner (run only while decoding) are not in the export and are left out."""
+    every = quantizable_layers(model)
+    called = set(_calls(model, example, {layer.name for layer in every}))
+    return [layer for layer in every if layer.name in called]
+
+
+def _calls(model: nn.Module, example: tuple, names: set[str]) -> list[str]:
+    """The modules of ``names`` in the order ``model(*example)`` calls them (eval mode,
+    no grad), one entry per call."""
+    calls: list[str] = []
+    hooks = [
+        module.register_forward_hook(lambda *_, name=name: calls.append(name))
+        for name, module in model.named_modules()
+        if name in names
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(*example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return calls
+
+
 def _load(onnx_model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
     if isinstance(onnx_model, onnx.ModelProto):
         return onnx_model
@@ -94,6 +121,32 @@ def node_scope(node_name: str) -> str:
     return ".".join(parts)
 
 
+def _constants(proto: onnx.ModelProto) -> set[str]:
+    """Tensors that hold weights: initializers, ``Constant`` outputs, and what a
+    ``Transpose``/``Reshape``/``Cast`` of nothing but those produces (a Linear on
+    3-D input exports as ``MatMul(x, Transpose(W))`` in some opsets)."""
+    const = {i.name for i in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "Constant" or (
+            node.op_type in ("Transpose", "Reshape", "Cast", "Identity")
+            and all(i in const for i in node.input if i)
+        ):
+            const.update(node.output)
+    return const
+
+
+def weight_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The Conv/Gemm/MatMul nodes whose second input is a weight (a constant), in graph
+    order: a layer's node. Attention's ``Q K^T`` and ``P V`` are MatMuls of two
+    activations and belong to no layer."""
+    const = _constants(proto)
+    return [
+        n
+        for n in proto.graph.node
+        if n.op_type in QUANTIZABLE_OPS and len(n.input) > 1 and n.input[1] in const
+    ]
+
+
 def call_order_nodes(
     model: nn.Module,
     onnx_model: str | Path | onnx.ModelProto,
@@ -103,19 +156,8 @@ def call_order_nodes(
     """``{layer: [node]}`` by call order (see the module doc, step 3): ``model`` runs on
     ``example`` with hooks on ``layers``; the k-th call is the k-th Conv/Gemm/MatMul node."""
     wanted = {layer.name: layer for layer in layers}
-    calls: list[str] = []
-    hooks = [
-        module.register_forward_hook(lambda *_, name=name: calls.append(name))
-        for name, module in model.named_modules()
-        if name in wanted
-    ]
-    try:
-        with torch.no_grad():
-            model.eval()(*example)
-    finally:
-        for h in hooks:
-            h.remove()
-    nodes = [n for n in _load(onnx_model).graph.node if n.op_type in QUANTIZABLE_OPS]
+    calls = _calls(model, example, set(wanted))
+    nodes = weight_nodes(_load(onnx_model))
     if len(calls) != len(nodes):
         raise ValueError(
             f"the model calls its conv/linear layers {len(calls)} times but its ONNX graph "

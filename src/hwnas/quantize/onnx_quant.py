@@ -1,11 +1,13 @@
 """Deploying a precision assignment: ONNX Runtime static QDQ quantization.
 
 :func:`quantize_assignment` turns an FP32 ONNX file (``hwnas.app.subnet_io.export_onnx``)
-and ``{layer: "fp32" | "int8"}`` into a QDQ model in which exactly the INT8 layers'
-Conv/Gemm/MatMul nodes are quantized: weights per output channel (QInt8, symmetric),
-activations with ranges calibrated on real batches (QUInt8 by default, as ORT
-recommends for x86 CPUs). ORT then fuses each ``DQ -> Conv -> Q`` into an integer
-kernel. :mod:`hwnas.quantize.ort_runtime` times and sizes what was deployed.
+and ``{layer: "fp32" | "int8" | "int4"}`` into a QDQ model in which exactly the INT8
+layers' Conv/Gemm/MatMul nodes are quantized: weights per output channel (QInt8,
+symmetric), activations with ranges calibrated on real batches (QUInt8 by default, as
+ORT recommends for x86 CPUs). ORT then fuses each ``DQ -> Conv -> Q`` into an integer
+kernel. INT4 layers (MatMul only) become weight-only ``MatMulNBits`` nodes
+(:func:`int4_weights`). :mod:`hwnas.quantize.ort_runtime` times and sizes what was
+deployed.
 
 ORT quirks handled here: an empty ``nodes_to_quantize`` means *every* node, so an
 all-FP32 assignment copies the FP32 file instead of calling the quantizer; ORT
@@ -37,7 +39,8 @@ from hwnas.quantize.ort_runtime import as_feed
 
 log = logging.getLogger(__name__)
 
-ORT_PRECISIONS = ("fp32", "int8")
+ORT_PRECISIONS = ("fp32", "int8", "int4")
+INT4_BLOCK = 32  # MatMulNBits block: input channels per 4-bit scale
 CALIBRATIONS = ("minmax", "percentile", "entropy")
 ACTIVATION_TYPES = ("uint8", "int8")
 
@@ -154,12 +157,55 @@ def _quiet_ort():
             log.debug("onnxruntime: %s", printed.getvalue().strip())
 
 
-def check_assignment(assignment: Mapping[str, str]) -> None:
+def check_assignment(
+    assignment: Mapping[str, str],
+    layer_nodes: Mapping[str, Sequence[str]] | None = None,
+    op_types: Mapping[str, str] | None = None,
+) -> None:
+    """A ``ValueError`` for a precision ORT cannot deploy: anything but fp32/int8/int4,
+    or INT4 on a layer whose node is not a MatMul (``op_types``: node -> op type)."""
     bad = {k: v for k, v in assignment.items() if v not in ORT_PRECISIONS}
     if bad:
+        raise ValueError(f"ONNX Runtime supports {list(ORT_PRECISIONS)} per layer; got {bad}")
+    if layer_nodes is None or op_types is None:
+        return
+    for layer, p in assignment.items():
+        kinds = {op_types[n] for n in layer_nodes.get(layer, [])}
+        if p == "int4" and kinds - {"MatMul"}:
+            raise ValueError(
+                f"layer {layer!r} computes a {'/'.join(sorted(kinds))}: ONNX Runtime has INT4 "
+                "kernels for MatMul only (MatMulNBits); keep it at int8 or fp32"
+            )
+
+
+def int4_weights(
+    src: str | Path, out: str | Path, nodes: Sequence[str], block_size: int = INT4_BLOCK
+) -> Path:
+    """Rewrite the MatMul ``nodes`` of ``src`` (their weights constant) as ONNX Runtime's
+    weight-only ``MatMulNBits``: 4-bit symmetric weights in blocks of ``block_size``
+    input channels, FP32 activations; everything else unchanged. Writes ``out``."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    proto = onnx.load(str(src))
+    every = [n.name for n in proto.graph.node if n.op_type == "MatMul"]
+    quantizer = MatMulNBitsQuantizer(
+        proto,
+        bits=4,
+        block_size=block_size,
+        is_symmetric=True,
+        nodes_to_exclude=[n for n in every if n not in set(nodes)],
+    )
+    with _quiet_ort():
+        quantizer.process()
+    done = {n.name for n in quantizer.model.model.graph.node if n.op_type == "MatMulNBits"}
+    if len(done) < len(nodes):
         raise ValueError(
-            f"ORT static quantization supports {list(ORT_PRECISIONS)} per layer; got {bad}"
+            f"ONNX Runtime left {len(nodes) - len(done)} of the INT4 MatMuls unquantized "
+            "(a weight that is not a constant?)"
         )
+    tmp = atomic.temporary_path(Path(out))
+    quantizer.model.save_model_to_file(str(tmp))
+    return atomic.replace_file(tmp, Path(out))
 
 
 def calibration_cache_name(fp32_onnx: str | Path, settings: QuantSettings | None = None) -> str:
@@ -198,13 +244,20 @@ def quantize_assignment(
     check_assignment(assignment)
     src, out = Path(fp32_onnx_path), Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    int4 = [name for name, p in assignment.items() if p == "int4"]
+    if int4 or layer_nodes is None:
+        layer_nodes = layer_nodes or layer_nodes_by_name(src, list(assignment))
+    if int4:
+        proto = onnx.load(str(src), load_external_data=False)
+        check_assignment(assignment, layer_nodes, {n.name: n.op_type for n in proto.graph.node})
+        eight = {k: ("fp32" if p == "int4" else p) for k, p in assignment.items()}
+        quantize_assignment(src, eight, calib_batches, out, settings, layer_nodes, cache_path)
+        return int4_weights(out, out, [n for name in int4 for n in layer_nodes[name]])
     int8 = [name for name, p in assignment.items() if p == "int8"]
     if not int8:  # ORT reads an empty nodes_to_quantize as "every node"
         if src.resolve() != out.resolve():
             shutil.copyfile(src, out)
         return out
-    if layer_nodes is None:
-        layer_nodes = layer_nodes_by_name(src, list(assignment))
     missing = [n for n in int8 if n not in layer_nodes]
     if missing:
         raise KeyError(f"layer_nodes has no entry for INT8 layers {missing}")
@@ -231,7 +284,7 @@ def quantize_assignment(
             n.name
             for n in proto.graph.node
             if n.op_type in QUANTIZABLE_OPS and n.name not in assigned
-        ]
+        ] + kept_float(proto)
         quant_kw = {"nodes_to_exclude": fp32_nodes + stray}
     else:
         quant_kw = {"nodes_to_quantize": chosen, "op_types_to_quantize": list(QUANTIZABLE_OPS)}
@@ -254,6 +307,23 @@ def quantize_assignment(
         )
     atomic.replace_file(tmp, out)
     return out
+
+
+# ops ``other_ops`` leaves in FP32: 8-bit LayerNorm and Softmax cost a transformer
+# several times the error of its quantized layers (tested on the SQuAD tiny subnet)
+FLOAT_OPS = ("LayerNormalization", "Softmax")
+
+
+def kept_float(proto: onnx.ModelProto) -> list[str]:
+    """Nodes that ``other_ops`` does not quantize: :data:`FLOAT_OPS`, and in a graph with
+    attention (a Softmax) every Add, whose inputs include the additive padding mask
+    (-inf: no 8-bit range holds it) and the residual stream's outliers."""
+    attention = any(n.op_type == "Softmax" for n in proto.graph.node)
+    return [
+        n.name
+        for n in proto.graph.node
+        if n.op_type in FLOAT_OPS or (attention and n.op_type == "Add")
+    ]
 
 
 def quantized_nodes(path: str | Path) -> set[str]:

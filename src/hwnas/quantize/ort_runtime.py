@@ -1,13 +1,17 @@
-"""Running deployed ONNX files: sessions, a module wrapper, timing and size on disk.
+"""Running deployed models: sessions, a module wrapper, timing, size on disk, memory.
 
-:func:`time_onnx` times an existing ``.onnx`` file (a quantized model, or any export)
-with the settings of :func:`hwnas.hardware.latency.measure_latency` (fixed intra-op
-threads, warm-up, repeats, median) and returns the same :class:`LatencyStats`;
-:class:`OrtModule` lets a task's ``evaluate`` score the file as if it were a module.
+A deployed model is an ONNX file (ONNX Runtime, or OpenVINO reading ONNX) or an
+OpenVINO IR (``model.xml`` + ``model.bin``). :func:`open_session` opens either runtime
+behind ONNX Runtime's session interface (:mod:`hwnas.hardware.openvino`);
+:func:`time_onnx` times a file with the settings of
+:func:`hwnas.hardware.latency.measure_latency` (fixed intra-op threads, warm-up,
+repeats, median) and returns the same :class:`LatencyStats`; :class:`OrtModule` lets a
+task's ``evaluate`` score the file as if it were a module.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,9 @@ from hwnas.hardware.latency import (
     stats_of,
     time_session,
 )
+from hwnas.hardware.openvino import ir_files, ov_session
+
+log = logging.getLogger(__name__)
 
 
 def as_feed(batch: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -45,10 +52,35 @@ def as_feed(batch: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
     }
 
 
+RUNTIMES = ("onnxruntime", "openvino")
+
+
+def runtime_of(path: str | Path, runtime: str | None = None) -> str:
+    """The runtime that runs ``path``: ``runtime`` when given, else OpenVINO for an IR
+    (``.xml``) and ONNX Runtime for an ONNX file."""
+    if runtime is not None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime {runtime!r}: choose one of {list(RUNTIMES)}")
+        return runtime
+    return "openvino" if Path(path).suffix == ".xml" else "onnxruntime"
+
+
+def open_session(
+    path: str | Path, threads: int = 1, runtime: str | None = None, device: str = "cpu"
+) -> Any:
+    """A session on ``path`` in ``runtime`` (:func:`runtime_of`) with ``threads``
+    intra-op threads: ``run(None, feed)`` and ``get_inputs()`` as in ONNX Runtime."""
+    if runtime_of(path, runtime) == "openvino":
+        return ov_session(path, threads, device)
+    return ort_session(path, threads, device)
+
+
 def model_size_mb(path: str | Path) -> float:
-    """Size of an ONNX file in MB (10^6 bytes, as ``memory_mb``), external data files
-    beside it included."""
+    """Size of a deployed model in MB (10^6 bytes, as ``memory_mb``): an ONNX file with
+    the external data files beside it, or an OpenVINO IR's ``.xml`` and ``.bin``."""
     path = Path(path)
+    if path.suffix == ".xml":
+        return sum(f.stat().st_size for f in ir_files(path)) / 1e6
     total = path.stat().st_size
     proto = onnx.load(str(path), load_external_data=False)
     seen: set[str] = set()
@@ -61,13 +93,15 @@ def model_size_mb(path: str | Path) -> float:
 
 
 class OrtModule(nn.Module):
-    """An ONNX file behind the ``nn.Module`` call interface (torch tensors in and out),
-    so :meth:`hwnas.tasks.Task.evaluate` can score a quantized model as it is deployed."""
+    """A deployed model behind the ``nn.Module`` call interface (torch tensors in and
+    out), so :meth:`hwnas.tasks.Task.evaluate` can score a quantized model as it is
+    deployed; ``runtime`` as :func:`runtime_of` (ONNX Runtime for ``.onnx``)."""
 
-    def __init__(self, path: str | Path, threads: int = 1):
+    def __init__(self, path: str | Path, threads: int = 1, runtime: str | None = None):
         super().__init__()
         self.path = Path(path)
-        self.session = ort_session(self.path, threads)
+        self.runtime = runtime_of(path, runtime)
+        self.session = open_session(self.path, threads, self.runtime)
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def forward(self, *xs: Any) -> Any:
@@ -115,16 +149,19 @@ def time_onnx(
     repeats: int = Timing.repeats,
     seed: int = 0,
     device: str = Timing.device,
+    runtime: str | None = None,
 ) -> LatencyStats:
-    """Median (and spread) of ``repeats`` timed runs of an existing ONNX file after
-    ``warmup`` runs, at ``batch_size`` with ``threads`` intra-op threads.
+    """Median (and spread) of ``repeats`` timed runs of a deployed model (``runtime``
+    as :func:`runtime_of`) after ``warmup`` runs, at ``batch_size`` with ``threads``
+    intra-op threads.
 
     ``inputs``: a shape without the batch dimension or a callable
     ``(batch_size, generator) -> tensors`` (as :func:`hwnas.hardware.measure_latency`;
     e.g. ``task.example_inputs``); ``None`` builds them from the graph's input shapes.
     """
+    runtime = runtime_of(path, runtime)
     check_setting(device, "onnxruntime", threads, batch_size, warmup, repeats)
-    session = ort_session(path, threads, device)
+    session = open_session(path, threads, runtime, device)
     names = [i.name for i in session.get_inputs()]
     if inputs is None:
         feed = _random_feed(session, batch_size, seed)
@@ -132,7 +169,39 @@ def time_onnx(
         xs = make_inputs(inputs, batch_size, torch.Generator().manual_seed(seed))
         feed = as_feed(xs, names)
     times = time_session(session, feed, warmup, repeats)
-    return stats_of(times, warmup, batch_size, device, threads, "onnxruntime")
+    return stats_of(times, warmup, batch_size, device, threads, runtime)
+
+
+def peak_memory_mb(
+    path: str | Path, inputs: InputSpec | None, batch_size: int = 1, runtime: str | None = None
+) -> float:
+    """Peak resident memory (MB) that loading ``path`` and running it once at
+    ``batch_size`` costs, measured in a fresh process (:mod:`hwnas.quantize.memprobe`);
+    NaN where it cannot be measured (no /proc)."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    runtime = runtime_of(path, runtime)
+    session = open_session(path, 1, runtime)
+    names = [i.name for i in session.get_inputs()]
+    if inputs is None:
+        feed = _random_feed(session, batch_size, 0)
+    else:
+        feed = as_feed(make_inputs(inputs, batch_size, torch.Generator().manual_seed(0)), names)
+    del session
+    with tempfile.TemporaryDirectory(prefix="hwnas-mem-") as tmp:
+        npz = Path(tmp) / "feed.npz"
+        np.savez(npz, **feed)
+        done = subprocess.run(
+            [sys.executable, "-m", "hwnas.quantize.memprobe", str(path), runtime, str(npz)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    if done.returncode != 0:
+        log.warning("peak memory of %s not measured: %s", path, done.stderr.strip()[-300:])
+        return float("nan")
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"])
 
 
 def throughput(stats: LatencyStats) -> float:

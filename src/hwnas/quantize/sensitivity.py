@@ -1,7 +1,7 @@
 """Per-layer sensitivity to INT8, measured and estimated, and an additive accuracy model.
 
-:func:`layer_sensitivity` quantizes one layer at a time through ONNX Runtime (the model
-as it would be deployed), scores it on evaluation batches and puts the metric drop next
+:func:`layer_sensitivity` quantizes one layer at a time on the deployment runtime (the
+model as it would be deployed), scores it on evaluation batches and puts the metric drop next
 to the Hessian trace and HAWQ-v2 ``Omega`` of that layer, one row per layer for the
 report. :func:`estimate_accuracy` adds per-layer drops up to rank assignments a search
 does not measure; :func:`hessian_drops` turns ``Omega`` into drops in metric units
@@ -20,9 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from hwnas.quantize.deploy import deploy_assignment
 from hwnas.quantize.hessian import TraceEstimate, hawq_sensitivity
 from hwnas.quantize.layers import Layer, onnx_layer_nodes, quantizable_layers
-from hwnas.quantize.onnx_quant import QuantSettings, calibration_cache_name, quantize_assignment
+from hwnas.quantize.onnx_quant import QuantSettings, calibration_cache_name
 from hwnas.quantize.ort_runtime import OrtModule
 
 log = logging.getLogger(__name__)
@@ -81,12 +82,16 @@ def layer_sensitivity(
     precision: str = "int8",
     threads: int = 1,
     nodes: Mapping[str, Sequence[str]] | None = None,
+    runtime: str = "onnxruntime",
+    base: float | None = None,
 ) -> list[SensitivityRow]:
     """One :class:`SensitivityRow` per layer of ``layers`` (default: every quantizable
     layer of ``model``, whose export is ``fp32_onnx``): that layer alone at
-    ``precision`` through ORT, scored by ``evaluate``; the FP32 base is ``evaluate`` on
-    ``fp32_onnx`` itself. Quantized files go to ``folder`` (one calibration for all);
-    ``nodes`` is the layers' ONNX nodes (default: :func:`onnx_layer_nodes` by name)."""
+    ``precision`` deployed on ``runtime`` (:func:`hwnas.quantize.deploy.deploy_assignment`),
+    scored by ``evaluate``; the FP32 base is ``evaluate`` on ``fp32_onnx`` itself in that
+    runtime (or ``base`` when given). Quantized models go to ``folder`` (one ORT
+    calibration for all); ``nodes`` is the layers' ONNX nodes (default:
+    :func:`onnx_layer_nodes` by name)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     layers = quantizable_layers(model) if layers is None else list(layers)
@@ -95,14 +100,15 @@ def layer_sensitivity(
     cache = folder / calibration_cache_name(fp32_onnx, settings)
     calib = list(calib_batches)
     omegas = hawq_sensitivity(model, traces, precision) if traces else {}
-    base = float(evaluate(OrtModule(fp32_onnx, threads)))
+    if base is None:
+        base = float(evaluate(OrtModule(fp32_onnx, threads, runtime)))
     rows = []
     for layer in layers:
-        out = folder / f"only_{layer.name or 'root'}_{precision}.onnx"
-        quantize_assignment(
-            fp32_onnx, {layer.name: precision}, calib, out, settings, nodes, cache_path=cache
-        )
-        metric = float(evaluate(OrtModule(out, threads)))
+        out = deploy_assignment(
+            runtime, fp32_onnx, {layer.name: precision}, calib,
+            folder / f"only_{layer.name or 'root'}_{precision}", settings, nodes, cache,
+        )  # fmt: skip
+        metric = float(evaluate(OrtModule(out, threads, runtime)))
         trace = traces.get(layer.name) if traces else None
         rows.append(
             SensitivityRow(
@@ -122,21 +128,43 @@ def layer_sensitivity(
     return rows
 
 
-def measured_drops(rows: Iterable[SensitivityRow]) -> dict[str, float]:
+def _by_precision(
+    rows: Iterable[SensitivityRow], drop: Callable[[list[SensitivityRow]], dict[str, float]]
+) -> dict[str, Any]:
+    """``drop(rows of one precision)`` per precision: ``{layer: drop}`` when every row is
+    INT8, else ``{layer: {precision: drop}}`` (both are :func:`estimate_accuracy` input)."""
+    groups: dict[str, list[SensitivityRow]] = {}
+    for r in rows:
+        groups.setdefault(r.precision, []).append(r)
+    if set(groups) <= {"int8"}:
+        return drop(groups.get("int8", []))
+    out: dict[str, dict[str, float]] = {}
+    for precision, group in groups.items():
+        for layer, d in drop(group).items():
+            out.setdefault(layer, {})[precision] = d
+    return out
+
+
+def measured_drops(rows: Iterable[SensitivityRow]) -> dict[str, Any]:
     """``{layer: drop}`` of measured rows (the ``per_layer_drop`` of
-    :func:`estimate_accuracy`)."""
-    return {r.layer: r.drop for r in rows}
+    :func:`estimate_accuracy`; per precision when rows hold several)."""
+    return _by_precision(rows, lambda group: {r.layer: r.drop for r in group})
 
 
-def hessian_drops(rows: Sequence[SensitivityRow]) -> dict[str, float]:
-    """``{layer: c * omega}`` with ``c`` the least-squares fit of measured drop on
-    ``omega`` through the origin (0 when every ``omega`` is 0), so Hessian estimates
-    read in metric units. Rows need ``omega`` (:func:`layer_sensitivity` with traces)."""
-    if any(r.omega != r.omega for r in rows):
-        raise ValueError("hessian_drops needs rows with omega: pass traces to layer_sensitivity")
+def _fit(rows: list[SensitivityRow]) -> dict[str, float]:
     den = sum(r.omega**2 for r in rows)
     c = sum(r.omega * r.drop for r in rows) / den if den > 0 else 0.0
     return {r.layer: c * r.omega for r in rows}
+
+
+def hessian_drops(rows: Sequence[SensitivityRow]) -> dict[str, Any]:
+    """``{layer: c * omega}`` with ``c`` the least-squares fit of measured drop on
+    ``omega`` through the origin (0 when every ``omega`` is 0), so Hessian estimates
+    read in metric units; one fit per precision when rows hold several. Rows need
+    ``omega`` (:func:`layer_sensitivity` with traces)."""
+    if any(r.omega != r.omega for r in rows):
+        raise ValueError("hessian_drops needs rows with omega: pass traces to layer_sensitivity")
+    return _by_precision(rows, _fit)
 
 
 def estimate_accuracy(

@@ -20,8 +20,9 @@ from typing import Any
 
 from hwnas.core.types import Timing
 from hwnas.hardware.base import CostModel
+from hwnas.quantize.deploy import deploy_assignment
 from hwnas.quantize.layers import Layer
-from hwnas.quantize.onnx_quant import QuantSettings, calibration_cache_name, quantize_assignment
+from hwnas.quantize.onnx_quant import QuantSettings, calibration_cache_name
 from hwnas.quantize.ort_runtime import model_size_mb, time_onnx
 from hwnas.spaces.base import Arch, Gene, SearchSpace
 
@@ -34,9 +35,12 @@ def precision_space(
     layers: Sequence[str | Layer],
     choices: Sequence[str] = ("int8", "fp32"),
     name: str = "precision",
+    int4: Iterable[str] | None = None,
 ) -> SearchSpace:
     """The space of per-layer precisions over ``layers`` (names or :class:`Layer`);
-    ``choices`` are reordered lowest precision first (see the module doc)."""
+    ``choices`` are reordered lowest precision first (see the module doc). With
+    ``int4`` (the layers the runtime has INT4 kernels for), ``int4`` is offered to
+    those layers only; the others choose among the remaining ``choices``."""
     unknown = [c for c in choices if c not in PRECISION_ORDER]
     if unknown:
         raise ValueError(f"unknown precisions {unknown}; choose from {list(PRECISION_ORDER)}")
@@ -44,8 +48,25 @@ def precision_space(
     names = [x.name if isinstance(x, Layer) else str(x) for x in layers]
     if not names:
         raise ValueError("a precision space needs at least one layer")
-    genes = [Gene(n, ordered, GROUP) for n in names]
-    return SearchSpace(name, genes, {"kind": "precision", "choices": list(ordered)})
+    capable = set(names if int4 is None else int4)
+    narrow = tuple(p for p in ordered if p != "int4")
+    genes = [Gene(n, ordered if n in capable else narrow, GROUP) for n in names]
+    if any(len(g.choices) < 2 for g in genes):
+        raise ValueError(f"precisions {list(ordered)} leave some layer a single choice")
+    info = {"kind": "precision", "choices": list(ordered)}
+    if int4 is not None and "int4" in ordered:
+        info["int4_layers"] = [n for n in names if n in capable]
+    return SearchSpace(name, genes, info)
+
+
+def lowest(space: SearchSpace, precision: str) -> Arch:
+    """Every layer at ``precision`` where it may take it, else at its nearest higher
+    choice (uniform INT4 where a layer has no INT4 kernel keeps it at INT8)."""
+    rank = {p: i for i, p in enumerate(PRECISION_ORDER)}
+    return space.validate(
+        {g.name: min((c for c in g.choices if rank[c] >= rank[precision]), key=rank.get)
+         for g in space.genes}
+    )  # fmt: skip
 
 
 def uniform(space: SearchSpace, precision: str) -> Arch:
@@ -80,10 +101,10 @@ class WeightSizeCost(CostModel):
 
 
 class MeasuredQuantCost(CostModel):
-    """``latency_ms`` and ``size_mb`` of each assignment as deployed: quantized with
-    ORT into ``folder`` (one file per assignment, kept), timed with
-    :func:`time_onnx` and sized on disk; cached per arch. One calibration serves every
-    assignment (:func:`calibration_cache_name`)."""
+    """``latency_ms`` and ``size_mb`` of each assignment as deployed: quantized for
+    ``runtime`` (:func:`hwnas.quantize.deploy.deploy_assignment`) into ``folder`` (one
+    model per assignment, kept), timed with :func:`time_onnx` and sized on disk; cached
+    per arch. One ORT calibration serves every assignment (:func:`calibration_cache_name`)."""
 
     name = "measured_quant"
 
@@ -99,8 +120,10 @@ class MeasuredQuantCost(CostModel):
         threads: int = 1,
         warmup: int = Timing.warmup,
         repeats: int = Timing.repeats,
+        runtime: str = "onnxruntime",
     ):
         super().__init__()
+        self.runtime = runtime
         self.fp32_onnx, self.folder = Path(fp32_onnx), Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.calib_batches = list(calib_batches)
@@ -109,29 +132,29 @@ class MeasuredQuantCost(CostModel):
         self.paths: dict[Arch, Path] = {}
 
     def model_path(self, arch: Arch) -> Path:
-        """The quantized ONNX file of ``arch`` (written on first use)."""
+        """The quantized model of ``arch`` (written on first use)."""
         if arch not in self.paths:
-            out = self.folder / f"q_{assignment_key(arch)}.onnx"
-            quantize_assignment(
+            self.paths[arch] = deploy_assignment(
+                self.runtime,
                 self.fp32_onnx,
                 arch.to_dict(),
                 self.calib_batches,
-                out,
+                self.folder / f"q_{assignment_key(arch)}",
                 self.settings,
                 self.layer_nodes,
                 cache_path=self.folder / calibration_cache_name(self.fp32_onnx, self.settings),
             )
-            self.paths[arch] = out
         return self.paths[arch]
 
     def _compute(self, arch: Arch) -> dict[str, float]:
         path = self.model_path(arch)
-        stats = time_onnx(path, self.inputs, **self.timing)
+        stats = time_onnx(path, self.inputs, runtime=self.runtime, **self.timing)
         return {"latency_ms": stats.median_ms, "size_mb": model_size_mb(path)}
 
     def describe(self) -> str:
         t = self.timing
         return (
-            f"latency/size: ORT QDQ model measured (cpu, {t['threads']} threads, batch "
+            f"latency/size: {self.runtime} quantized model measured (cpu, {t['threads']} "
+            f"threads, batch "
             f"{t['batch_size']}; median of {t['repeats']} after {t['warmup']} warm-up)"
         )

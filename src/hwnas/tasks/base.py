@@ -125,6 +125,15 @@ class Task(ABC):
     ) -> dict[str, float]:
         """Every metric of ``model`` (eval mode, no grad) over ``loader``."""
 
+    def deployed(self, model: nn.Module, exported: nn.Module) -> nn.Module:
+        """What :meth:`evaluate` scores when ``exported`` (a runtime running the export
+        of ``model``'s ``forward`` on :meth:`example_inputs`, e.g. a quantized ONNX or
+        OpenVINO model) stands in for ``model``: ``exported`` itself when ``forward`` is
+        the whole model (classification, QA). A task whose metric needs more than the
+        exported forward (a transducer decodes the exported encoder's output with its
+        predictor and joiner) returns a module combining the two."""
+        return exported
+
     def primary(self, metrics: Mapping[str, float]) -> float:
         return float(metrics[self.primary_metric])
 

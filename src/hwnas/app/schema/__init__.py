@@ -151,7 +151,6 @@ def _typed(group: str, schema: type, node: Any) -> DictConfig:
 _TOP_KEYS = ("seed", "stages", "threads", "progress", "progress_interval_s")
 
 
-
 def _resolves(node: DictConfig) -> bool:
     try:
         OmegaConf.to_container(node, resolve=True)

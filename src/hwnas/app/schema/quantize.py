@@ -29,7 +29,8 @@ from hwnas.app.schema.run import ConstraintWindow
 from hwnas.app.schema.supernet import OPTIMIZERS
 from hwnas.core.types import Timing
 
-PRECISIONS = ("int8", "fp32")  # quantize.choices
+PRECISIONS = ("int4", "int8", "fp32")  # quantize.choices
+RUNTIMES = ("onnxruntime", "openvino")  # quantize.runtime
 ESTIMATES = ("hessian", "measured")  # hwnas.app.stages.quantize.ESTIMATES
 CALIBRATIONS = ("minmax", "percentile", "entropy")  # hwnas.quantize.onnx_quant
 ACTIVATION_TYPES = ("uint8", "int8")  # hwnas.quantize.onnx_quant
@@ -103,8 +104,14 @@ def _nsga2() -> dict[str, Any]:
 class QuantizeConfig:
     """The precision search (``quantize.*``).
 
-    - ``choices``: precisions offered per layer (fp32 and int8; int4 has no ONNX Runtime
-      kernel for convolutions).
+    - ``runtime``: where the quantized model runs and is measured: onnxruntime (static
+      QDQ INT8, MatMulNBits INT4; ``model.onnx``) | openvino (NNCF INT8 and INT4 weight
+      compression; ``model.xml`` + ``model.bin``; ``pip install 'hwnas[openvino]'``).
+    - ``compare``: also deploy FP32, uniform INT8 and the chosen assignment on the other
+      runtime when it is installed, side by side in the report.
+    - ``choices``: precisions offered per layer: fp32 and int8, and int4 (weight-only,
+      offered to the linear layers the runtime has INT4 kernels for: MatMul on ONNX
+      Runtime, MatMul/Gemm on OpenVINO; never to convolutions).
     - ``calib_samples``: training samples calibrating the activation ranges.
     - ``calibration``: minmax | percentile | entropy.
     - ``activations``: uint8 (x86 default) | int8.
@@ -131,6 +138,8 @@ class QuantizeConfig:
       against latency_ms.
     """
 
+    runtime: str = "onnxruntime"
+    compare: bool = True
     choices: list[str] = field(default_factory=lambda: ["int8", "fp32"])
     calib_samples: int = 512
     calibration: str = "minmax"
@@ -155,12 +164,14 @@ class QuantizeConfig:
     def validate(self) -> None:
         """ValueError naming ``quantize.<key>`` for the first value out of range (the
         strategy's keys are checked when it is built)."""
+        check_choice("quantize.runtime", self.runtime, RUNTIMES)
+        check_bool("quantize.compare", self.compare)
         choices = list(self.choices)
         bad = [c for c in choices if c not in PRECISIONS]
-        if bad or "fp32" not in choices or len(choices) < 2:
+        if bad or "fp32" not in choices or "int8" not in choices:
             raise ValueError(
-                f"quantize.choices={choices}: offer fp32 and int8 (int4 has no ONNX "
-                "Runtime kernel for convolutions)"
+                f"quantize.choices={choices}: offer fp32 and int8, optionally int4 "
+                "(e.g. [int4,int8,fp32])"
             )
         check_int("quantize.calib_samples", self.calib_samples, 1)
         check_choice("quantize.calibration", self.calibration, CALIBRATIONS)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,15 +32,23 @@ from torch import nn
 
 from hwnas.app.config import build_configured_strategy
 from hwnas.app.device import eval_device
-from hwnas.app.quantize_report import _markdown, _report, _save_front, _write_csv
+from hwnas.app.quantize_report import (
+    _markdown,
+    _save_front,
+    _write_csv,
+    copy_model,
+    report_runtimes,
+)
+from hwnas.app.stages.quantize_qat import qat_node, qat_target, quantization_aware
 from hwnas.app.subnet_io import export_onnx
 from hwnas.core import atomic
 from hwnas.core.progress import progress_bar
 from hwnas.core.types import to_plain
 from hwnas.hardware.constraints import Constraints
+from hwnas.quantize.deploy import check_runtime, deploy_assignment, int4_layers
 from hwnas.quantize.hessian import hutchinson_trace, task_loss
-from hwnas.quantize.layers import onnx_layer_nodes, quantizable_layers
-from hwnas.quantize.onnx_quant import QuantSettings
+from hwnas.quantize.layers import called_layers, onnx_layer_nodes
+from hwnas.quantize.onnx_quant import QuantSettings, calibration_cache_name
 from hwnas.quantize.ort_runtime import OrtModule
 from hwnas.quantize.sensitivity import (
     estimate_accuracy,
@@ -48,7 +56,7 @@ from hwnas.quantize.sensitivity import (
     layer_sensitivity,
     measured_drops,
 )
-from hwnas.quantize.space import MeasuredQuantCost, precision_space, uniform
+from hwnas.quantize.space import MeasuredQuantCost, lowest, precision_space, uniform
 from hwnas.search.base import SearchProblem
 from hwnas.search.objectives import TaskObjective
 from hwnas.spaces.base import Arch
@@ -71,12 +79,13 @@ def settings_of(q: Mapping[str, Any]) -> QuantSettings:
 
 def check_quantize_config(q: Mapping[str, Any]) -> None:
     """One-line errors for a bad ``quantize`` node, before anything runs."""
-    bad = [c for c in q["choices"] if c not in ("int8", "fp32")]
-    if bad or "fp32" not in q["choices"] or len(q["choices"]) < 2:
+    bad = [c for c in q["choices"] if c not in ("int4", "int8", "fp32")]
+    if bad or "fp32" not in q["choices"] or "int8" not in q["choices"]:
         raise ValueError(
-            f"quantize.choices={list(q['choices'])}: offer fp32 and int8 (int4 has no ONNX "
-            "Runtime kernel for convolutions)"
+            f"quantize.choices={list(q['choices'])}: offer fp32 and int8, optionally int4 "
+            "(e.g. [int4,int8,fp32])"
         )
+    check_runtime(str(q.get("runtime", "onnxruntime")))
     if q["estimate"] not in ESTIMATES:
         raise ValueError(f"quantize.estimate={q['estimate']!r}: choose one of {list(ESTIMATES)}")
     if not 0 <= float(q["max_drop"]) < 1:
@@ -94,8 +103,12 @@ def check_quantize_config(q: Mapping[str, Any]) -> None:
         check_qat_config(q["qat"])
 
 
-def _inputs_only(batches: list) -> list:
-    return [b[0] if isinstance(b, (list, tuple)) else b for b in batches]
+def model_inputs(task: Any, batches: Iterable[Any]) -> list[tuple]:
+    """The exported model's inputs of each data-loader batch (``task.split_batch``, the
+    first ``len(task.input_names())`` of them: a transducer's tokens feed only its
+    training joiner)."""
+    n = len(task.input_names())
+    return [tuple(task.split_batch(b)[0][:n]) for b in batches]
 
 
 def quantize_model(
@@ -115,29 +128,37 @@ def quantize_model(
     settings; default :class:`~hwnas.training.settings.TrainerSettings`) runs the
     optional quantization-aware fine-tuning (``q.qat``), in one process. The Hessian
     traces run on ``device`` (default: the trainer settings' evaluation device,
-    :mod:`hwnas.app.device`); every accuracy is ONNX Runtime's, on the CPU."""
+    :mod:`hwnas.app.device`); every accuracy is the deployment runtime's
+    (``q.runtime``), on the CPU."""
     check_quantize_config(q)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     progress = dict(progress or {})
+    runtime = str(q.get("runtime", "onnxruntime"))
     task = dm.task()
     metric = task.primary_metric
+    sign = 1.0 if task.higher_is_better else -1.0  # drops are "worse by", in either direction
     net = net.eval().to("cpu")
     settings = settings_of(q)
-    shape = tuple(dm.input_shape)
+    inputs = task.example_inputs  # timing batches of any size, from the task
 
-    # 1. the FP32 model and its layers
+    # 1. the FP32 model and the layers its exported forward runs
     example = task.example_inputs(1, torch.Generator().manual_seed(0))
-    fp32 = export_onnx(net, example, folder / "fp32.onnx", task.input_names(), task.output_names())
-    layers = quantizable_layers(net)
+    fp32 = export_onnx(
+        net, example, folder / "fp32.onnx", task.input_names(), task.output_names(),
+        task.dynamic_axes(),
+    )  # fmt: skip
+    layers = called_layers(net, example)
     nodes = onnx_layer_nodes(net, fp32, layers, example=example)
-    calib = _inputs_only(list(dm.calibration_loader(int(q["calib_samples"]))))
+    calib = model_inputs(task, dm.calibration_loader(int(q["calib_samples"])))
     val = first_samples(dm.val_dataloader(), int(q["val_samples"]))
+    int4 = int4_layers(runtime, layers, nodes, fp32) if "int4" in q["choices"] else []
 
-    def accuracy(module: nn.Module) -> float:
-        return float(task.evaluate(module, val)[metric])
+    def accuracy(path: Path) -> float:
+        module = task.deployed(net, OrtModule(path, int(q["threads"]), runtime))
+        return sign * float(task.evaluate(module, val)[metric])
 
-    # 2. sensitivity: Hessian traces, then one INT8 layer at a time
+    # 2. sensitivity: Hessian traces, then one quantized layer at a time
     log.info("quantize: %d layers; Hessian traces (%d probes)", len(layers), q["hessian_samples"])
     hessian_data = first_samples(
         dm.calibration_loader(int(q["hessian_batch"])), int(q["hessian_batch"])
@@ -147,7 +168,7 @@ def quantize_model(
     if device.type != "cpu":  # a copy: the CPU net is exported and measured
         hessian_net = copy.deepcopy(net).to(device)
         hessian_data = [move_data_to_device(b, device) for b in hessian_data]
-    log.info("stage quantize: Hessian traces on %s; accuracies on cpu (ONNX Runtime)", device)
+    log.info("stage quantize: Hessian traces on %s; accuracies on cpu (%s)", device, runtime)
     traces = hutchinson_trace(
         hessian_net,
         task_loss(task),
@@ -157,28 +178,34 @@ def quantize_model(
         seed=seed,
         mode="joint",
     )
-    log.info("quantize: measuring each layer alone in INT8 (%d val samples)", q["val_samples"])
-    rows = layer_sensitivity(
-        net, fp32, accuracy, calib, folder / "sensitivity", traces, settings, layers,
-        threads=int(q["threads"]), nodes=nodes,
-    )  # fmt: skip
-    _write_csv(folder / "sensitivity.csv", [r.to_dict() for r in rows])
-    base = rows[0].base_metric
+    log.info("quantize: measuring each layer alone quantized (%d val samples)", q["val_samples"])
+    base = accuracy(fp32)
+    rows = []
+    for precision, subset in (("int8", layers), ("int4", [x for x in layers if x.name in int4])):
+        if subset:
+            rows += layer_sensitivity(
+                net, fp32, lambda m: accuracy(m.path), calib, folder / "sensitivity", traces,
+                settings, subset, precision, int(q["threads"]), nodes, runtime, base,
+            )  # fmt: skip
+    _write_csv(folder / "sensitivity.csv", [
+        {**r.to_dict(), "base_metric": sign * r.base_metric, "metric": sign * r.metric}
+        for r in rows
+    ])  # fmt: skip
     drops = hessian_drops(rows) if q["estimate"] == "hessian" else measured_drops(rows)
     # a negative trace (noise, or a saddle) or a lucky measurement is not a gain
-    drops = {k: max(0.0, v) for k, v in drops.items()}
+    drops = {k: _floor0(v) for k, v in drops.items()}
 
     # 3. search: estimated accuracy against measured latency of the quantized model
-    space = precision_space(layers, tuple(q["choices"]))
+    space = precision_space(layers, tuple(q["choices"]), int4=int4 or None)
     cost = MeasuredQuantCost(
-        fp32, calib, folder / "candidates", settings, nodes, inputs=shape,
+        fp32, calib, folder / "candidates", settings, nodes, inputs=inputs,
         batch_size=int(q["batch_size"]), threads=int(q["threads"]),
-        warmup=int(q["warmup"]), repeats=int(q["repeats"]),
+        warmup=int(q["warmup"]), repeats=int(q["repeats"]), runtime=runtime,
     )  # fmt: skip
     constraints = Constraints.from_config(to_plain(q["constraints"]))
 
     def estimated(arch: Arch) -> dict[str, float]:
-        return {metric: estimate_accuracy(arch.to_dict(), base, drops)}
+        return {metric: sign * estimate_accuracy(arch.to_dict(), base, drops)}
 
     objective = TaskObjective(estimated, task)
     strategy = build_configured_strategy(q["strategy"], "quantize.strategy")
@@ -186,19 +213,23 @@ def quantize_model(
         problem = SearchProblem(space, objective, cost, constraints, seed, update)
         result = strategy.run(problem)
 
-    # 4. measure the front, uniform INT8 and FP32; choose
+    # 4. measure the front, the uniform baselines and FP32; choose
     fp32_arch, int8_arch = space.max_arch(), uniform(space, "int8")
+    baselines = [int8_arch, fp32_arch]
+    int4_arch = lowest(space, "int4") if int4 else None
+    if int4_arch is not None:
+        baselines.insert(0, int4_arch)
     front = result.pareto("latency_ms")
     step = max(1, -(-len(front) // int(q["measure_front"])))
-    picked = [e.arch for e in front[::step]] + [int8_arch, fp32_arch]
+    picked = [e.arch for e in front[::step]] + baselines
     measured: dict[Arch, dict[str, Any]] = {}
     for arch in dict.fromkeys(picked):
         costs = cost(arch)
         measured[arch] = {
-            "val": base if arch == fp32_arch else accuracy(OrtModule(cost.model_path(arch))),
+            "val": base if arch == fp32_arch else accuracy(cost.model_path(arch)),
             "estimate": estimated(arch)[metric],
             **costs,
-            "int8_layers": sum(p == "int8" for p in arch.values()),
+            **{f"{p}_layers": n for p, n in precision_counts(arch).items()},
             "feasible": constraints.feasible(costs),
         }
     ok = [
@@ -210,21 +241,21 @@ def quantize_model(
     chosen_path = cost.model_path(chosen)
 
     # 4b. optional quantization-aware fine-tuning of the chosen (or fastest) assignment
-    qat = _qat_node(q)
+    qat = qat_node(q)
     qat_row: dict[str, Any] | None = None
     models: dict[str, Path] = {}
     if int(qat["epochs"]) > 0:
-        target = _qat_target(qat, measured, chosen, int8_arch)
+        target = qat_target(qat, measured, chosen, int8_arch)
         if target is None:
             log.info("quantize: the QAT target has no INT8 layer; fine-tuning skipped")
         else:
-            path = _quantization_aware(
+            path = quantization_aware(
                 net, target, dm, qat, trainer_cfg, folder / "qat", calib, settings, layers,
-                example, progress,
+                example, progress, runtime,
             )  # fmt: skip
             qat_row = {
-                "assignment": target.to_dict(), "val": accuracy(OrtModule(path)),
-                "fp32_val": accuracy(OrtModule(path.with_name("fp32.onnx"))),
+                "assignment": target.to_dict(), "val": accuracy(path),
+                "fp32_val": accuracy(path.with_name("fp32.onnx")),
                 "ptq_val": measured[target]["val"], "latency_ms": measured[target]["latency_ms"],
                 "feasible": measured[target]["feasible"], "epochs": int(qat["epochs"]),
             }  # fmt: skip
@@ -235,42 +266,57 @@ def quantize_model(
             qat_row["deployed"] = bool(qat_row["feasible"] and within and better)
             log.info(
                 "quantize: QAT of %d INT8 layers: val %s %.4f (PTQ %.4f, FP32 %.4f)%s",
-                sum(p == "int8" for p in target.values()), metric, qat_row["val"],
-                qat_row["ptq_val"], base, "; deployed" if qat_row["deployed"] else "",
+                sum(p == "int8" for p in target.values()), metric, sign * qat_row["val"],
+                sign * qat_row["ptq_val"], sign * base,
+                "; deployed" if qat_row["deployed"] else "",
             )  # fmt: skip
             models["qat"] = path
             if qat_row["deployed"]:
                 chosen, chosen_path = target, path
-    _save_front(folder, measured, fp32_arch, int8_arch, chosen, metric, qat_row)
+    _save_front(folder, measured, fp32_arch, int8_arch, chosen, metric, qat_row, sign, runtime)
 
-    # 5. the chosen model and the report on the test set
-    atomic.write_bytes(folder / "model.onnx", chosen_path.read_bytes())
+    # 5. the chosen model and the report on the test set (each runtime installed)
+    for old in folder.glob("model.*"):  # a rerun with another runtime leaves one model
+        old.unlink()
+    deployed = copy_model(chosen_path, folder / "model")
     atomic.write_json(folder / "assignment.json", chosen.to_dict())
-    report = _report(task, dm, q, {
-        "fp32": cost.model_path(fp32_arch), "int8": cost.model_path(int8_arch),
-        "chosen": chosen_path, **models,
-    }, shape)  # fmt: skip
-    kept = [r.to_dict() for r in rows if chosen[r.layer] == "fp32"]
+    ranked = {"fp32": fp32_arch, "int8": int8_arch, "chosen": chosen}
+    if int4_arch is not None:
+        ranked["int4"] = int4_arch
+    paths = {name: cost.model_path(arch) for name, arch in ranked.items()}
+    report = report_runtimes(
+        task, net, dm, q, {**paths, "chosen": chosen_path, **models}, ranked, runtime,
+        lambda rt, arch, stem: deploy_assignment(
+            rt, fp32, arch.to_dict(), calib, stem, settings, nodes,
+            folder / "candidates" / calibration_cache_name(fp32, settings),
+        ),
+        folder / "compare",
+    )  # fmt: skip
+    kept = [r.to_dict() for r in rows if chosen[r.layer] == "fp32" and r.precision == "int8"]
     chosen_val = qat_row["val"] if qat_row and qat_row["deployed"] else measured[chosen]["val"]
     report.update({
-        "assignment": {"int8": sum(p == "int8" for p in chosen.values()), "layers": len(layers)},
+        "model": deployed.name, "metric": metric,
+        "assignment": {**precision_counts(chosen), "layers": len(layers)},
         "kept_fp32": [{k: r[k] for k in ("layer", "n_params", "drop", "omega")} for r in kept],
+        "int4_layers": int4,
         "estimate": q["estimate"], "max_drop": float(q["max_drop"]),
         "val": {
-            "fp32": base, "int8": measured[int8_arch]["val"],
-            "chosen": chosen_val,
+            "fp32": sign * base, "int8": sign * measured[int8_arch]["val"],
+            "chosen": sign * chosen_val,
         },
         "settings": settings.to_dict(),
     })  # fmt: skip
     if qat_row is not None:
-        report["qat"].update(qat_row)
+        signed = {k: sign * qat_row[k] for k in ("val", "fp32_val", "ptq_val")}
+        report["qat"].update({**qat_row, **signed})
         report["chosen"]["qat"] = bool(qat_row["deployed"])
     atomic.write_json(folder / "report.json", report)
     atomic.write_text(folder / "report.md", _markdown(report))
     log.info(
-        "quantize: %d of %d layers INT8; test %s %.4f vs FP32 %.4f; %.2fx throughput (ORT)",
-        report["assignment"]["int8"], len(layers), metric, report["chosen"]["test"],
-        report["fp32"]["test"], report["chosen"]["speedup"],
+        "quantize: %d of %d layers INT8, %d INT4; test %s %.4f vs FP32 %.4f; %.2fx "
+        "throughput (%s)", report["assignment"]["int8"], len(layers),
+        report["assignment"]["int4"], metric, report["chosen"]["test"],
+        report["fp32"]["test"], report["chosen"]["speedup"], runtime,
     )  # fmt: skip
     extra = {} if qat_row is None else {f"quantize/qat_test_{metric}": report["qat"]["test"]}
     return {
@@ -286,64 +332,15 @@ def quantize_model(
     }
 
 
-QAT_OFF = {"epochs": 0}
+def _floor0(drop: float | Mapping[str, float]) -> float | dict[str, float]:
+    if isinstance(drop, Mapping):
+        return {p: max(0.0, float(d)) for p, d in drop.items()}
+    return max(0.0, float(drop))
 
 
-def _qat_node(q: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The ``qat`` node (a run saved before it existed: off)."""
-    return q.get("qat") or QAT_OFF
-
-
-def _qat_target(
-    qat: Mapping[str, Any], measured: Mapping[Arch, dict[str, Any]], chosen: Arch, int8: Arch
-) -> Arch | None:
-    """The assignment QAT fine-tunes: the chosen one, the fastest measured assignment
-    within the constraints whatever its accuracy (``fastest``), or uniform INT8
-    (``int8``); ``None`` when it has no INT8 layer."""
-    target = chosen
-    if qat["assignment"] == "int8":
-        target = int8
-    elif qat["assignment"] == "fastest":
-        feasible = [a for a, m in measured.items() if m["feasible"]]
-        target = min(feasible, key=lambda a: measured[a]["latency_ms"], default=chosen)
-    return target if any(p == "int8" for p in target.values()) else None
-
-
-def _quantization_aware(
-    net: nn.Module,
-    target: Arch,
-    dm: Any,
-    qat: Mapping[str, Any],
-    trainer_cfg: Mapping[str, Any] | None,
-    folder: Path,
-    calib: list,
-    settings: QuantSettings,
-    layers: list,
-    example: tuple,
-    progress: Mapping[str, Any],
-) -> Path:
-    """Fine-tune ``net`` with ``target``'s INT8 layers fake-quantized, export the tuned
-    FP32 weights (``qat/fp32.onnx``), quantize them with ORT (calibrated again) and
-    return the path of the deployed QAT model (``qat/model.onnx``, beside the FP32)."""
-    from hwnas.quantize.onnx_quant import calibration_cache_name, quantize_assignment
-    from hwnas.quantize.qat import qat_finetune
-    from hwnas.training.settings import TrainerSettings
-
-    if trainer_cfg is None:  # the trainer group's defaults
-        trainer_cfg = TrainerSettings()
-    task = dm.task()
-    tuned = qat_finetune(
-        net, target.to_dict(), dm, qat, trainer_cfg, folder, calib,
-        settings.resolved_reduce_range, settings.activations, progress,
-    )  # fmt: skip
-    fp32 = export_onnx(
-        tuned, example, folder / "fp32.onnx", task.input_names(), task.output_names()
-    )
-    nodes = onnx_layer_nodes(tuned, fp32, layers, example=example)
-    cache = folder / calibration_cache_name(fp32, settings)
-    return quantize_assignment(
-        fp32, target.to_dict(), calib, folder / "model.onnx", settings, nodes, cache
-    )
+def precision_counts(arch: Arch) -> dict[str, int]:
+    """How many layers of ``arch`` are INT8 and INT4."""
+    return {p: sum(v == p for v in arch.values()) for p in ("int8", "int4")}
 
 
 def quantize(ctx: Any) -> dict[str, Any]:

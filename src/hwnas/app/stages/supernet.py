@@ -54,9 +54,7 @@ def run(ctx: Context) -> dict[str, Any]:
     )
     # the pool may keep to stage search's latency cap: each step then trains subnets of
     # the region the final choice comes from
-    pool_constraints = (
-        search_constraints(ctx)[0] if cfg.pool_within_cap else ctx.constraints
-    )
+    pool_constraints = search_constraints(ctx)[0] if cfg.pool_within_cap else ctx.constraints
 
     def search(space: SearchSpace, i: int) -> SearchResult | None:
         journal = folder / f"phase{i}_{phases[i].name}" / JOURNAL_NAME

@@ -31,9 +31,7 @@ def work(ctx: Context, stage: str, worker: int | None, parent_pid: int | None = 
     if stage == "zero_shot":
         node, seed, space = ctx.settings.zero_shot, ctx.seed, ctx.model.space
         title, constraints = ZERO_SHOT_TITLE, ctx.constraints
-        objective: Any = ZeroShotObjective(
-            ctx.model, ctx.descore, ctx.inputs, ctx.cost_model, seed
-        )
+        objective: Any = ZeroShotObjective(ctx.model, ctx.descore, ctx.inputs, ctx.cost_model, seed)
     elif stage == "search":
         load_supernet(ctx)
         node, seed, space = ctx.settings.search, ctx.seed, ctx.model.space

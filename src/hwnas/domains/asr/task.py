@@ -64,6 +64,23 @@ def valid_joint_mask(lengths: Tensor, token_lengths: Tensor, frames: int, labels
     return t & u
 
 
+class DeployedTransducer(nn.Module):
+    """A transducer whose encoder runs elsewhere: ``transcribe`` feeds the features to
+    ``encoder`` (``(features, lengths) -> (encoder_out, encoder_lengths)``, the model's
+    exported forward) and decodes its output with ``model``'s search."""
+
+    def __init__(self, model: nn.Module, encoder: nn.Module):
+        super().__init__()
+        self.model, self.encoder = model, encoder
+
+    def forward(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        return self.encoder(features, lengths)
+
+    def transcribe(self, features: Tensor, lengths: Tensor) -> list[list[int]]:
+        enc, enc_lengths = self.encoder(features, lengths)
+        return self.model.decode(enc.float(), enc_lengths.long())
+
+
 class TransducerASR(Task):
     """Character (or any label) transducer ASR over ``vocab`` (id 0 = blank).
 
@@ -235,6 +252,11 @@ class TransducerASR(Task):
             refs += self.references(targets)
             frames += int(inputs[1].sum())
         return hyps, refs, frames / self.frames_per_second
+
+    def deployed(self, model: nn.Module, exported: nn.Module) -> nn.Module:
+        """The exported encoder (``forward(features, lengths)``, e.g. quantized) with
+        ``model``'s own decoding (predictor and joiner in PyTorch)."""
+        return DeployedTransducer(model, exported)
 
     def evaluate(
         self, model: nn.Module, loader: Iterable, device: str | torch.device = "cpu"
