@@ -22,17 +22,10 @@ from hwnas.app.pipeline import run
 from hwnas.domains.image.models.cnn import ElasticCNN
 from hwnas.hardware import build_cost_model, openvino
 from hwnas.hardware.factory import HardwareConfig, table_cache_name
-from hwnas.hardware.latency import (
-    BACKENDS,
-    LatencyStats,
-    MeasuredLatency,
-    input_names,
-    measure_latency,
-    onnx_session,
-    ort_session,
-)
+from hwnas.hardware.latency import BACKENDS, LatencyStats, MeasuredLatency, measure_latency
 from hwnas.hardware.openvino import OvSession, ov_session
 from hwnas.hardware.records import FINGERPRINT_KEYS, fingerprint, fingerprint_changes
+from hwnas.hardware.sessions import input_names, onnx_session, ort_session
 from hwnas.hardware.table import LatencyTable
 from tests.conftest import CONF, FAST, TINY
 

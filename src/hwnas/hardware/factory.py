@@ -36,7 +36,8 @@ from hwnas.elastic.base import ElasticModel
 from hwnas.hardware.analytic import AnalyticCost, model_signature
 from hwnas.hardware.base import CompositeCost, CostModel
 from hwnas.hardware.flops import FlopsLatency, FlopsLine
-from hwnas.hardware.latency import BACKENDS, DEVICES, check_setting, setting_label
+from hwnas.hardware.int8 import PRECISIONS, timed_backend
+from hwnas.hardware.latency import BACKENDS, DEVICES, EXPORTED, check_setting, setting_label
 from hwnas.hardware.measured import RecordedLatency, load_measured
 from hwnas.hardware.openvino import require_openvino
 from hwnas.hardware.records import SETTING_KEYS, fingerprint, fingerprint_changes, resolved_threads
@@ -56,6 +57,9 @@ class HardwareConfig(Timing):
     latency: str = "table"
     table: str | None = None
     correction_samples: int = 12
+    # the precision a subnet deploys at: int8 times each subnet (or block) quantized
+    # uniformly to INT8 on the backend (onnxruntime | openvino), hwnas.hardware.int8
+    precision: str = "fp32"
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> HardwareConfig:
@@ -87,6 +91,15 @@ class HardwareConfig(Timing):
                 f"hardware.correction_samples must be 0 (none) or >= {least} with "
                 f"latency={hw.latency}, got {hw.correction_samples}"
             )
+        if hw.precision not in PRECISIONS:
+            raise ValueError(
+                f"hardware.precision={hw.precision!r}; choose one of {list(PRECISIONS)}"
+            )
+        if hw.precision == "int8" and hw.backend not in EXPORTED:
+            raise ValueError(
+                f"hardware.precision=int8 times INT8 models on onnxruntime or openvino, not "
+                f"hardware.backend={hw.backend}; use hardware=onnxruntime or hardware=openvino"
+            )
         if hw.backend == "openvino" and hw.device == "cpu" and hw.measures():
             require_openvino("hardware.backend")  # its fix names the full key
         try:
@@ -105,11 +118,16 @@ class HardwareConfig(Timing):
 
     def measure_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~hwnas.hardware.latency.measure_latency`."""
-        return Timing(self.device, self.backend, self.threads, self.batch_size, self.warmup,
+        return Timing(self.device, self.timed, self.threads, self.batch_size, self.warmup,
                       self.repeats).kwargs()  # fmt: skip
 
+    @property
+    def timed(self) -> str:
+        """The backend as timed and recorded: ``openvino:int8`` for INT8 deployments."""
+        return timed_backend(self.backend, self.precision)
+
     def setting(self) -> str:
-        return setting_label(self.device, self.backend, self.threads, self.batch_size)
+        return setting_label(self.device, self.timed, self.threads, self.batch_size)
 
 
 class HardwareCost(CompositeCost):
@@ -131,7 +149,7 @@ def table_cache_name(model: ElasticModel, hw: HardwareConfig) -> str:
     threads = hw.threads if hw.threads is not None else "auto"
     return (
         f"latency_table-{model.space.name}-{model.space.id}-{model_signature(model)[:8]}"
-        f"-{hw.device}-{hw.backend}-b{hw.batch_size}-t{threads}.json"
+        f"-{hw.device}-{hw.timed.replace(':', '-')}-b{hw.batch_size}-t{threads}.json"
     )
 
 
@@ -186,7 +204,7 @@ def _given_record(load: Callable[..., Record], model: ElasticModel, hw: Hardware
 def _check_given(meta: Mapping[str, Any], source: str, hw: HardwareConfig) -> None:
     """Warn for each setting of the given record ``source`` (its ``meta``) that differs
     from the config; say so when it was measured on another machine."""
-    now = {"device": hw.device, "backend": hw.backend, "threads": resolved_threads(hw.threads),
+    now = {"device": hw.device, "backend": hw.timed, "threads": resolved_threads(hw.threads),
            "batch_size": hw.batch_size}  # fmt: skip
     for key in SETTING_KEYS:
         then = meta.get(key)
@@ -201,7 +219,7 @@ def _check_given(meta: Mapping[str, Any], source: str, hw: HardwareConfig) -> No
             )  # fmt: skip
     machine = fingerprint_changes(
         meta,
-        fingerprint(hw.device, hw.backend, hw.threads, hw.batch_size),
+        fingerprint(hw.device, hw.timed, hw.threads, hw.batch_size),
         ("device_name", "torch_version", "onnxruntime_version", "openvino_version"),
     )
     if machine:
@@ -233,7 +251,7 @@ def _cached_record(
     except ValueError as exc:
         log.warning("cached %s is unusable, rebuilding it: %s", path, exc)
         return None
-    now = fingerprint(hw.device, hw.backend, hw.threads, hw.batch_size)
+    now = fingerprint(hw.device, hw.timed, hw.threads, hw.batch_size)
     changes = fingerprint_changes(record.meta, now)
     if changes:
         log.warning(

@@ -8,15 +8,11 @@ is the cost model that measures each arch's exported subnet once and caches the 
 
 from __future__ import annotations
 
-import copy
-import gc
 import logging
 import os
 import platform
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +25,14 @@ from hwnas.core.runtime import torch_threads
 from hwnas.core.types import Timing
 from hwnas.elastic.base import ElasticModel
 from hwnas.hardware.base import CostModel
-from hwnas.hardware.openvino import ov_session, require_openvino
+from hwnas.hardware.int8 import PRECISIONS, split_backend
+from hwnas.hardware.openvino import require_openvino
+from hwnas.hardware.sessions import (
+    EXPORTED,
+    no_gc,
+    on_device,
+    time_exported,
+)
 from hwnas.spaces.base import Arch
 
 log = logging.getLogger(__name__)
@@ -40,8 +43,6 @@ DEVICES = ("cpu", "cuda")
 InputFactory = Callable[[int, torch.Generator], tuple[torch.Tensor, ...]]
 InputSpec = tuple[int, ...] | InputFactory
 BACKENDS = ("torch", "onnxruntime", "openvino")
-# the backends that time the module exported to ONNX (:func:`onnx_session`)
-EXPORTED = ("onnxruntime", "openvino")
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,12 @@ def check_setting(
     time: False), e.g. ``backend="openvino"`` without OpenVINO installed."""
     if device not in DEVICES:
         raise ValueError(f"latency device {device!r} is not supported; use one of {list(DEVICES)}")
+    backend, precision = split_backend(backend)
+    if precision not in PRECISIONS or (precision == "int8" and backend not in EXPORTED):
+        raise ValueError(
+            f"precision {precision!r} with backend {backend!r}: INT8 models are timed by "
+            f"{' or '.join(EXPORTED)}; use precision=fp32 or one of those backends"
+        )
     if backend not in BACKENDS:
         raise ValueError(
             f"latency backend {backend!r} is not supported; use one of {list(BACKENDS)}"
@@ -167,7 +174,10 @@ def measure_latency(
             if backend == "torch":
                 times = _time_torch(module, xs, device, warmup, repeats)
             else:
-                times = _time_exported(module, xs, device, n_threads, warmup, repeats, backend)
+                runtime, precision = split_backend(backend)
+                times = time_exported(
+                    module, xs, device, n_threads, warmup, repeats, runtime, precision
+                )
     finally:
         module.train(was_training)
     return stats_of(times, warmup, batch_size, device, n_threads, backend)
@@ -216,33 +226,13 @@ def describe_inputs(spec: InputSpec) -> list:
     return [f"{list(x.shape[1:])}:{str(x.dtype).removeprefix('torch.')}" for x in xs]
 
 
-def _on_device(module: nn.Module, device: str) -> nn.Module:
-    """``module`` itself when it already lives on ``device``, else a moved copy."""
-    target = torch.device(device)
-    tensors = list(module.parameters()) + list(module.buffers())
-    if all(t.device.type == target.type for t in tensors):
-        return module
-    return copy.deepcopy(module).to(target)
-
-
-@contextmanager
-def _no_gc() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _time_torch(
     module: nn.Module, xs: tuple, device: str, warmup: int, repeats: int
 ) -> list[float]:
-    net = _on_device(module, device)
+    net = on_device(module, device)
     xs = tuple(x.to(device) for x in xs)
     times: list[float] = []
-    with torch.inference_mode(), _no_gc():
+    with torch.inference_mode(), no_gc():
         for _ in range(warmup):
             net(*xs)
         if device == "cuda":
@@ -261,89 +251,6 @@ def _time_torch(
                 net(*xs)
                 times.append((time.perf_counter() - t0) * 1e3)
     return times
-
-
-def input_names(xs: tuple) -> list[str]:
-    """ONNX input names of :func:`onnx_session`: ``x`` for one input, else ``x0, x1, ...``."""
-    return ["x"] if len(xs) == 1 else [f"x{i}" for i in range(len(xs))]
-
-
-def ort_session(path: str | Path, threads: int = 1, device: str = "cpu") -> Any:
-    """An ONNX Runtime session on the file ``path``: ``threads`` intra-op threads,
-    sequential execution, every graph optimisation on (fusions included)."""
-    import onnxruntime as ort
-
-    providers = ["CPUExecutionProvider"]
-    if device == "cuda":
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ValueError(
-                "onnxruntime has no CUDAExecutionProvider here; install onnxruntime-gpu "
-                "or use hardware.backend=torch"
-            )
-        providers = ["CUDAExecutionProvider"]
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=providers)
-
-
-def onnx_session(
-    module: nn.Module, xs: tuple, device: str, threads: int, backend: str = "onnxruntime"
-) -> Any:
-    """Export ``module`` (eval mode, traced on the inputs ``xs``) to ONNX and open a
-    session of ``backend`` on it: :func:`ort_session` (onnxruntime) or OpenVINO's
-    :func:`~hwnas.hardware.openvino.ov_session` (openvino, cpu only), both with
-    ``run(None, feed)``; its inputs are named by :func:`input_names`."""
-    if backend not in EXPORTED:
-        raise ValueError(f"no ONNX session for backend {backend!r}; use one of {list(EXPORTED)}")
-    opener = ov_session if backend == "openvino" else ort_session
-    net = _on_device(module, "cpu")
-    with tempfile.TemporaryDirectory(prefix="hwnas-onnx-") as tmp:
-        path = Path(tmp) / "model.onnx"
-        with torch.no_grad():
-            torch.onnx.export(
-                net,
-                tuple(xs),
-                str(path),
-                input_names=input_names(xs),
-                output_names=["y"],
-                opset_version=17,
-                dynamo=False,
-            )
-        return opener(path, threads, device)
-
-
-def time_session(session: Any, feed: Mapping[str, Any], warmup: int, repeats: int) -> list[float]:
-    """Milliseconds of each of ``repeats`` runs of a ``session`` (ONNX Runtime's or an
-    :class:`~hwnas.hardware.openvino.OvSession`) on ``feed``, after ``warmup`` untimed
-    runs, with the garbage collector off."""
-    times: list[float] = []
-    with _no_gc():
-        for _ in range(warmup):
-            session.run(None, feed)
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            session.run(None, feed)
-            times.append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
-def _time_exported(
-    module: nn.Module,
-    xs: tuple,
-    device: str,
-    threads: int,
-    warmup: int,
-    repeats: int,
-    backend: str = "onnxruntime",
-) -> list[float]:
-    """:func:`time_session` of ``module`` exported to ONNX, run by ``backend``."""
-    session = onnx_session(module, xs, device, threads, backend)
-    feed = {n: x.numpy() for n, x in zip(input_names(xs), xs, strict=True)}
-    return time_session(session, feed, warmup, repeats)
 
 
 class MeasuredLatency(CostModel):

@@ -14,7 +14,7 @@ layers (INT8 FakeQuantize, compressed weights) still run on integer kernels.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+# OpenVINO op types that carry a layer's weight
+WEIGHT_OPS = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData")
 INSTALL_HINT = "pip install 'hwnas[openvino]' (the openvino and nncf packages)"
 
 # OpenVINO element types as ONNX Runtime spells input types
@@ -125,3 +127,18 @@ def ir_files(path: str | Path) -> list[Path]:
     """The files of an OpenVINO IR model: ``model.xml`` and its ``model.bin``."""
     xml = Path(path)
     return [xml, xml.with_suffix(".bin")]
+
+
+def ov_op_names(model: Any, onnx_nodes: Iterable[str]) -> dict[str, str]:
+    """``{onnx node: OpenVINO op}`` for the weight-carrying ops of ``model`` that came
+    from ``onnx_nodes`` (see the module doc); a node without such an op is left out."""
+    wanted = set(onnx_nodes)
+    out = {}
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in WEIGHT_OPS:
+            continue
+        name = op.get_friendly_name()
+        base = name.removesuffix("/WithoutBiases")
+        if base in wanted:
+            out[base] = name
+    return out

@@ -105,7 +105,9 @@ def fingerprint_changes(
         for key in keys
         if recorded.get(key) != current.get(key)
         and not (
-            key in LATER_KEYS and key not in recorded and recorded.get("backend") != LATER_KEYS[key]
+            key in LATER_KEYS
+            and key not in recorded
+            and str(recorded.get("backend")).split(":")[0] != LATER_KEYS[key]
         )
     ]
 

@@ -33,10 +33,11 @@ import onnx
 import torch
 from torch import nn
 
+from hwnas.hardware.int8 import QUANTIZABLE_OPS, weight_nodes
+
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # ONNX op types that compute each kind of layer
 NODE_TYPES = {"conv": ("Conv",), "linear": ("Gemm", "MatMul")}
-QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
 _CALL_SUFFIX = re.compile(r"_\d+$")  # a module called more than once: "/head_1/Gemm"
 
 
@@ -119,32 +120,6 @@ def node_scope(node_name: str) -> str:
         else:
             parts.append(part)
     return ".".join(parts)
-
-
-def _constants(proto: onnx.ModelProto) -> set[str]:
-    """Tensors that hold weights: initializers, ``Constant`` outputs, and what a
-    ``Transpose``/``Reshape``/``Cast`` of nothing but those produces (a Linear on
-    3-D input exports as ``MatMul(x, Transpose(W))`` in some opsets)."""
-    const = {i.name for i in proto.graph.initializer}
-    for node in proto.graph.node:
-        if node.op_type == "Constant" or (
-            node.op_type in ("Transpose", "Reshape", "Cast", "Identity")
-            and all(i in const for i in node.input if i)
-        ):
-            const.update(node.output)
-    return const
-
-
-def weight_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """The Conv/Gemm/MatMul nodes whose second input is a weight (a constant), in graph
-    order: a layer's node. Attention's ``Q K^T`` and ``P V`` are MatMuls of two
-    activations and belong to no layer."""
-    const = _constants(proto)
-    return [
-        n
-        for n in proto.graph.node
-        if n.op_type in QUANTIZABLE_OPS and len(n.input) > 1 and n.input[1] in const
-    ]
 
 
 def call_order_nodes(

@@ -20,12 +20,9 @@ calibration ranges depend only on the model and the data, so one calibration cac
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
-import platform
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import contextmanager, redirect_stdout
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +31,8 @@ import numpy as np
 import onnx
 
 from hwnas.core import atomic
+from hwnas.hardware.int8 import cpu_flags as cpu_flags  # re-exported (cards, benchmarks)
+from hwnas.hardware.int8 import kept_float, quiet_ort, reduce_range_default
 from hwnas.quantize.layers import QUANTIZABLE_OPS, layer_nodes_by_name
 from hwnas.quantize.ort_runtime import as_feed
 
@@ -85,24 +84,6 @@ class QuantSettings:
         return reduce_range_default() if self.reduce_range is None else self.reduce_range
 
 
-def cpu_flags() -> set[str]:
-    """The CPU feature flags of ``/proc/cpuinfo`` (empty where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def reduce_range_default() -> bool:
-    """ORT's advice: 7-bit weights on x86 CPUs without VNNI, full 8 bits elsewhere."""
-    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
-        return False
-    return not ({"avx512_vnni", "avx_vnni"} & cpu_flags())
-
-
 def onnx_input_names(path: str | Path) -> list[str]:
     """The graph inputs of an ONNX file that are fed at run time (not initializers)."""
     proto = onnx.load(str(path), load_external_data=False)
@@ -134,27 +115,6 @@ class BatchReader:
     def set_range(self, start_index: int, end_index: int) -> None:
         self.feeds = self.feeds[start_index:end_index]
         self._next = 0
-
-
-class _DropOrtAdvice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-process" not in record.getMessage()
-
-
-@contextmanager
-def _quiet_ort():
-    """ORT's quantizer logs "consider pre-processing" on the root logger twice a call
-    (pre-processing optimises the graph and would rename its nodes, so we skip it) and
-    prints progress for histogram calibration: keep both out of the run's output."""
-    root, filt, printed = logging.getLogger(), _DropOrtAdvice(), io.StringIO()
-    root.addFilter(filt)
-    try:
-        with redirect_stdout(printed):
-            yield
-    finally:
-        root.removeFilter(filt)
-        if printed.getvalue().strip():
-            log.debug("onnxruntime: %s", printed.getvalue().strip())
 
 
 def check_assignment(
@@ -195,7 +155,7 @@ def int4_weights(
         is_symmetric=True,
         nodes_to_exclude=[n for n in every if n not in set(nodes)],
     )
-    with _quiet_ort():
+    with quiet_ort():
         quantizer.process()
     done = {n.name for n in quantizer.model.model.graph.node if n.op_type == "MatMulNBits"}
     if len(done) < len(nodes):
@@ -289,7 +249,7 @@ def quantize_assignment(
     else:
         quant_kw = {"nodes_to_quantize": chosen, "op_types_to_quantize": list(QUANTIZABLE_OPS)}
     activation = QuantType.QUInt8 if settings.activations == "uint8" else QuantType.QInt8
-    with _quiet_ort():
+    with quiet_ort():
         tmp = atomic.temporary_path(out)  # a kill leaves no truncated model behind
         quantize_static(
             str(src),
@@ -307,23 +267,6 @@ def quantize_assignment(
         )
     atomic.replace_file(tmp, out)
     return out
-
-
-# ops ``other_ops`` leaves in FP32: 8-bit LayerNorm and Softmax cost a transformer
-# several times the error of its quantized layers (tested on the SQuAD tiny subnet)
-FLOAT_OPS = ("LayerNormalization", "Softmax")
-
-
-def kept_float(proto: onnx.ModelProto) -> list[str]:
-    """Nodes that ``other_ops`` does not quantize: :data:`FLOAT_OPS`, and in a graph with
-    attention (a Softmax) every Add, whose inputs include the additive padding mask
-    (-inf: no 8-bit range holds it) and the residual stream's outliers."""
-    attention = any(n.op_type == "Softmax" for n in proto.graph.node)
-    return [
-        n.name
-        for n in proto.graph.node
-        if n.op_type in FLOAT_OPS or (attention and n.op_type == "Add")
-    ]
 
 
 def quantized_nodes(path: str | Path) -> set[str]:

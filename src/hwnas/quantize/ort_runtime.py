@@ -22,16 +22,9 @@ import torch
 from torch import nn
 
 from hwnas.core.types import Timing
-from hwnas.hardware.latency import (
-    InputSpec,
-    LatencyStats,
-    check_setting,
-    make_inputs,
-    ort_session,
-    stats_of,
-    time_session,
-)
+from hwnas.hardware.latency import InputSpec, LatencyStats, check_setting, make_inputs, stats_of
 from hwnas.hardware.openvino import ir_files, ov_session
+from hwnas.hardware.sessions import ort_session, time_session
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any
 
-from hwnas.hardware.openvino import ir_files, ov_core, require_openvino
+from hwnas.hardware.openvino import WEIGHT_OPS, ir_files, ov_core, ov_op_names, require_openvino
 from hwnas.quantize.layers import layer_nodes_by_name
 from hwnas.quantize.onnx_quant import QuantSettings, onnx_input_names
 from hwnas.quantize.ort_runtime import as_feed
@@ -38,23 +38,7 @@ from hwnas.quantize.ort_runtime import as_feed
 log = logging.getLogger(__name__)
 
 OV_PRECISIONS = ("fp32", "int8", "int4")
-WEIGHT_OPS = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData")
 INT4_GROUP = 32
-
-
-def ov_op_names(model: Any, onnx_nodes: Iterable[str]) -> dict[str, str]:
-    """``{onnx node: OpenVINO op}`` for the weight-carrying ops of ``model`` that came
-    from ``onnx_nodes`` (see the module doc); a node without such an op is left out."""
-    wanted = set(onnx_nodes)
-    out = {}
-    for op in model.get_ordered_ops():
-        if op.get_type_name() not in WEIGHT_OPS:
-            continue
-        name = op.get_friendly_name()
-        base = name.removesuffix("/WithoutBiases")
-        if base in wanted:
-            out[base] = name
-    return out
 
 
 @contextmanager
