@@ -182,6 +182,15 @@ def test_qat_in_the_quantize_cli(tmp_path):
     assert deployed == qat["deployed"] == report["chosen"]["qat"]
     bad = main([f"run_dir={run}", f"output_dir={tmp_path / 'b'}", "quantize.qat.assignment=x"])
     assert bad == 2 and not (tmp_path / "b").exists()
+    # the same on OpenVINO: the fine-tuned weights are quantized by NNCF, saved as an IR
+    ov = tmp_path / "ov"
+    args = [f"run_dir={run}", f"output_dir={ov}", *SMALL, "quantize.qat.epochs=1",
+            "quantize.qat.assignment=int8", "quantize.runtime=openvino",
+            "quantize.compare=false"]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads((ov / "report.json").read_text())
+    assert report["runtime"] == "openvino" and (ov / "qat" / "model.xml").is_file()
+    assert 0 <= report["qat"]["test"] <= 1 and report["model"].endswith(".xml")
 
 
 def test_restored_ranges_give_the_same_rounding_without_recalibrating(exported):
@@ -198,3 +207,4 @@ def test_restored_ranges_give_the_same_rounding_without_recalibrating(exported):
     x = _images(1, seed=5)[0]
     with torch.no_grad():
         assert torch.equal(first(x), again(x))
+
