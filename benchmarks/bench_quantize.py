@@ -1,39 +1,52 @@
-"""AutoQ on this machine: mixed-precision INT8/FP32 through ONNX Runtime, beside FP32.
+"""AutoQ on this machine: mixed-precision INT8/INT4/FP32 in ONNX Runtime and OpenVINO.
 
 For each finished hwnas run given (``--runs``; by default whichever of the bootstrap
 benchmark's run ``<bootstrap-dir>/run`` and the CNN demo ``outputs/runs/demo_s3`` has a
 final subnet) the final subnet is quantized with :func:`hwnas.quantize.quantize_model`
-(per-layer sensitivity, precision search against measured ORT latency, the fastest
-assignment within ``quantize.max_drop`` val accuracy of FP32), with the run's own data
-and ``quantize`` settings (today's ``conf/quantize/default.yaml`` for runs made before
-the stage existed) plus the ``quantize.KEY=VALUE`` / ``data.KEY=VALUE`` overrides given;
-``quantize.threads`` defaults to ``--threads``, so the search times candidates as the
-table does.
+(per-layer sensitivity, precision search against the measured latency of each deployed
+candidate, the fastest assignment within ``quantize.max_drop`` val accuracy of FP32) on
+the runtime ``--runtime`` (``quantize.runtime``: onnxruntime, the default, or openvino),
+with the run's own data and ``quantize`` settings (today's ``conf/quantize/default.yaml``
+for runs made before the stage existed) plus the ``quantize.KEY=VALUE`` /
+``data.KEY=VALUE`` overrides given; ``quantize.threads`` defaults to ``--threads``, so
+the search times candidates as the table does. With ``quantize.compare`` (the default)
+the stage also deploys FP32, uniform INT8, INT4 (with ``quantize.choices=[int4,int8,
+fp32]``) and the chosen assignment on the other runtime (``<folder>/compare/<runtime>/``).
 The fine-tuned MobileNetV2 of the bootstrap benchmark (``<bootstrap-dir>/baseline``),
 when present, is quantized the same way on the bootstrap run's data. Each result goes
-to ``<out>/<name>/``; a folder that already holds ``report.json`` is not redone, so a
-rerun only measures. Then, measured side by side in one run:
+to ``<out>/<name>/`` (``<out>`` gets ``_openvino`` appended for ``--runtime openvino``
+and ``_quick`` for ``--quick``); a folder that already holds ``report.json`` is not
+redone, so a rerun only measures. Then, measured side by side in one run:
 
-- one row per model and variant: the eager PyTorch FP32 net, and in ONNX Runtime the
-  FP32 export, uniform INT8 and the chosen mixed assignment;
-- test top-1 (the quantization report's, on the run's test set; the eager row scored
-  here with the task's ``evaluate`` on the same set), size on disk (MB);
+- one row per model and variant: the eager PyTorch FP32 net, and for each runtime of
+  ``--runtimes`` (default: every one installed here) the FP32 model, uniform INT8, INT4
+  where the report has it, the chosen assignment (and QAT on the stage's runtime);
+- test top-1 (the quantization report's, on the run's test set: the stage's figures for
+  its runtime, ``report["compare"][runtime]`` for the other; the eager row scored here
+  with the task's ``evaluate`` on the same set), size on disk (MB);
 - latency at batch 1 and throughput at batch ``--batch`` with ``--threads`` threads,
-  median of ``--repeats`` runs, every ONNX file and eager module re-timed here in
+  median of ``--repeats`` runs, every deployed file and eager module re-timed here in
   interleaved ``--rounds`` (median of the rounds; the reports' own timings are not
   reused: they ran at other times);
-- each row's throughput ratio to its model's FP32 in ONNX Runtime, and for the rows of
-  the bootstrap run (and of the baseline) the throughput ratio and top-1 drop against
-  the FP32 baseline, eager and ONNX Runtime.
+- each row's throughput ratio to its model's FP32 in the same runtime, and for the rows
+  of the bootstrap run (and of the baseline) the throughput ratio and top-1 drop against
+  the FP32 baseline in eager PyTorch and in the same runtime.
+
+The header names the CPU, its flags that decide integer speed (avx2, avx512f, VNNI,
+bf16, AMX) and the versions of onnxruntime, openvino, nncf and torch.
 
 Targets (issue 13): uniform INT8 and the mixed assignment within 0.5 % top-1 of FP32
-faster than FP32 in ONNX Runtime; NAS + quantization, the bootstrap run's chosen subnet
+faster than FP32 in the same runtime; NAS + quantization, the bootstrap run's subnet
 quantized, >= 5x the throughput of the FP32 baseline it came from at <= 1 % top-1 drop
-(BootstrapNAS: 11.37x on Xeon CPUs with VNNI; the CPU's VNNI flags are printed beside
-the figure, since INT8 convolutions are much faster with them).
+(BootstrapNAS: 11.37x on Xeon CPUs with VNNI): per runtime, the best ratio of the
+bootstrap run's quantized rows within 1 % of the baseline's top-1 is printed with the
+verdict.
 
     .venv/bin/python benchmarks/bench_quantize.py [--out outputs/bench_quantize]
+    .venv/bin/python benchmarks/bench_quantize.py --runtime openvino  # search on OpenVINO
+    .venv/bin/python benchmarks/bench_quantize.py --runtimes onnxruntime  # ORT rows only
     .venv/bin/python benchmarks/bench_quantize.py quantize.batch_size=32  # throughput search
+    .venv/bin/python benchmarks/bench_quantize.py "quantize.choices=[int4,int8,fp32]"
     .venv/bin/python benchmarks/bench_quantize.py --runs outputs/runs/demo_s3 quantize.max_drop=0.01
     .venv/bin/python benchmarks/bench_quantize.py --quick   # minutes-long smoke run
 """
@@ -42,24 +55,34 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from quant_tables import (
+    BASELINE_NAME,
+    COLUMNS,
+    RUNTIME_LABELS,
+    bench_bootstrap,
+    compare,
+    cpu_line,
+    machine,
+    markdown,
+    model_lines,
+    seconds_line,
+    target_lines,
+    variant,
+)
 
 from hwnas.app.config import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_RUN = ROOT / "outputs" / "runs" / "demo_s3"
-TARGET_RATIO, TARGET_DROP = 5.0, 0.01
-BASELINE_NAME = "bootstrap_baseline"
 META = "bench_quantize.json"  # beside report.json: the settings and seconds it took
 # small settings for a minutes-long run (each applied where the config has the key)
 QUICK = [
@@ -68,22 +91,7 @@ QUICK = [
     "quantize.strategy.population_size=4", "quantize.repeats=3", "quantize.warmup=1",
     "quantize.throughput_batch=32", "data.test_limit=256",
 ]  # fmt: skip
-VARIANTS = {
-    "eager": "FP32 eager (PyTorch)",
-    "fp32": "FP32 (ORT)",
-    "int8": "uniform INT8 (ORT)",
-    "chosen": "chosen mixed (ORT)",
-    "qat": "QAT (ORT)",
-}
 _ABSENT = object()
-
-
-def bench_bootstrap() -> Any:
-    """The bootstrap benchmark module (its ``fitted_mobilenet`` and table helpers)."""
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    return importlib.import_module("bench_bootstrap")
 
 
 @dataclass
@@ -217,6 +225,9 @@ def prepare(model: Model, out: Path, threads: int) -> None:
                 f"{folder / 'report.json'} was made with other {' and '.join(differ)} "
                 "settings than asked now: delete the folder to redo it"
             )
+        made = json.loads((folder / "report.json").read_text()).get("machine", {}).get("cpu")
+        if made is not None and made != machine()["cpu"]:
+            model.notes.append(f"{folder} was quantized on another CPU ({made})")
         print(f"{model.name}: quantized before, in {folder}", flush=True)
         return
     print(f"{model.name}: quantizing {model.source} into {folder} ...", flush=True)
@@ -230,18 +241,34 @@ def prepare(model: Model, out: Path, threads: int) -> None:
     model.net.eval()
 
 
-def onnx_files(folder: Path) -> dict[str, Path]:
-    """The FP32, uniform INT8 and chosen ONNX files the report scored."""
+def deployed_files(folder: Path, report: dict, runtime: str) -> dict[str, Path] | None:
+    """The deployed models the report scored on ``runtime``, by kind (fp32, int8, int4
+    where offered, chosen, qat): on the stage's runtime its candidates, ``model.*`` and
+    ``qat/model.*``; on another one ``compare/<runtime>/<kind>.*``. None when the report
+    has no figures for ``runtime``."""
+    from hwnas.quantize.deploy import SUFFIX
     from hwnas.quantize.space import assignment_key
 
-    layers = list(json.loads((folder / "assignment.json").read_text()))
-    files = {
-        p: folder / "candidates" / f"q_{assignment_key(dict.fromkeys(layers, p))}.onnx"
-        for p in ("fp32", "int8")
-    }
-    files["chosen"] = folder / "model.onnx"
-    if "qat" in json.loads((folder / "report.json").read_text()):
-        files["qat"] = folder / "qat" / "model.onnx"
+    suffix = SUFFIX[runtime]
+    if runtime == report.get("runtime", "onnxruntime"):
+        layers = list(json.loads((folder / "assignment.json").read_text()))
+        archs = {p: dict.fromkeys(layers, p) for p in ("fp32", "int8")}
+        if "int4" in report:  # every layer that may take INT4 in INT4, the others INT8
+            four = set(report.get("int4_layers", []))
+            archs["int4"] = {k: "int4" if k in four else "int8" for k in layers}
+        files = {
+            k: folder / "candidates" / f"q_{assignment_key(a)}{suffix}" for k, a in archs.items()
+        }
+        if not files["fp32"].is_file():  # the FP32 export, timed on ``runtime``
+            files["fp32"] = folder / "fp32.onnx"
+        files["chosen"] = folder / report.get("model", "model.onnx")
+        if "qat" in report:
+            files["qat"] = folder / "qat" / f"model{suffix}"
+    elif runtime in (report.get("compare") or {}):
+        kinds = [k for k in ("fp32", "int8", "int4", "chosen") if k in report["compare"][runtime]]
+        files = {k: folder / "compare" / runtime / f"{k}{suffix}" for k in kinds}
+    else:
+        return None
     for path in files.values():
         if not path.is_file():
             raise SystemExit(f"error: {path} is missing: delete {folder} to quantize again")
@@ -252,40 +279,63 @@ def state_dict_mb(net: torch.nn.Module) -> float:
     return sum(t.numel() * t.element_size() for t in net.state_dict().values()) / 1e6
 
 
-def rows_of(model: Model, out: Path, threads: int) -> list[dict]:
-    """The four rows of one model (timings to come): eager FP32 scored on the test set
-    here, the ORT ones from the report."""
+def int8_layers(kind: str, report: dict) -> str:
+    """How many layers of a row are INT8 (and INT4), of how many."""
+    a, n = report["assignment"], report["assignment"]["layers"]
+    if kind == "qat":
+        values = list(report["qat"]["assignment"].values())
+        a = {p: sum(v == p for v in values) for p in ("int8", "int4")}
+    elif kind != "chosen":
+        four = len(report.get("int4_layers", [])) if kind == "int4" else 0
+        a = {"int8": {"fp32": 0, "int8": n, "int4": n - four}[kind], "int4": four}
+    return f"{a['int8']}/{n}" + (f" + {a['int4']} INT4" if a.get("int4") else "")
+
+
+def rows_of(model: Model, out: Path, threads: int, runtimes: list[str]) -> list[dict]:
+    """The rows of one model (timings to come): eager FP32 scored on the test set here,
+    then for each runtime the deployed models of the report with its test figures."""
     from hwnas.core.runtime import torch_threads
     from hwnas.quantize.ort_runtime import model_size_mb
 
     folder = out / model.name
     report = json.loads((folder / "report.json").read_text())
+    stage_rt = report.get("runtime", "onnxruntime")
     task = model.dm.task()
     t0 = time.monotonic()
     with torch_threads(threads):
         top1 = float(task.evaluate(model.net, model.dm.test_dataloader())[task.primary_metric])
     model.seconds["eager_test"] = time.monotonic() - t0
-    layers = report["assignment"]["layers"]
     common = {"model": model.name, "inputs": task.example_inputs, "bootstrap": model.bootstrap}
     rows = [{
-        **common, "variant": VARIANTS["eager"], "int8_layers": "-", "top1": top1,
-        "size_mb": state_dict_mb(model.net), "runner": model.net,
+        **common, "runtime": "eager", "kind": "eager", "variant": variant("eager", "eager"),
+        "int8_layers": "-", "top1": top1, "size_mb": state_dict_mb(model.net),
+        "runner": model.net,
     }]  # fmt: skip
-    counts = {"fp32": 0, "int8": layers, "chosen": report["assignment"]["int8"]}
-    if "qat" in report:
-        counts["qat"] = sum(p == "int8" for p in report["qat"]["assignment"].values())
-    for key, path in onnx_files(folder).items():
-        rows.append({
-            **common, "variant": VARIANTS[key], "int8_layers": f"{counts[key]}/{layers}",
-            "top1": float(report[key]["test"]), "size_mb": model_size_mb(path), "runner": path,
-            "qat_info": report.get("qat") if key == "qat" else None,
-        })  # fmt: skip
-    print(
-        f"{model.name}: eager FP32 top-1 {top1:.4f}, ORT FP32 {report['fp32']['test']:.4f}, "
-        f"INT8 {report['int8']['test']:.4f}, chosen {report['chosen']['test']:.4f} "
-        f"({counts['chosen']}/{layers} layers INT8)",
-        flush=True,
-    )
+    said = [f"eager FP32 {top1:.4f}"]
+    for rt in runtimes:
+        files = deployed_files(folder, report, rt)
+        if files is None:
+            model.notes.append(
+                f"{model.name}: no {RUNTIME_LABELS[rt]} rows: {folder / 'report.json'} has no "
+                f"figures for it (made on {stage_rt} without quantize.compare, or before "
+                f"{rt} was installed): delete the folder to redo it"
+            )
+            continue
+        scores = report if rt == stage_rt else report["compare"][rt]
+        for kind, path in files.items():
+            chosen_qat = kind == "chosen" and rt != stage_rt and report["chosen"].get("qat")
+            rows.append({
+                **common, "runtime": rt, "kind": kind,
+                "variant": variant(kind, rt) + (" (PTQ)" if chosen_qat else ""),
+                "int8_layers": int8_layers(kind, report), "top1": float(scores[kind]["test"]),
+                "size_mb": model_size_mb(path), "runner": path,
+                "qat_info": report.get("qat") if kind == "qat" else None,
+            })  # fmt: skip
+        said.append(
+            f"{rt} FP32 {scores['fp32']['test']:.4f}, INT8 {scores['int8']['test']:.4f}, "
+            f"chosen {scores['chosen']['test']:.4f}"
+        )
+    print(f"{model.name}: top-1 {'; '.join(said)} ({int8_layers('chosen', report)} INT8)")
     return rows
 
 
@@ -295,7 +345,7 @@ def median_ms(row: dict, batch: int, threads: int, repeats: int) -> float:
 
     timing = dict(batch_size=batch, threads=threads, warmup=max(3, repeats // 4), repeats=repeats)
     if isinstance(row["runner"], Path):
-        return time_onnx(row["runner"], row["inputs"], **timing).median_ms
+        return time_onnx(row["runner"], row["inputs"], runtime=row["runtime"], **timing).median_ms
     return measure_latency(row["runner"], row["inputs"], backend="torch", **timing).median_ms
 
 
@@ -313,123 +363,23 @@ def time_rows(rows: list[dict], args: argparse.Namespace) -> None:
         row["thr"] = args.batch / (m["thr_ms"] / 1e3)
 
 
-def compare(rows: list[dict]) -> None:
-    """Speedup against each model's FP32 (ORT) and, for the bootstrap rows, throughput
-    ratio and top-1 drop against the baseline's FP32 (eager and ORT)."""
-    by = {(r["model"], r["variant"]): r for r in rows}
-    base_eager = by.get((BASELINE_NAME, VARIANTS["eager"]))
-    base_ort = by.get((BASELINE_NAME, VARIANTS["fp32"]))
-    for row in rows:
-        row["x_fp32"] = row["thr"] / by[(row["model"], VARIANTS["fp32"])]["thr"]
-        for tag, base in (("eager", base_eager), ("ort", base_ort)):
-            on = base is not None and row["bootstrap"]
-            row[f"x_base_{tag}"] = row["thr"] / base["thr"] if on else None
-            row[f"drop_base_{tag}"] = base["top1"] - row["top1"] if on else None
+def parse_args() -> argparse.Namespace:
+    from hwnas.quantize.deploy import available_runtimes
+    from hwnas.quantize.ort_runtime import RUNTIMES
 
-
-COLUMNS = [
-    ("model", "model", "{}"), ("variant", "variant", "{}"), ("int8_layers", "INT8 layers", "{}"),
-    ("top1", "test top-1", "{:.2%}"), ("size_mb", "size MB", "{:.3f}"),
-    ("b1_ms", "latency b1 ms", "{:.3f}"), ("thr", "img/s", "{:.0f}"),
-    ("x_fp32", "x FP32 ORT", "{:.2f}x"), ("x_base_eager", "x base eager", "{:.2f}x"),
-    ("x_base_ort", "x base ORT", "{:.2f}x"), ("drop_base_eager", "drop vs base eager", "{:+.2%}"),
-    ("drop_base_ort", "drop vs base ORT", "{:+.2%}"),
-]  # fmt: skip
-
-
-def markdown(rows: list[dict]) -> str:
-    return bench_bootstrap().markdown(rows, COLUMNS)
-
-
-def cpu_line() -> str:
-    import onnxruntime
-
-    from hwnas.hardware.latency import device_name
-    from hwnas.quantize.onnx_quant import cpu_flags
-
-    flags = cpu_flags()
-    have = ", ".join(f"{f}: {'yes' if f in flags else 'no'}" for f in ("avx512_vnni", "avx_vnni"))
-    return (
-        f"CPU: {device_name('cpu')}; {have} (avx2: {'yes' if 'avx2' in flags else 'no'}); "
-        f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}"
-    )
-
-
-def findings(models: list[Model], rows: list[dict]) -> list[str]:
-    """The target lines: INT8 and mixed vs FP32 per model, NAS + quantization vs the
-    baseline."""
-    from hwnas.quantize.onnx_quant import cpu_flags
-
-    by = {(r["model"], r["variant"]): r for r in rows}
-    lines = []
-    for m in models:
-        fp32, int8 = by[(m.name, VARIANTS["fp32"])], by[(m.name, VARIANTS["int8"])]
-        chosen = by[(m.name, VARIANTS["chosen"])]
-        drop, limit = fp32["top1"] - chosen["top1"], float(m.q["max_drop"])
-        lines.append(
-            f"- {m.name}: uniform INT8 {int8['x_fp32']:.2f}x FP32 throughput in ORT "
-            f"(top-1 drop {fp32['top1'] - int8['top1']:+.2%}); chosen mixed "
-            f"({chosen['int8_layers']} layers INT8, within {limit:.2%} val of FP32) "
-            f"{chosen['x_fp32']:.2f}x at {drop:+.2%} test top-1 drop "
-            f"({'within' if drop <= limit else 'beyond'} {limit:.2%} on test)."
-        )
-        qat = by.get((m.name, VARIANTS["qat"]))
-        if qat is not None:
-            info = qat["qat_info"]
-            uniform = set(info["assignment"].values()) == {"int8"}
-            ptq = f"; PTQ of uniform INT8 {int8['top1']:.2%}" if uniform else ""
-            lines.append(
-                f"- {m.name}: QAT ({info['epochs']} epoch(s), {qat['int8_layers']} layers INT8) "
-                f"test top-1 {qat['top1']:.2%} vs FP32 {fp32['top1']:.2%}{ptq}; val "
-                f"{info['val']:.2%} after vs {info['ptq_val']:.2%} before (the fine-tuned weights "
-                f"in FP32: {info['fp32_val']:.2%}); {qat['x_fp32']:.2f}x FP32 throughput; "
-                f"{'deployed' if info['deployed'] else 'not deployed'}."
-            )
-    boot = [m for m in models if m.bootstrap and m.name != BASELINE_NAME]
-    if not boot:
-        lines.append("- NAS + quantization vs the baseline: no bootstrap run in the table.")
-    vnni = "with" if {"avx512_vnni", "avx_vnni"} & cpu_flags() else "without"
-    for m in boot:
-        row = by[(m.name, VARIANTS["chosen"])]
-        if row["x_base_eager"] is None:
-            lines.append(f"- {m.name}: no bootstrap baseline found to compare with.")
-            continue
-        for tag, label in (("eager", "eager PyTorch"), ("ort", "ONNX Runtime")):
-            ratio, drop = row[f"x_base_{tag}"], row[f"drop_base_{tag}"]
-            ok = ratio >= TARGET_RATIO and drop <= TARGET_DROP
-            lines.append(
-                f"- NAS + quantization ({m.name}, chosen mixed in ORT) vs the FP32 baseline "
-                f"in {label}: {ratio:.2f}x throughput at {drop:+.2%} top-1 drop on this CPU "
-                f"({vnni} VNNI); target >= {TARGET_RATIO:.0f}x at <= {TARGET_DROP:.0%} drop: "
-                f"{'met' if ok else 'NOT met'} (BootstrapNAS: 11.37x on Xeon with VNNI)."
-            )
-    return lines
-
-
-def seconds_line(models: list[Model], timing_s: float, total_s: float) -> str:
-    parts = []
-    for m in models:
-        s = m.seconds
-        q = (
-            f"quantize {s['quantize'] / 60:.1f} min"
-            if "quantize" in s
-            else f"quantize cached ({s['quantize_cached'] / 60:.1f} min when run)"
-            if s.get("quantize_cached") is not None
-            else "quantize cached"
-        )
-        parts.append(f"{m.name}: load {s['load']:.0f} s, {q}, eager test {s['eager_test']:.0f} s")
-    return (
-        "Wall time: " + "; ".join(parts) + f"; timing {timing_s / 60:.1f} min; "
-        f"this invocation {total_s / 60:.1f} min."
-    )
-
-
-def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=Path, nargs="+", default=None, help="finished run folders")
     p.add_argument("--bootstrap-dir", type=Path, default=ROOT / "outputs" / "bench_bootstrap")
     p.add_argument("--no-baseline", action="store_true", help="leave the baseline out")
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_quantize")
+    p.add_argument(
+        "--runtime", choices=RUNTIMES, default=None,
+        help="the runtime the quantize stage searches and deploys on (default onnxruntime)",
+    )  # fmt: skip
+    p.add_argument(
+        "--runtimes", choices=RUNTIMES, nargs="+", default=None,
+        help="the runtimes in the table (default: every one installed here)",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--batch", type=int, default=256, help="throughput batch size")
     p.add_argument("--repeats", type=int, default=20)
@@ -444,13 +394,36 @@ def main() -> None:
     bad = [o for o in args.overrides if "=" not in o or not o.startswith(("quantize.", "data."))]
     if bad:
         p.error(f"{bad[0]!r}: overrides are quantize.KEY=VALUE or data.KEY=VALUE")
+    given = [o.split("=", 1)[1] for o in args.overrides if o.startswith("quantize.runtime=")]
+    if given and args.runtime not in (None, given[-1]):
+        p.error(f"--runtime {args.runtime} and quantize.runtime={given[-1]}: give one of them")
+    args.runtime = given[-1] if given else args.runtime or "onnxruntime"
+    if args.runtime not in RUNTIMES:
+        p.error(f"quantize.runtime={args.runtime}: choose one of {list(RUNTIMES)}")
+    if not given:
+        args.overrides.append(f"quantize.runtime={args.runtime}")
+    installed = available_runtimes()
+    args.runtimes = list(dict.fromkeys(args.runtimes or installed))
+    missing = [r for r in {args.runtime, *args.runtimes} if r not in installed]
+    if missing:
+        p.error(f"{missing[0]} is not installed here (pip install 'hwnas[openvino]')")
     if not any(o.startswith("quantize.threads=") for o in args.overrides):
         # the search times candidates with the threads the table uses
         args.overrides.append(f"quantize.threads={args.threads}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    out = args.out if not args.quick else args.out.with_name(args.out.name + "_quick")
+    out = args.out
+    if args.runtime != "onnxruntime":  # each stage runtime quantizes into folders of its own
+        out = out.with_name(f"{out.name}_{args.runtime}")
     if args.quick:
+        out = out.with_name(out.name + "_quick")
         args.repeats, args.rounds, args.batch = 3, 2, 32
+    header = cpu_line()
+    print(header, flush=True)
     t_start = time.monotonic()
     models = collect(args, QUICK if args.quick else [])
     if not models:
@@ -467,7 +440,7 @@ def main() -> None:
     for m in models:
         try:
             prepare(m, out, args.threads)
-            rows += rows_of(m, out, args.threads)
+            rows += rows_of(m, out, args.threads, args.runtimes)
         except Exception as err:  # one model failing leaves the others measured
             logging.exception("%s: failed", m.name)
             m.notes.append(f"{m.name} FAILED, left out of the table: {type(err).__name__}: {err}")
@@ -487,22 +460,27 @@ def main() -> None:
     timing_s = time.monotonic() - t_timing
     compare(rows)
     lines = [
+        header,
+        f"Quantize stage searched and deployed on {RUNTIME_LABELS[args.runtime]}; rows for "
+        f"{', '.join(RUNTIME_LABELS[r] for r in args.runtimes)}.",
+        "",
         markdown(rows),
         "",
-        cpu_line(),
         f"{args.threads} threads; latency at batch 1, throughput (img/s) at batch "
         f"{args.batch}; medians of {args.repeats} runs, {args.rounds} interleaved rounds. "
-        "x FP32 ORT: throughput over the same model's FP32 in ONNX Runtime; x base / drop vs "
-        "base: over the bootstrap baseline's FP32 (eager PyTorch, ONNX Runtime). Top-1 of the "
-        "ORT rows from each report.json (test set of the run's data settings).",
-        *findings(models, rows),
+        "x FP32 same rt: throughput over the same model's FP32 in the same runtime; x base / "
+        "drop vs base: over the bootstrap baseline's FP32 in eager PyTorch and in the row's "
+        "runtime. Top-1 of the deployed rows from each report.json (test set of the run's "
+        "data settings; the other runtime's from its compare section).",
+        *[line for m in models for line in model_lines(m, rows, args.runtimes)],
+        *target_lines(models, rows, args.runtimes),
         *[f"- note: {n}" for m in [*models, *failed] for n in m.notes],
         seconds_line(models, timing_s, time.monotonic() - t_start),
     ]
     text = "\n".join(lines)
     print("\n" + text)
     (out / "table.md").write_text(text + "\n")
-    keys = [k for k, _, _ in COLUMNS]
+    keys = ["runtime", "kind", *[k for k, _, _ in COLUMNS]]
     with (out / "table.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()

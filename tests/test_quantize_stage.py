@@ -113,3 +113,20 @@ def test_cli_quantizes_a_finished_run_elsewhere_and_never_overwrites(quantized, 
 def test_quantize_without_final_names_the_fix(tmp_path):
     with pytest.raises(ConfigError, match="quantize reads final/subnet.pt.*add final to stages"):
         _run(tmp_path / "r", "stages=[quantize]")
+
+
+def test_openvino_int4_on_a_gemm_head_compares_on_onnxruntime_in_int8(quantized, tmp_path):
+    """OpenVINO compresses a Gemm (a 2-D linear head) to INT4; ONNX Runtime has no INT4
+    kernel for it, so the side-by-side deployment there runs that layer in INT8."""
+    from hwnas.app.quantize_cli import main
+
+    out, _ = quantized
+    q = tmp_path / "ov"
+    args = [f"run_dir={out}", f"output_dir={q}", *SMALL, "quantize.runtime=openvino",
+            "quantize.choices=[int4,int8,fp32]"]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads((q / "report.json").read_text())
+    assert report["runtime"] == "openvino" and report["int4_layers"]
+    assert set(report["compare"]["onnxruntime"]) >= {"fp32", "int8", "int4", "chosen"}
+    assert 0 <= report["int4"]["test"] <= 1
+    assert 0 <= report["compare"]["onnxruntime"]["int4"]["test"] <= 1

@@ -227,7 +227,12 @@ def _markdown(r: Mapping[str, Any]) -> str:
     lines = [f"# Quantization ({label})", ""]
     lines += _table(r, metric, bool(r["chosen"].get("qat")))
     for other, rows in (r.get("compare") or {}).items():
-        lines += ["", f"The same assignments on {RUNTIME_LABELS.get(other, other)}:", ""]
+        lines += [
+            "",
+            f"The same assignments on {RUNTIME_LABELS.get(other, other)} (an INT4 "
+            "layer it has no kernel for runs in INT8 there):",
+            "",
+        ]
         lines += _table(rows, metric, False)
     t = r["timing"]
     lines += [

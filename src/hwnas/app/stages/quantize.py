@@ -287,8 +287,8 @@ def quantize_model(
     report = report_runtimes(
         task, net, dm, q, {**paths, "chosen": chosen_path, **models}, ranked, runtime,
         lambda rt, arch, stem: deploy_assignment(
-            rt, fp32, arch.to_dict(), calib, stem, settings, nodes,
-            folder / "candidates" / calibration_cache_name(fp32, settings),
+            rt, fp32, _portable(arch, rt, layers, nodes, fp32, bool(int4)), calib, stem,
+            settings, nodes, folder / "candidates" / calibration_cache_name(fp32, settings),
         ),
         folder / "compare",
     )  # fmt: skip
@@ -330,6 +330,15 @@ def quantize_model(
             "quantize/size_mb": report["chosen"]["size_mb"],
         },
     }
+
+
+def _portable(
+    arch: Arch, runtime: str, layers: list, nodes: Mapping, fp32: Path, has_int4: bool
+) -> dict[str, str]:
+    """``arch`` as ``runtime`` can deploy it: an INT4 layer it has no kernel for (a
+    Gemm on ONNX Runtime) runs in INT8 there."""
+    ok = set(int4_layers(runtime, layers, nodes, fp32)) if has_int4 else set()
+    return {k: "int8" if p == "int4" and k not in ok else p for k, p in arch.items()}
 
 
 def _floor0(drop: float | Mapping[str, float]) -> float | dict[str, float]:
