@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
+import hwnas.hardware.openvino as openvino
 from hwnas.elastic.base import ElasticModel
-from hwnas.hardware import openvino
 from hwnas.hardware.analytic import model_signature
 from hwnas.hardware.latency import device_name
 from hwnas.spaces.base import SearchSpace
