@@ -241,7 +241,7 @@ def table(run_dir: Path, baseline_path: Path, args) -> list[dict]:
     from omegaconf import OmegaConf
 
     from hwnas.app.context import build_context
-    from hwnas.app.stages import evaluator, load_supernet
+    from hwnas.app.stages.common import evaluator, load_supernet
     from hwnas.app.subnet_io import load_subnet
 
     cfg = OmegaConf.load(run_dir / "hwnas_config.yaml")
