@@ -88,6 +88,14 @@ def weight_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
     ]
 
 
+def nncf_float_types(proto: onnx.ModelProto) -> list[str]:
+    """OpenVINO op types NNCF leaves in FP32, as :func:`kept_float` does for ONNX Runtime:
+    in a graph with attention, the adds (the padding mask's -inf), Softmax and the
+    LayerNorms (``MVN`` in OpenVINO); none in a graph without attention."""
+    attention = any(n.op_type == "Softmax" for n in proto.graph.node)
+    return ["Add", "Softmax", "MVN"] if attention else []
+
+
 def kept_float(proto: onnx.ModelProto) -> list[str]:
     """Nodes that ``other_ops`` does not quantize: :data:`FLOAT_OPS`, and in a graph with
     attention (a Softmax) every Add, whose inputs include the additive padding mask
@@ -179,7 +187,9 @@ def _openvino_int8(path: Path, feed: dict[str, np.ndarray], stray: list[str]) ->
     with redirect_stdout(io.StringIO()):  # NNCF's progress bars
         model = nncf.quantize(
             model, nncf.Dataset([feed]), preset=nncf.QuantizationPreset.MIXED, subset_size=1,
-            ignored_scope=nncf.IgnoredScope(names=skip, validate=False),
+            ignored_scope=nncf.IgnoredScope(
+                names=skip, types=nncf_float_types(onnx.load(str(path))), validate=False
+            ),
         )  # fmt: skip
     out = path.with_name(path.stem + "_int8.xml")
     ov.save_model(model, str(out), compress_to_fp16=False)

@@ -45,11 +45,12 @@ class TraceEstimate:
 
 def task_loss(task: Any) -> LossFn:
     """A :data:`LossFn` from a :class:`hwnas.tasks.Task`: split the batch, run the model,
-    apply the task's training loss."""
+    apply the task's :meth:`~hwnas.tasks.Task.curvature_loss` (its training loss, less
+    any term whose backward has no derivative)."""
 
     def loss_fn(model: nn.Module, batch: Any) -> torch.Tensor:
         inputs, targets = task.split_batch(batch)
-        return task.loss(model(*inputs), targets)
+        return task.curvature_loss(model(*inputs), targets)
 
     return loss_fn
 

@@ -30,6 +30,9 @@ from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any
 
+import onnx
+
+from hwnas.hardware.int8 import nncf_float_types
 from hwnas.hardware.openvino import WEIGHT_OPS, ir_files, ov_core, ov_op_names, require_openvino
 from hwnas.quantize.layers import layer_nodes_by_name
 from hwnas.quantize.onnx_quant import QuantSettings, onnx_input_names
@@ -102,6 +105,7 @@ def ov_quantize_assignment(
     if layer_nodes is None:
         layer_nodes = layer_nodes_by_name(src, list(assignment))
     model = ov_core().read_model(str(src))
+    proto = onnx.load(str(src), load_external_data=False)
     every = ov_op_names(model, [n for nodes in layer_nodes.values() for n in nodes])
     stray = [
         op.get_friendly_name()
@@ -136,7 +140,9 @@ def ov_quantize_assignment(
                 nncf.Dataset(feeds),
                 preset=preset,
                 subset_size=len(feeds),  # NNCF counts dataset items, here batches
-                ignored_scope=nncf.IgnoredScope(names=skip, validate=False),
+                ignored_scope=nncf.IgnoredScope(
+                    names=skip, types=nncf_float_types(proto), validate=False
+                ),
             )
         if int4:
             skip = [name for name in every.values() if name not in int4] + stray
@@ -153,6 +159,8 @@ def ov_quantize_assignment(
                 ratio=1.0,
                 group_size=group_size,
                 all_layers=True,
-                ignored_scope=nncf.IgnoredScope(names=skip, validate=False),
+                ignored_scope=nncf.IgnoredScope(
+                    names=skip, types=nncf_float_types(proto), validate=False
+                ),
             )
     return _save_ir(model, out)

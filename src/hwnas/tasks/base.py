@@ -125,6 +125,11 @@ class Task(ABC):
     ) -> dict[str, float]:
         """Every metric of ``model`` (eval mode, no grad) over ``loader``."""
 
+    def curvature_loss(self, outputs: Any, targets: Any) -> torch.Tensor:
+        """The loss whose Hessian ranks layers for quantization (a second backward runs
+        through it): the training loss, unless a term of it has no double backward."""
+        return self.loss(outputs, targets)
+
     def deployed(self, model: nn.Module, exported: nn.Module) -> nn.Module:
         """What :meth:`evaluate` scores when ``exported`` (a runtime running the export
         of ``model``'s ``forward`` on :meth:`example_inputs`, e.g. a quantized ONNX or

@@ -200,6 +200,13 @@ class TransducerASR(Task):
             loss = loss + float(outputs["ctc_weight"]) * ctc / tokens.shape[0]
         return loss
 
+    def curvature_loss(
+        self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]
+    ) -> Tensor:
+        """The transducer loss without the auxiliary CTC term: CTC's backward has no
+        derivative in PyTorch, and the CTC head is a training aid, not deployed."""
+        return self.loss({k: v for k, v in outputs.items() if k != "ctc_logits"}, targets)
+
     def distill_loss(
         self, student: Mapping[str, Tensor], teacher: Mapping[str, Tensor], temperature: float
     ) -> Tensor:
