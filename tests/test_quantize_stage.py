@@ -23,6 +23,7 @@ SMALL = [
     "quantize.hessian_batch=16", "quantize.strategy.trials=8",
     "quantize.strategy.population_size=4", "quantize.repeats=3", "quantize.warmup=1",
     "quantize.throughput_batch=8", "quantize.max_drop=0.05",
+    "quantize.compare=false",  # the other runtime: tested where it is asserted
 ]  # fmt: skip
 STAGES = "stages=[zero_shot,supernet,search,final,quantize]"
 
@@ -123,7 +124,7 @@ def test_openvino_int4_on_a_gemm_head_compares_on_onnxruntime_in_int8(quantized,
     out, _ = quantized
     q = tmp_path / "ov"
     args = [f"run_dir={out}", f"output_dir={q}", *SMALL, "quantize.runtime=openvino",
-            "quantize.choices=[int4,int8,fp32]"]  # fmt: skip
+            "quantize.choices=[int4,int8,fp32]", "quantize.compare=true"]  # fmt: skip
     assert main(args) == 0
     report = json.loads((q / "report.json").read_text())
     assert report["runtime"] == "openvino" and report["int4_layers"]
