@@ -48,15 +48,8 @@ def variant(kind: str, runtime: str) -> str:
 
 
 def markdown(rows: list[dict], columns: list[tuple[str, str, str]] = COLUMNS) -> str:
-    """A markdown table of ``rows`` by ``columns`` ``(key, title, format)``; text columns
-    (format ``{}``) align left, a missing or ``None`` value is a blank cell."""
-    head = "| " + " | ".join(c[1] for c in columns) + " |"
-    rule = "|" + "|".join("---" if c[2] == "{}" else "---:" for c in columns) + "|"
-    body = [
-        "| " + " | ".join("" if r.get(k) is None else f.format(r[k]) for k, _, f in columns) + " |"
-        for r in rows
-    ]
-    return "\n".join([head, rule, *body])
+    """A markdown table of ``rows`` by ``columns`` (:func:`bench_bootstrap.markdown`)."""
+    return bench_bootstrap().markdown(rows, columns)
 
 
 def machine() -> dict[str, Any]:

@@ -133,6 +133,17 @@ def _random_feed(session: Any, batch_size: int, seed: int) -> dict[str, np.ndarr
     return feed
 
 
+def session_feed(
+    session: Any, inputs: InputSpec | None, batch_size: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """One batch for ``session``: built from ``inputs`` (a shape or a callable, as
+    :func:`time_onnx` takes), or from the graph's own input shapes when ``None``."""
+    if inputs is None:
+        return _random_feed(session, batch_size, seed)
+    xs = make_inputs(inputs, batch_size, torch.Generator().manual_seed(seed))
+    return as_feed(xs, [i.name for i in session.get_inputs()])
+
+
 def time_onnx(
     path: str | Path,
     inputs: InputSpec | None = None,
@@ -155,12 +166,7 @@ def time_onnx(
     runtime = runtime_of(path, runtime)
     check_setting(device, "onnxruntime", threads, batch_size, warmup, repeats)
     session = open_session(path, threads, runtime, device)
-    names = [i.name for i in session.get_inputs()]
-    if inputs is None:
-        feed = _random_feed(session, batch_size, seed)
-    else:
-        xs = make_inputs(inputs, batch_size, torch.Generator().manual_seed(seed))
-        feed = as_feed(xs, names)
+    feed = session_feed(session, inputs, batch_size, seed)
     times = time_session(session, feed, warmup, repeats)
     return stats_of(times, warmup, batch_size, device, threads, runtime)
 
@@ -178,11 +184,7 @@ def peak_memory_mb(
 
     runtime = runtime_of(path, runtime)
     session = open_session(path, 1, runtime)
-    names = [i.name for i in session.get_inputs()]
-    if inputs is None:
-        feed = _random_feed(session, batch_size, 0)
-    else:
-        feed = as_feed(make_inputs(inputs, batch_size, torch.Generator().manual_seed(0)), names)
+    feed = session_feed(session, inputs, batch_size)
     del session
     with tempfile.TemporaryDirectory(prefix="hwnas-mem-") as tmp:
         npz = Path(tmp) / "feed.npz"
