@@ -27,15 +27,17 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]  # tiny experiments name fixtures relative to the repository
 QUANTIZE = "stages=[zero_shot,supernet,search,final,quantize]"
+# one runtime: the side-by-side deployment on the other is volatile (measured) anyway
+COMPARE_OFF = "quantize.compare=false"
 # name -> overrides of `python -m hwnas` (seed 0, one thread)
 EXPERIMENTS: dict[str, list[str]] = {
     "synthetic_tiny": ["experiment=synthetic_tiny"],
-    "synthetic_tiny_quantize": ["experiment=synthetic_tiny", QUANTIZE],
+    "synthetic_tiny_quantize": ["experiment=synthetic_tiny", QUANTIZE, COMPARE_OFF],
     "vit_synthetic_tiny": ["experiment=vit_synthetic_tiny"],
     "squad_tiny": ["experiment=squad_tiny"],
     "asr_tiny": ["experiment=asr_tiny"],
     "bootstrap_tiny": ["experiment=bootstrap_tiny"],
-    "bootstrap_tiny_quantize": ["experiment=bootstrap_tiny", QUANTIZE],
+    "bootstrap_tiny_quantize": ["experiment=bootstrap_tiny", QUANTIZE, COMPARE_OFF],
 }
 # files whose content is not a result: logs, configs with absolute paths, binaries
 SKIP_SUFFIXES = {".log", ".yaml", ".png", ".ckpt", ".onnx", ".md", ".txt", ".wav", ".model"}

@@ -22,6 +22,7 @@ from torch import nn
 
 from hwnas.hardware.int8 import int8_model
 from hwnas.hardware.openvino import ov_session
+from hwnas.hardware.ort_sessions import ort_session
 
 # the backends that time the module exported to ONNX (:func:`onnx_session`)
 EXPORTED = ("onnxruntime", "openvino")
@@ -50,28 +51,6 @@ def no_gc() -> Iterator[None]:
 def input_names(xs: tuple) -> list[str]:
     """ONNX input names of :func:`onnx_session`: ``x`` for one input, else ``x0, x1, ...``."""
     return ["x"] if len(xs) == 1 else [f"x{i}" for i in range(len(xs))]
-
-
-def ort_session(path: str | Path, threads: int = 1, device: str = "cpu") -> Any:
-    """An ONNX Runtime session on the file ``path``: ``threads`` intra-op threads,
-    sequential execution, every graph optimisation on (fusions included)."""
-    import onnxruntime as ort
-
-    providers = ["CPUExecutionProvider"]
-    if device == "cuda":
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ValueError(
-                "onnxruntime has no CUDAExecutionProvider here; install onnxruntime-gpu "
-                "or use hardware.backend=torch"
-            )
-        providers = ["CUDAExecutionProvider"]
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=providers)
 
 
 def onnx_session(

@@ -24,7 +24,8 @@ from torch import nn
 from hwnas.core.types import Timing
 from hwnas.hardware.latency import InputSpec, LatencyStats, check_setting, make_inputs, stats_of
 from hwnas.hardware.openvino import ir_files, ov_session
-from hwnas.hardware.sessions import ort_session, time_session
+from hwnas.hardware.ort_sessions import ort_session
+from hwnas.hardware.sessions import time_session
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,8 @@ def peak_memory_mb(
     import sys
     import tempfile
 
+    from hwnas.quantize import memprobe
+
     runtime = runtime_of(path, runtime)
     session = open_session(path, 1, runtime)
     feed = session_feed(session, inputs, batch_size)
@@ -190,7 +193,7 @@ def peak_memory_mb(
         npz = Path(tmp) / "feed.npz"
         np.savez(npz, **feed)
         done = subprocess.run(
-            [sys.executable, "-m", "hwnas.quantize.memprobe", str(path), runtime, str(npz)],
+            [sys.executable, str(Path(memprobe.__file__)), str(path), runtime, str(npz)],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
     if done.returncode != 0:
