@@ -99,6 +99,9 @@ def copy_stages(run: Path, out: Path) -> list[str]:
             continue  # a run made without that stage
         done.append(stage)
         if (out / stage / "DONE.json").is_file():
+            if (out / stage / "DONE.json").read_bytes() != (run / stage / "DONE.json").read_bytes():
+                fail(f"{out / stage} is not a copy of {run / stage} (the first run was made "
+                     f"again since): give another --out, or move {out} away")  # fmt: skip
             continue
         scratch = out / f".{stage}.copy"
         shutil.rmtree(scratch, ignore_errors=True)
