@@ -173,6 +173,8 @@ def rows_of(tag: str, run: Path, runtime: str, dm: Any, folder: Path, threads: i
     report = json.loads((run / "final" / "report.json").read_text())
     metric = report.get("metric", "acc")
     sub = report["subnet"]
+    # the FP32 subnet as the run deploys it (fine-tuned by the final stage where it was)
+    top1 = report.get(f"deployed_test_{metric}", sub[f"test_{metric}"])
     task = dm.task()
     net = load_subnet(run / "final")
     example = task.example_inputs(1, torch.Generator().manual_seed(0))
@@ -186,7 +188,7 @@ def rows_of(tag: str, run: Path, runtime: str, dm: Any, folder: Path, threads: i
     int8_top1 = float(task.evaluate(module, dm.test_dataloader())[metric])
     common = {
         "search": tag, "run": str(run), "params_m": sub["params_m"], "flops_m": sub["flops_m"],
-        "top1": sub[f"test_{metric}"], "inputs": task.example_inputs, "runtime": runtime,
+        "top1": top1, "inputs": task.example_inputs, "runtime": runtime,
         "search_cost": report.get("environment", {}).get("search_cost_model", "?"),
         "arch": report.get("arch"),
     }  # fmt: skip
