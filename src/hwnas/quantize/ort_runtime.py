@@ -183,8 +183,7 @@ def peak_memory_mb(
     import sys
     import tempfile
 
-    from hwnas.quantize import memprobe
-
+    probe = Path(__file__).with_name("memprobe.py")  # run as a file: no package import
     runtime = runtime_of(path, runtime)
     session = open_session(path, 1, runtime)
     feed = session_feed(session, inputs, batch_size)
@@ -193,7 +192,7 @@ def peak_memory_mb(
         npz = Path(tmp) / "feed.npz"
         np.savez(npz, **feed)
         done = subprocess.run(
-            [sys.executable, str(Path(memprobe.__file__)), str(path), runtime, str(npz)],
+            [sys.executable, str(probe), str(path), runtime, str(npz)],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
     if done.returncode != 0:
